@@ -1,0 +1,1 @@
+"""gas: generate fast vision transformers by constrained architecture search."""

@@ -1,0 +1,45 @@
+"""Random genomes from a space, optionally within a FLOPs and params budget (for `gas sample`)."""
+
+from __future__ import annotations
+
+import optuna
+
+from gas.cost import Cost
+from gas.errors import GasError
+from gas.genome import Genome
+from gas.space import get_space
+
+MAX_DRAWS_PER_GENOME = 2000
+
+
+def sample_genomes(
+    space_name: str,
+    n: int,
+    seed: int = 0,
+    resolution: int = 224,
+    budget: int | None = None,
+    max_params: int | None = None,
+) -> list[tuple[Genome, Cost]]:
+    """`n` distinct random genomes of the space at `resolution` meeting the budget, with their costs."""
+    if n < 1:
+        raise GasError(f"--n must be at least 1, got {n}")
+    space = get_space(space_name)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    found: dict[str, tuple[Genome, Cost]] = {}
+    for _ in range(n * MAX_DRAWS_PER_GENOME):
+        trial = study.ask()
+        genome = space.sample(trial, resolution=resolution)
+        study.tell(trial, 0.0)
+        cost = space.cost(genome)
+        if (budget is None or cost.flops <= budget) and (max_params is None or cost.params <= max_params):
+            found.setdefault(genome.to_json(), (genome, cost))
+            if len(found) == n:
+                return list(found.values())
+    limits = " and ".join(
+        text for text in (budget and f"{budget:,} FLOPs", max_params and f"{max_params:,} params") if text
+    )
+    raise GasError(
+        f"found only {len(found)} of {n} genomes within {limits} in {n * MAX_DRAWS_PER_GENOME} draws "
+        f"from the {space.name} space at {resolution}px; raise the budget"
+    )

@@ -1,0 +1,127 @@
+"""Search spaces: the interface every space implements, and how gas finds one by name.
+
+A space is one module in `search_spaces/` (or any importable module) exposing `SPACE`, a `SearchSpace`
+subclass. `get_space("turbovit")` imports `search_spaces.turbovit`; options follow a colon
+(`"turbovit:q_pools=2"`) and become constructor arguments. Nothing else in gas names a space.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from torch import nn
+
+from gas.cost import Cost
+from gas.errors import GasError, GenomeError
+from gas.genome import Genome, read_json
+
+
+class SearchSpace(ABC):
+    """What genomes may be, how a trial samples one, how to build and cost it, and named references."""
+
+    #: The name genomes carry in their "space" field (with options, e.g. "turbovit:q_pools=2").
+    name: str
+    genome_type: type[Genome]
+
+    @property
+    @abstractmethod
+    def references(self) -> Mapping[str, Genome]:
+        """Named genomes that ship with the space (e.g. published architectures)."""
+
+    @abstractmethod
+    def check(self, genome: Genome) -> None:
+        """Raise GenomeError naming the first rule `genome` breaks."""
+
+    @abstractmethod
+    def sample(self, trial: optuna.Trial, resolution: int = 224, num_classes: int = 1000) -> Genome:
+        """Draw a valid genome define-by-run from an Optuna trial."""
+
+    @abstractmethod
+    def build(self, genome: Genome) -> nn.Module:
+        """The PyTorch model of `genome` at `genome.resolution`."""
+
+    @abstractmethod
+    def cost(self, genome: Genome) -> Cost:
+        """Parameters and FLOPs of `genome` at `genome.resolution`, computed without building it."""
+
+    @abstractmethod
+    def describe(self, genome: Genome) -> dict[str, str]:
+        """A few short columns that tell genomes apart in a table (depth, widths, attention layout...)."""
+
+    def parse(self, data: Mapping[str, Any]) -> Genome:
+        """A checked genome from its JSON document."""
+        genome = self.genome_type.from_dict({**data, "space": self.name})
+        self.check(genome)
+        return genome
+
+
+def space_names() -> list[str]:
+    """Spaces that ship in `search_spaces/`."""
+    import search_spaces
+
+    return sorted(module.name for module in pkgutil.iter_modules(search_spaces.__path__))
+
+
+def _parse_options(text: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise GasError(f"space option {item!r} must be written key=value")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    return options
+
+
+def get_space(spec: str) -> SearchSpace:
+    """The space named `spec`: a module in `search_spaces/`, or a dotted module path, plus options.
+
+    >>> get_space("turbovit").name
+    'turbovit'
+    """
+    module_name, _, option_text = spec.partition(":")
+    qualified = module_name if "." in module_name else f"search_spaces.{module_name}"
+    if "." not in module_name and module_name not in space_names():
+        raise GasError(f"unknown space {module_name!r}; available: {', '.join(space_names())}")
+    try:
+        module = importlib.import_module(qualified)
+    except ImportError as error:
+        raise GasError(f"cannot import space module {qualified!r}: {error}") from None
+    space_class = getattr(module, "SPACE", None)
+    if not (isinstance(space_class, type) and issubclass(space_class, SearchSpace)):
+        raise GasError(f"module {qualified!r} does not define SPACE as a SearchSpace subclass")
+    try:
+        return space_class(**_parse_options(option_text))
+    except TypeError as error:
+        raise GasError(f"space {module_name!r} does not take those options: {error}") from None
+
+
+def reference_names() -> dict[str, str]:
+    """Every shipped reference genome name, mapped to the space it belongs to."""
+    return {name: space for space in space_names() for name in get_space(space).references}
+
+
+def load_genome(source: str | Path | Mapping[str, Any]) -> Genome:
+    """A checked genome from a JSON document, a path to one, or a reference name like 'hiera_tiny'."""
+    if isinstance(source, Mapping):
+        data = dict(source)
+    elif Path(source).suffix == ".json" or Path(source).exists():
+        data = read_json(source)
+    else:
+        owners = reference_names()
+        if str(source) not in owners:
+            known = ", ".join(sorted(owners))
+            raise GasError(f"{source!r} is neither a genome file nor a reference; references: {known}")
+        return get_space(owners[str(source)]).references[str(source)]
+    if not isinstance(data.get("space"), str):
+        raise GenomeError("genome has no 'space' field naming its search space")
+    return get_space(data["space"]).parse(data)

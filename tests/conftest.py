@@ -1,0 +1,29 @@
+"""Shared fixtures: the CLI as users run it, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_gas(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
+    """Run `python -m gas ARGS` and return the completed process (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gas", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def gas_cli():
+    return run_gas

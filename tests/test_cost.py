@@ -1,0 +1,68 @@
+"""The analytic cost model against published numbers and against fvcore on built models."""
+
+import json
+
+import pytest
+
+from gas.fvcore_count import fvcore_flops
+from gas.space import get_space, load_genome
+
+PUBLISHED = {  # params, FLOPs (fvcore MACs) at 224px: Hiera README / timm model cards
+    "hiera_tiny": (27.91e6, 4.91e9),
+    "hiera_small": (35.01e6, 6.42e9),
+    "hiera_base": (51.52e6, 9.40e9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_cli_cost_matches_published_hiera(gas_cli, name):
+    result = gas_cli("cost", name, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    params, flops = PUBLISHED[name]
+    assert report["params"] == pytest.approx(params, rel=1e-3)
+    assert report["flops"] == pytest.approx(flops, rel=1e-2)
+    assert sum(part["flops"] for part in report["parts"]) == report["flops"]
+
+
+def test_turbovit_reference_is_turbovit_scale():
+    cost = get_space("turbovit").cost(load_genome("turbovit"))
+    assert cost.params == pytest.approx(12.7e6, rel=0.01)
+    assert cost.flops <= 2.5e9
+
+
+@pytest.fixture(scope="module")
+def sampled_genomes(tmp_path_factory):
+    """54 genomes written by `gas sample`, at 224px and three proxy resolutions."""
+    from tests.conftest import run_gas
+
+    out = tmp_path_factory.mktemp("genomes")
+    paths = []
+    for resolution, n, budget in [(224, 18, "2.5G"), (64, 12, None), (96, 12, None), (128, 12, None)]:
+        folder = out / str(resolution)
+        args = ["sample", "--n", str(n), "--seed", str(resolution), "--resolution", str(resolution)]
+        result = run_gas(*args, *(["--budget", budget] if budget else []), "--out", str(folder))
+        assert result.returncode == 0, result.stderr
+        paths += sorted(folder.glob("*.json"))
+    assert len(paths) == 54
+    return paths
+
+
+def test_analytic_cost_equals_built_model_and_fvcore(sampled_genomes):
+    space = get_space("turbovit")
+    for path in sampled_genomes:
+        genome = load_genome(path)
+        cost = space.cost(genome)
+        model = space.build(genome)
+        assert cost.params == sum(p.numel() for p in model.parameters()), path
+        reference = fvcore_flops(model, genome.resolution)
+        assert cost.flops == pytest.approx(reference, rel=0.005), path
+
+
+def test_sample_respects_budget_and_is_seeded(sampled_genomes, gas_cli, tmp_path):
+    space = get_space("turbovit")
+    for path in sampled_genomes[:18]:
+        assert space.cost(load_genome(path)).flops <= 2.5e9
+    again = gas_cli("sample", "--n", "18", "--seed", "224", "--budget", "2.5G", "--out", str(tmp_path))
+    assert again.returncode == 0
+    assert [p.read_text() for p in sorted(tmp_path.glob("*.json"))] == [p.read_text() for p in sampled_genomes[:18]]

@@ -1,0 +1,88 @@
+"""The hierarchical ViT: shapes, gradients, and the unrolled layout against a naive raster version."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gas.models.hiera import BlockSpec, MaskUnitAttention, q_pool, unroll
+from gas.space import get_space, load_genome
+
+
+@pytest.mark.parametrize("name", ["turbovit", "hiera_tiny"])
+@pytest.mark.parametrize("resolution", [224, 64])
+def test_reference_trains_one_step_at_224_and_64(name, resolution):
+    space = get_space("turbovit")
+    genome = load_genome(name).at_resolution(resolution)
+    model = space.build(genome)
+    images = torch.randn(2, 3, resolution, resolution)
+    logits = model(images)
+    assert logits.shape == (2, 1000)
+    F.cross_entropy(logits, torch.tensor([1, 2])).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def _raster_pool(x: torch.Tensor, side: int) -> torch.Tensor:
+    """2x2 max-pool of raster tokens [B, side*side, C]."""
+    batch, _, channels = x.shape
+    x = x.reshape(batch, side // 2, 2, side // 2, 2, channels).amax(dim=(2, 4))
+    return x.reshape(batch, -1, channels)
+
+
+def _naive_attention(attn: MaskUnitAttention, x: torch.Tensor, side: int, unit: int) -> torch.Tensor:
+    """Windowed attention written directly on raster tokens, one window at a time."""
+    batch = x.shape[0]
+    qkv = attn.qkv(x).reshape(batch, side, side, 3, attn.heads, -1)
+    out_side = side // 2 if attn.pool else side
+    out_unit = unit // 2 if attn.pool else unit
+    out = torch.zeros(batch, out_side, out_side, qkv.shape[-2] * qkv.shape[-1])
+    for wy in range(side // unit):
+        for wx in range(side // unit):
+            window = qkv[:, wy * unit : (wy + 1) * unit, wx * unit : (wx + 1) * unit]
+            q, k, v = (window[..., i, :, :] for i in range(3))  # [B, u, u, heads, hd]
+            if attn.pool:
+                q = q.reshape(batch, unit // 2, 2, unit // 2, 2, *q.shape[-2:]).amax(dim=(2, 4))
+            q, k, v = (t.reshape(batch, -1, *t.shape[-2:]).transpose(1, 2) for t in (q, k, v))
+            weights = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1)
+            o = (weights @ v).transpose(1, 2).reshape(batch, out_unit, out_unit, -1)
+            out[:, wy * out_unit : (wy + 1) * out_unit, wx * out_unit : (wx + 1) * out_unit] = o
+    return attn.proj(out.reshape(batch, out_side * out_side, -1))
+
+
+@pytest.mark.parametrize(("grid", "mask_unit", "pool_steps"), [(16, 8, 3), (16, 4, 3), (32, 16, 3), (16, 8, 2)])
+@pytest.mark.parametrize("pool", [False, True])
+def test_unrolled_mask_unit_attention_equals_windowed_attention_on_raster_tokens(grid, mask_unit, pool_steps, pool):
+    torch.manual_seed(0)
+    dim = 16
+    raster = torch.randn(2, grid * grid, dim)
+    windows = (grid // mask_unit) ** 2
+    attn = MaskUnitAttention(dim, 24, heads=3, windows=windows, pool=pool)
+    with torch.no_grad():
+        fast = attn(unroll(raster, grid, pool_steps, mask_unit))
+        naive = _naive_attention(attn, raster, grid, mask_unit)
+        out_grid, steps_left = (grid // 2, pool_steps - 1) if pool else (grid, pool_steps)
+        expected = unroll(naive, out_grid, steps_left, mask_unit // 2 if pool else mask_unit)
+    torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_q_pool_of_unrolled_tokens_is_a_raster_max_pool():
+    raster = torch.randn(1, 8 * 8, 5)
+    pooled = q_pool(unroll(raster, 8, 3, 8))
+    torch.testing.assert_close(pooled, unroll(_raster_pool(raster, 8), 4, 2, 4))
+
+
+def test_global_attention_block_is_a_single_window():
+    attn = MaskUnitAttention(8, 8, heads=2, windows=1, pool=False)
+    x = torch.randn(1, 16, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), _naive_attention(attn, x, 4, 4))
+
+
+def test_width_change_without_pooling_projects_the_shortcut():
+    space = get_space("turbovit")
+    genome = load_genome("turbovit")
+    assert genome.blocks[1].dim != genome.blocks[0].dim and not genome.blocks[1].q_pool
+    model = space.build(genome.at_resolution(64))
+    assert model.blocks[1].proj is not None and model.blocks[3].proj is None
+    assert isinstance(genome.blocks[0], BlockSpec)
