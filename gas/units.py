@@ -38,3 +38,11 @@ def format_count(value: float, digits: int = 2) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.{digits}f}{suffix}"
     return f"{value:.0f}"
+
+
+def compact_count(value: float) -> str:
+    """2500000000 -> '2.5G': the shortest exact form, for names."""
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
