@@ -1,0 +1,81 @@
+"""Time the analytic cost model against fvcore on the same genomes: genomes/second for each, and the ratio.
+
+    python experiments/bench_cost/run.py [--n 50] [--seed 0]
+
+fvcore needs a built model, so its time is build + trace-and-count (what a budget check would cost
+without the analytic model); the count alone is reported too. Writes experiments/results/bench_cost.{csv,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from gas.fvcore_count import fvcore_flops
+from gas.machine import machine_line
+from gas.sampling import sample_genomes
+from gas.space import get_space
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--space", default="turbovit")
+    parser.add_argument("--budget", type=float, default=2.5e9)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    space = get_space(args.space)
+    genomes = [genome for genome, _ in sample_genomes(args.space, args.n, args.seed, 224, int(args.budget))]
+
+    repeats = 20
+    start = time.perf_counter()
+    for _ in range(repeats):
+        analytic = [space.cost(genome).flops for genome in genomes]
+    analytic_s = (time.perf_counter() - start) / repeats
+
+    build_s = count_s = 0.0
+    reference = []
+    for genome in genomes:
+        start = time.perf_counter()
+        model = space.build(genome)
+        build_s += time.perf_counter() - start
+        start = time.perf_counter()
+        reference.append(fvcore_flops(model, genome.resolution))
+        count_s += time.perf_counter() - start
+    worst = max(abs(a - r) / r for a, r in zip(analytic, reference, strict=True))
+
+    rows = pd.DataFrame(
+        [
+            {"method": "analytic (gas.cost)", "seconds": analytic_s, "genomes_per_s": args.n / analytic_s},
+            {
+                "method": "fvcore: build + count",
+                "seconds": build_s + count_s,
+                "genomes_per_s": args.n / (build_s + count_s),
+            },
+            {"method": "fvcore: count only", "seconds": count_s, "genomes_per_s": args.n / count_s},
+        ]
+    )
+    rows["speedup_of_analytic"] = rows["seconds"] / analytic_s
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(RESULTS / "bench_cost.csv", index=False)
+    command = "python experiments/bench_cost/run.py " + " ".join(sys.argv[1:])
+    table = rows.to_markdown(index=False, floatfmt=".4g")
+    (RESULTS / "bench_cost.md").write_text(
+        f"# Analytic cost model vs fvcore\n\n{args.n} random `{args.space}` genomes at 224px within "
+        f"{args.budget:.3g} FLOPs, one CPU thread. Worst relative FLOPs difference: {worst:.2e}.\n\n"
+        f"{table}\n\nMachine: {machine_line()}\n\nCommand: `{command.strip()}`\n"
+    )
+    print(table)
+    print(f"worst relative difference {worst:.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""What a benchmark ran on: CPU, cores, GPU and library versions, stamped next to every figure."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for package in ("torch", "optuna", "ray", "fvcore", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "cpu": _cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "gpu": gpu,
+        "python": sys.version.split()[0],
+        **versions,
+    }
+
+
+def machine_line() -> str:
+    """One line for a results table: 'CPU: ... (2 cores), GPU: none, torch 2.13.0, ...'."""
+    info = machine_info()
+    libraries = ", ".join(f"{name} {info[name]}" for name in ("torch", "optuna", "ray", "fvcore"))
+    return f"CPU: {info['cpu']} ({info['cores']} cores), GPU: {info['gpu']}, Python {info['python']}, {libraries}"
