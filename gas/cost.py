@@ -70,6 +70,9 @@ class Cost:
 
     resolution: int
     rows: tuple[Row, ...]
+    #: Totals of the inference form, for spaces whose models fold every norm into a conv or linear layer
+    #: (EfficientViT's `fuse()`): published figures of such networks are of that form. None elsewhere.
+    fused: Count | None = None
 
     @property
     def params(self) -> int:
@@ -80,12 +83,11 @@ class Cost:
         return sum(row.count.flops for row in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "resolution": self.resolution,
-            "params": self.params,
-            "flops": self.flops,
-            "parts": [
-                {"name": row.name, "detail": row.detail, "params": row.count.params, "flops": row.count.flops}
-                for row in self.rows
-            ],
-        }
+        data: dict[str, Any] = {"resolution": self.resolution, "params": self.params, "flops": self.flops}
+        if self.fused is not None:
+            data["fused"] = {"params": self.fused.params, "flops": self.fused.flops}
+        data["parts"] = [
+            {"name": row.name, "detail": row.detail, "params": row.count.params, "flops": row.count.flops}
+            for row in self.rows
+        ]
+        return data

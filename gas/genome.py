@@ -117,5 +117,9 @@ def _parse_dataclass(kind: type, value: Any, where: str) -> Any:
                 raise GenomeError(_where(where, f"missing field {name!r}"))
             continue
         label = f"{where}.{name}" if where else name
-        values[name] = _parse(hints[name], value[name], label, item_names.get(name, ""))
+        # A nested list keeps its parent's place in messages: "stage 2 block 1", not just "block 1".
+        item_name = item_names.get(name, "")
+        if item_name and where:
+            item_name = f"{where} {item_name}"
+        values[name] = _parse(hints[name], value[name], label, item_name)
     return kind(**values)

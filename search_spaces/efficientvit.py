@@ -1,0 +1,389 @@
+"""The EfficientViT space: sandwich blocks and cascaded group attention (MSRA, arXiv 2305.07027).
+
+A genome is the stride-16 conv stem, a list of stages (a width and its blocks, each block with its own
+heads, key width, attention window, FFN ratio and depthwise kernels) and the subsample blocks that join
+the stages. The design rules are EfficientViT's: three stages (configurable), and a width that never
+shrinks from one stage to the next. References `efficientvit_m0` … `efficientvit_m5` are the published
+networks, layer for layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import ClassVar
+
+import optuna
+from torch import nn
+
+from gas import cost as count
+from gas.errors import GasError, GenomeError
+from gas.genome import Genome
+from gas.models.efficientvit import (
+    STEM_CONVS,
+    BlockSpec,
+    EfficientViT,
+    StageSpec,
+    StemSpec,
+    SubsampleSpec,
+    halve,
+    hidden_width,
+    se_width,
+    stem_grid,
+    window_layout,
+)
+from gas.space import SearchSpace
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EfficientViTGenome(Genome):
+    """One architecture: stem, stages, and one subsample block between each pair of stages."""
+
+    space: str = "efficientvit"
+    stem: StemSpec
+    stages: tuple[StageSpec, ...]
+    subsamples: tuple[SubsampleSpec, ...]
+
+    item_names: ClassVar[Mapping[str, str]] = {"stages": "stage", "subsamples": "subsample"}
+
+
+# What the space admits: wide enough for EfficientViT-M5 and well beyond; the sampler draws from less.
+DIM_RANGE = (8, 1024)
+BLOCKS_PER_STAGE = (1, 12)
+KEY_DIM_RANGE = (4, 64)
+WINDOW_RANGE = (1, 32)
+FFN_RATIO_RANGE = (0.5, 8.0)
+EXPAND_RATIO_RANGE = (1.0, 8.0)
+SE_RATIO_RANGE = (0.0, 1.0)
+KERNEL_RANGE = (1, 9)  # odd only: every depthwise conv pads to keep (or exactly halve) the grid
+STAGES_RANGE = (1, 5)
+
+# What the sampler draws, aimed at budgets under a GFLOP at 224px (EfficientViT-M5 is 0.52G). Widths
+# grow from stage to stage by whole steps of 16 (so heads of 1, 2, 4 always divide them); a stage on 4x
+# fewer tokens may afford more blocks, so later stages may be deeper.
+FIRST_DIM = (48, 224, 16)  # low, high, step
+WIDEN_STEPS = (0, 8)  # a later stage is wider by this many steps of 16
+DEPTHS = {"first": (1, 2), "middle": (1, 3), "last": (1, 4)}
+MAX_HEADS = (1, 6)  # drawn, then lowered to the largest count that divides the width
+KEY_DIMS = (8, 32, 8)
+WINDOWS = (4, 8)
+FFN_RATIOS = (1.0, 3.0, 0.5)
+EXPAND_RATIOS = (2.0, 4.0, 1.0)
+DW_KERNELS = (3, 5)
+Q_KERNELS = (3, 5, 7)
+SE_RATIOS = (0.0, 0.25)
+
+
+class EfficientViTSpace(SearchSpace):
+    """The `efficientvit` space; `stages` sets how many stages a genome has (EfficientViT uses 3)."""
+
+    genome_type = EfficientViTGenome
+
+    def __init__(self, stages: int = 3) -> None:
+        if not isinstance(stages, int) or not STAGES_RANGE[0] <= stages <= STAGES_RANGE[1]:
+            raise GasError(
+                f"efficientvit: stages must be an integer from {STAGES_RANGE[0]} to {STAGES_RANGE[1]}, got {stages!r}"
+            )
+        self.stages = stages
+        self.name = "efficientvit" if stages == 3 else f"efficientvit:stages={stages}"
+
+    # ---- rules -------------------------------------------------------------------------------
+
+    def check(self, genome: Genome) -> None:
+        if not isinstance(genome, EfficientViTGenome):
+            raise GenomeError(f"a {type(genome).__name__} is not an efficientvit genome")
+        if len(genome.stages) != self.stages:
+            raise GenomeError(f"the {self.name} space needs exactly {self.stages} stages, found {len(genome.stages)}")
+        _check_structure(genome)
+        for index in range(1, len(genome.stages)):
+            before, after = genome.stages[index - 1].dim, genome.stages[index].dim
+            if after < before:
+                raise GenomeError(
+                    f"stage {index}: dim={after} is narrower than stage {index - 1}'s {before}; "
+                    "the efficientvit space keeps or widens the width at every subsample"
+                )
+
+    # ---- sampling ----------------------------------------------------------------------------
+
+    def sample(self, trial: optuna.Trial, resolution: int = 224, num_classes: int = 1000) -> EfficientViTGenome:
+        """Draw a genome define-by-run; parameter names are stable per stage and block position."""
+        low, high, step = FIRST_DIM
+        dim = trial.suggest_int("stage0.dim", low, high, step=step)
+        stages, subsamples = [], []
+        for stage in range(self.stages):
+            name = f"stage{stage}"
+            if stage:
+                dim += step * trial.suggest_int(f"{name}.widen", *WIDEN_STEPS)
+                subsamples.append(
+                    SubsampleSpec(
+                        expand_ratio=_suggest_ratio(trial, f"{name}.subsample.expand_ratio", EXPAND_RATIOS),
+                        se_ratio=trial.suggest_categorical(f"{name}.subsample.se_ratio", SE_RATIOS),
+                        ffn_ratio=_suggest_ratio(trial, f"{name}.subsample.ffn_ratio", FFN_RATIOS),
+                        dw_kernel=trial.suggest_categorical(f"{name}.subsample.dw_kernel", DW_KERNELS),
+                    )
+                )
+            kind = "first" if stage == 0 else "last" if stage == self.stages - 1 else "middle"
+            depth = trial.suggest_int(f"{name}.depth", *DEPTHS[kind])
+            blocks = []
+            for position in range(depth):
+                block = f"{name}.block{position}"
+                drawn_heads = trial.suggest_int(f"{block}.heads", *MAX_HEADS)
+                blocks.append(
+                    BlockSpec(
+                        heads=max(h for h in range(1, drawn_heads + 1) if dim % h == 0),
+                        key_dim=trial.suggest_int(f"{block}.key_dim", *KEY_DIMS[:2], step=KEY_DIMS[2]),
+                        window=trial.suggest_int(f"{block}.window", *WINDOWS),
+                        ffn_ratio=_suggest_ratio(trial, f"{block}.ffn_ratio", FFN_RATIOS),
+                        dw_kernel=trial.suggest_categorical(f"{block}.dw_kernel", DW_KERNELS),
+                        q_kernel=trial.suggest_categorical(f"{block}.q_kernel", Q_KERNELS),
+                    )
+                )
+            stages.append(StageSpec(dim=dim, blocks=tuple(blocks)))
+        genome = EfficientViTGenome(
+            space=self.name,
+            resolution=resolution,
+            num_classes=num_classes,
+            stem=_stem(stages[0].dim),
+            stages=tuple(stages),
+            subsamples=tuple(subsamples),
+        )
+        self.check(genome)
+        return genome
+
+    # ---- references, building, costing -----------------------------------------------------
+
+    @property
+    def references(self) -> Mapping[str, EfficientViTGenome]:
+        if self.stages != 3:
+            return {}
+        return {name: _published(*config) for name, config in PUBLISHED.items()}
+
+    def build(self, genome: Genome) -> nn.Module:
+        self.check(genome)
+        assert isinstance(genome, EfficientViTGenome)
+        return EfficientViT(genome.stem, genome.stages, genome.subsamples, genome.resolution, genome.num_classes)
+
+    def cost(self, genome: Genome) -> count.Cost:
+        """Mirrors `EfficientViT` layer by layer; tests hold it to fvcore's count of the built module.
+
+        Rows and totals are of the model as built, with its BatchNorms (eval mode, 2 FLOPs per element);
+        `fused` totals the same model after `fuse()`, the form EfficientViT's published figures are of.
+        """
+        self.check(genome)
+        assert isinstance(genome, EfficientViTGenome)
+        fused = count.total([row.count for row in _rows(genome, fused=True)])
+        return count.Cost(genome.resolution, tuple(_rows(genome, fused=False)), fused=fused)
+
+    def describe(self, genome: Genome) -> dict[str, str]:
+        assert isinstance(genome, EfficientViTGenome)
+        blocks = [block for stage in genome.stages for block in stage.blocks]
+        return {
+            "depth": f"{len(blocks)} ({'-'.join(str(len(stage.blocks)) for stage in genome.stages)})",
+            "widths": "-".join(str(stage.dim) for stage in genome.stages),
+            "heads": " | ".join(",".join(str(block.heads) for block in stage.blocks) for stage in genome.stages),
+            "attention": f"key {_spread(b.key_dim for b in blocks)}, window {_spread(b.window for b in blocks)}",
+        }
+
+
+def _suggest_ratio(trial: optuna.Trial, name: str, grid: tuple[float, float, float]) -> float:
+    low, high, step = grid
+    return trial.suggest_float(name, low, high, step=step)
+
+
+def _spread(values) -> str:
+    distinct = sorted(set(values))
+    return str(distinct[0]) if len(distinct) == 1 else f"{distinct[0]}-{distinct[-1]}"
+
+
+def _outside(value: float, bounds: tuple[float, float]) -> bool:
+    return not bounds[0] <= value <= bounds[1]
+
+
+def _bad_kernel(kernel: int) -> bool:
+    return _outside(kernel, KERNEL_RANGE) or kernel % 2 == 0
+
+
+def _check_structure(genome: EfficientViTGenome) -> None:
+    """Rules any genome must meet to build, in the order a reader would check them."""
+    if genome.resolution < 1:
+        raise GenomeError(f"resolution must be positive, got {genome.resolution}")
+    if genome.num_classes < 1:
+        raise GenomeError(f"num_classes must be positive, got {genome.num_classes}")
+    widths = genome.stem.widths
+    if len(widths) != STEM_CONVS:
+        raise GenomeError(
+            f"stem: needs {STEM_CONVS} conv widths (four stride-2 convs make the stride 16), got {len(widths)}"
+        )
+    if min(widths) < 1:
+        raise GenomeError(f"stem: conv widths must be positive, got {list(widths)}")
+    if len(genome.subsamples) != len(genome.stages) - 1:
+        raise GenomeError(
+            f"{len(genome.stages)} stages need {len(genome.stages) - 1} subsample blocks (one between each "
+            f"pair), got {len(genome.subsamples)}"
+        )
+    if widths[-1] != genome.stages[0].dim:
+        raise GenomeError(f"stem: its last conv is {widths[-1]} wide but stage 0 is {genome.stages[0].dim} wide")
+    for index, stage in enumerate(genome.stages):
+        where = f"stage {index}"
+        if _outside(stage.dim, DIM_RANGE):
+            raise GenomeError(f"{where}: dim={stage.dim} is outside the space's range {DIM_RANGE[0]}..{DIM_RANGE[1]}")
+        if _outside(len(stage.blocks), BLOCKS_PER_STAGE):
+            raise GenomeError(
+                f"{where}: the space admits {BLOCKS_PER_STAGE[0]} to {BLOCKS_PER_STAGE[1]} blocks per stage, "
+                f"got {len(stage.blocks)}"
+            )
+        for position, block in enumerate(stage.blocks):
+            _check_block(f"{where} block {position}", stage.dim, block)
+    for index, spec in enumerate(genome.subsamples):
+        where = f"subsample {index}"
+        for field, value, bounds in (
+            ("expand_ratio", spec.expand_ratio, EXPAND_RATIO_RANGE),
+            ("se_ratio", spec.se_ratio, SE_RATIO_RANGE),
+            ("ffn_ratio", spec.ffn_ratio, FFN_RATIO_RANGE),
+        ):
+            if _outside(value, bounds):
+                raise GenomeError(
+                    f"{where}: {field}={value:g} is outside the space's range {bounds[0]:g}..{bounds[1]:g}"
+                )
+        if _bad_kernel(spec.dw_kernel):
+            raise GenomeError(f"{where}: dw_kernel={spec.dw_kernel} must be odd and from 1 to {KERNEL_RANGE[1]}")
+
+
+def _check_block(where: str, dim: int, block: BlockSpec) -> None:
+    if block.heads < 1 or dim % block.heads:
+        raise GenomeError(f"{where}: heads={block.heads} does not divide dim={dim}")
+    if _outside(block.key_dim, KEY_DIM_RANGE):
+        raise GenomeError(
+            f"{where}: key_dim={block.key_dim} is outside the space's range {KEY_DIM_RANGE[0]}..{KEY_DIM_RANGE[1]}"
+        )
+    if _outside(block.window, WINDOW_RANGE):
+        raise GenomeError(
+            f"{where}: window={block.window} is outside the space's range {WINDOW_RANGE[0]}..{WINDOW_RANGE[1]}"
+        )
+    if _outside(block.ffn_ratio, FFN_RATIO_RANGE):
+        raise GenomeError(
+            f"{where}: ffn_ratio={block.ffn_ratio:g} is outside the space's range "
+            f"{FFN_RATIO_RANGE[0]:g}..{FFN_RATIO_RANGE[1]:g}"
+        )
+    for field in ("dw_kernel", "q_kernel"):
+        kernel = getattr(block, field)
+        if _bad_kernel(kernel):
+            raise GenomeError(f"{where}: {field}={kernel} must be odd and from 1 to {KERNEL_RANGE[1]}")
+
+
+# ---- the cost model: one function per module of gas.models.efficientvit ----------------------
+# Each takes `fused`: with it, a conv and its BatchNorm count as one conv with a bias, as after `fuse()`.
+
+
+def _rows(genome: EfficientViTGenome, fused: bool) -> list[count.Row]:
+    side, dim, parts = genome.resolution, 3, []
+    for width in genome.stem.widths:
+        side = halve(side)
+        parts.append(_conv_bn(dim, width, 3, side * side, fused=fused))
+        dim = width
+    grid = stem_grid(genome.resolution)
+    widths = "→".join(str(width) for width in genome.stem.widths)
+    rows = [count.Row("stem", f"4 x conv 3x3/2 {widths}, {grid}x{grid} tokens", count.total(parts))]
+    for index, stage in enumerate(genome.stages):
+        if index:
+            spec = genome.subsamples[index - 1]
+            detail = f"{dim}→{stage.dim} {grid}x{grid}→{halve(grid)}x{halve(grid)}, expand {spec.expand_ratio:g}"
+            rows.append(count.Row(f"subsample {index - 1}", detail, _subsample(dim, stage.dim, spec, grid, fused)))
+            grid = halve(grid)
+        dim = stage.dim
+        for position, block in enumerate(stage.blocks):
+            window, windows = window_layout(grid, block.window)
+            detail = (
+                f"{dim} heads {block.heads} key {block.key_dim} ffn {block.ffn_ratio:g}, "
+                f"{windows} window{'s' if windows > 1 else ''} of {window}x{window} on {grid}x{grid}"
+            )
+            rows.append(count.Row(f"stage {index} block {position}", detail, _sandwich(dim, block, grid, fused)))
+    classifier = count.linear(1, dim, genome.num_classes)
+    head = classifier if fused else count.batch_norm(dim, dim) + classifier
+    rows.append(count.Row("head", f"mean → batch norm → linear {dim}→{genome.num_classes}", head))
+    return rows
+
+
+def _conv_bn(dim_in: int, dim_out: int, kernel: int, pixels: int, groups: int = 1, *, fused: bool) -> count.Count:
+    if fused:
+        return count.conv2d(dim_in, dim_out, kernel, pixels, groups, bias=True)
+    conv = count.conv2d(dim_in, dim_out, kernel, pixels, groups, bias=False)
+    return conv + count.batch_norm(pixels * dim_out, dim_out)
+
+
+def _ffn(dim: int, hidden: int, pixels: int, fused: bool) -> count.Count:
+    return _conv_bn(dim, hidden, 1, pixels, fused=fused) + _conv_bn(hidden, dim, 1, pixels, fused=fused)
+
+
+def _window_attention(dim: int, block: BlockSpec, grid: int, fused: bool) -> count.Count:
+    """Cascaded group attention runs on the padded map, so its convs see every padded pixel."""
+    side, windows = window_layout(grid, block.window)
+    tokens = side * side
+    pixels = windows * tokens
+    heads, key_dim, value_dim = block.heads, block.key_dim, dim // block.heads
+    qkv = _conv_bn(dim // heads, 2 * key_dim + value_dim, 1, pixels, fused=fused)
+    q_conv = _conv_bn(key_dim, key_dim, block.q_kernel, pixels, groups=key_dim, fused=fused)
+    return count.total(
+        [
+            *[qkv + q_conv] * heads,
+            count.attention(pixels, tokens, heads * key_dim, heads * value_dim),
+            _conv_bn(heads * value_dim, dim, 1, pixels, fused=fused),
+            count.parameter(heads * tokens),  # one bias per head and (|dy|, |dx|) offset
+        ]
+    )
+
+
+def _sandwich(dim: int, block: BlockSpec, grid: int, fused: bool) -> count.Count:
+    pixels = grid * grid
+    token_mixer = _conv_bn(dim, dim, block.dw_kernel, pixels, groups=dim, fused=fused)
+    ffn = _ffn(dim, hidden_width(dim, block.ffn_ratio), pixels, fused)
+    return count.total([token_mixer, ffn, _window_attention(dim, block, grid, fused), token_mixer, ffn])
+
+
+def _subsample(dim_in: int, dim_out: int, spec: SubsampleSpec, grid: int, fused: bool) -> count.Count:
+    pixels, out_pixels = grid * grid, halve(grid) ** 2
+    hidden = hidden_width(dim_in, spec.expand_ratio)
+    kernel = spec.dw_kernel
+    parts = [
+        _conv_bn(dim_in, dim_in, kernel, pixels, groups=dim_in, fused=fused),
+        _ffn(dim_in, hidden_width(dim_in, spec.ffn_ratio), pixels, fused),
+        _conv_bn(dim_in, hidden, 1, pixels, fused=fused),
+        _conv_bn(hidden, hidden, kernel, out_pixels, groups=hidden, fused=fused),
+        _conv_bn(hidden, dim_out, 1, out_pixels, fused=fused),
+        _conv_bn(dim_out, dim_out, kernel, out_pixels, groups=dim_out, fused=fused),
+        _ffn(dim_out, hidden_width(dim_out, spec.ffn_ratio), out_pixels, fused),
+    ]
+    if spec.se_ratio > 0:  # squeeze-excite convs act on one pixel (the mean) and have their own biases
+        reduced = se_width(hidden, spec.se_ratio)
+        parts += [count.conv2d(hidden, reduced, 1, 1), count.conv2d(reduced, hidden, 1, 1)]
+    return count.total(parts)
+
+
+# ---- references --------------------------------------------------------------------------------
+
+
+def _stem(dim: int) -> StemSpec:
+    """EfficientViT's stem doubles its width at every conv up to the first stage's width."""
+    return StemSpec(widths=(dim // 8, dim // 4, dim // 2, dim))
+
+
+def _published(dims: tuple[int, ...], depths: tuple[int, ...], heads: tuple[int, ...]) -> EfficientViTGenome:
+    """A published EfficientViT: key width 16, 7x7 windows, FFN ratio 2, 3x3 token mixers, 5x5 query convs,
+    and subsample blocks with a 4x inverted residual and a quarter-width squeeze-excite."""
+    stages = tuple(
+        StageSpec(dim=dim, blocks=tuple(BlockSpec(heads=count_) for _ in range(depth)))
+        for dim, depth, count_ in zip(dims, depths, heads, strict=True)
+    )
+    return EfficientViTGenome(stem=_stem(dims[0]), stages=stages, subsamples=(SubsampleSpec(), SubsampleSpec()))
+
+
+PUBLISHED = {  # dims, depths, heads per stage (arXiv 2305.07027 Table, microsoft/Cream EfficientViT)
+    "efficientvit_m0": ((64, 128, 192), (1, 2, 3), (4, 4, 4)),
+    "efficientvit_m1": ((128, 144, 192), (1, 2, 3), (2, 3, 3)),
+    "efficientvit_m2": ((128, 192, 224), (1, 2, 3), (4, 3, 2)),
+    "efficientvit_m3": ((128, 240, 320), (1, 2, 3), (4, 3, 4)),
+    "efficientvit_m4": ((128, 256, 384), (1, 2, 3), (4, 4, 4)),
+    "efficientvit_m5": ((192, 288, 384), (1, 3, 4), (3, 3, 4)),
+}
+
+SPACE = EfficientViTSpace
