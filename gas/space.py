@@ -12,6 +12,7 @@ import json
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,36 @@ from torch import nn
 from gas.cost import Cost
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome, read_json
+
+
+@dataclass(frozen=True)
+class ExportConstant:
+    """One module-level constant of an exported file: `NAME = value`, with a comment line above it."""
+
+    name: str  # an UPPER_CASE identifier
+    value: Any  # None, bool, int, float or str, or lists, tuples and str-keyed dicts of these
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class ExportRecipe:
+    """How a standalone file rebuilds a genome's model; what `SearchSpace.export_recipe` returns.
+
+    The file `gas export` writes is, in order: the imports of `model_module`, the `constants`, the rest of
+    `model_module`'s source verbatim, `GENOME`, and
+
+        def build_model(num_classes: int = <the genome's num_classes>) -> torch.nn.Module:
+            return <constructor>(<name>=<expression>, ...)   # one line per item of `arguments`
+    """
+
+    #: Dotted name of the model family module whose source is copied (e.g. "gas.models.hiera").
+    model_module: str
+    #: The genome's data, written at the top of the file in this order.
+    constants: tuple[ExportConstant, ...]
+    #: Name of the model class (or factory function) defined at the top level of `model_module`.
+    constructor: str
+    #: Keyword arguments of the constructor call: name → Python expression, in call order.
+    arguments: Mapping[str, str] = field(default_factory=dict)
 
 
 class SearchSpace(ABC):
@@ -54,6 +85,36 @@ class SearchSpace(ABC):
     @abstractmethod
     def describe(self, genome: Genome) -> dict[str, str]:
         """A few short columns that tell genomes apart in a table (depth, widths, attention layout...)."""
+
+    def export_recipe(self, genome: Genome) -> ExportRecipe:
+        """How `gas export` writes `genome`'s model as a file that needs only torch; see `ExportRecipe`.
+
+        A space implements this to make its genomes exportable. The contract:
+
+        - `model_module` imports only torch and the standard library (never gas or another package); its
+          top-level imports come first, after its docstring and `from __future__ import annotations`, and
+          include `import torch`. Everything after the imports is copied verbatim, so the module must not
+          read its own `__name__`/`__file__` or define `GENOME` or `build_model`.
+        - `constants` hold the genome as plain data (what a reader looks at first): UPPER_CASE names that
+          the model module does not define, with literal values only. A list or tuple of rows (lists or
+          tuples) is written one row per line, so use it for per-block tables and name the columns in
+          the comment.
+        - Each expression in `arguments` may use the constants, the model module's top-level names and
+          `num_classes` (the parameter of `build_model`), and nothing else. Pass `num_classes` through.
+        - `build_model()` must return the model `self.build(genome)` returns: the same parameter names and
+          shapes (so a state_dict loads with strict=True), the same FLOPs and the same outputs for the same
+          weights. `gas export` refuses to write a file whose parameters differ.
+
+        Example (the turbovit space):
+
+            ExportRecipe(
+                model_module="gas.models.hiera",
+                constants=(ExportConstant("BLOCKS", [(128, 4, 3.0, "mask_unit", False), ...], "dim, heads, ..."),),
+                constructor="Hiera",
+                arguments={"blocks": "[BlockSpec(*row) for row in BLOCKS]", ..., "num_classes": "num_classes"},
+            )
+        """
+        raise GasError(f"the {self.name} space does not support export (it does not implement export_recipe)")
 
     def parse(self, data: Mapping[str, Any]) -> Genome:
         """A checked genome from its JSON document."""

@@ -20,7 +20,7 @@ from gas import cost as count
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome
 from gas.models.hiera import BlockSpec, Hiera, stem_grid
-from gas.space import SearchSpace
+from gas.space import ExportConstant, ExportRecipe, SearchSpace
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -167,6 +167,46 @@ class TurboViTSpace(SearchSpace):
             stem_kernel=genome.stem.kernel,
             stem_stride=genome.stem.stride,
             stem_padding=genome.stem.padding,
+        )
+
+    def export_recipe(self, genome: Genome) -> ExportRecipe:
+        """The block list as a table at the top of the file; the same `Hiera(...)` call as `build`."""
+        self.check(genome)
+        assert isinstance(genome, TurboViTGenome)
+        columns = ", ".join(spec.name for spec in dataclasses.fields(BlockSpec))
+        return ExportRecipe(
+            model_module=Hiera.__module__,
+            constants=(
+                ExportConstant(
+                    "RESOLUTION", genome.resolution, "Input side in pixels; the position embedding is sized for it."
+                ),
+                ExportConstant(
+                    "STEM",
+                    dataclasses.asdict(genome.stem),
+                    "Conv patch embedding: `dim` channels out of a kernel x kernel conv with this stride and padding.",
+                ),
+                ExportConstant(
+                    "MASK_UNIT",
+                    genome.mask_unit,
+                    "Side of a mask unit in tokens of the stem's grid; it halves with every Q-pool.",
+                ),
+                ExportConstant(
+                    "BLOCKS",
+                    [dataclasses.astuple(block) for block in genome.blocks],
+                    f"One row per block, in order: {columns}.",
+                ),
+            ),
+            constructor=Hiera.__name__,
+            arguments={
+                "blocks": f"[{BlockSpec.__name__}(*row) for row in BLOCKS]",
+                "embed_dim": 'STEM["dim"]',
+                "resolution": "RESOLUTION",
+                "mask_unit": "MASK_UNIT",
+                "num_classes": "num_classes",
+                "stem_kernel": 'STEM["kernel"]',
+                "stem_stride": 'STEM["stride"]',
+                "stem_padding": 'STEM["padding"]',
+            },
         )
 
     def cost(self, genome: Genome) -> count.Cost:

@@ -1,0 +1,444 @@
+"""`gas export`: write a genome's model as one readable PyTorch file that needs only torch.
+
+The file is assembled from what the genome's space returns from `SearchSpace.export_recipe`: the model
+family module's imports, the genome as data (the block list first thing a reader sees), the family's
+source copied verbatim, `GENOME`, and `build_model(num_classes)`. Nothing here knows a particular space.
+
+The output is deterministic (same genome and provenance, same bytes) and laid out the way `ruff format`
+would lay it out, so it can be committed and diffed. Before writing, the file is executed once and its
+model's state_dict keys and shapes are checked against the model gas builds from the genome.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import keyword
+import math
+import sys
+import textwrap
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from gas import study as contract
+from gas.errors import GasError, GenomeError
+from gas.genome import Genome
+from gas.space import ExportConstant, ExportRecipe, get_space
+from gas.units import format_count
+
+LINE_LENGTH = 120
+INDENT = "    "
+RESERVED_NAMES = frozenset({"GENOME", "build_model"})
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where an exported genome came from, as the file's docstring tells it."""
+
+    source: str  # e.g. "study 'turbovit-2.5G', trial 17" or "reference genome 'turbovit' (turbovit space)"
+    details: tuple[str, ...] = ()  # further "Label: value" lines
+    accuracy: float | None = None
+    accuracy_detail: str = ""  # dataset, resolution, epochs the accuracy was measured with
+    command: str = ""  # the gas command that writes this file
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A written export and the numbers worth printing about it."""
+
+    path: Path
+    module_name: str
+    genome: Genome
+    params: int
+    flops: int  # at the genome's resolution
+    flops_224: int | None  # at 224px, None when the genome does not build there
+    provenance: Provenance
+
+
+# ---- provenance ------------------------------------------------------------------------------------
+
+
+def provenance_for_trial(study: optuna.Study, trial: FrozenTrial, command: str = "") -> Provenance:
+    """The study, trial, seeds and proxy accuracy of a trial, from the attributes the study contract fixes."""
+    attrs, study_attrs = trial.user_attrs, study.user_attrs
+    search = []
+    if "space" in study_attrs:
+        search.append(f"{study_attrs['space']} space")
+    if isinstance(study_attrs.get("budget"), int | float):
+        search.append(f"budget {format_count(study_attrs['budget'])} FLOPs")
+    if isinstance(study_attrs.get("max_params"), int | float):
+        search.append(f"max {format_count(study_attrs['max_params'])} params")
+    if "sampler" in study_attrs:
+        search.append(f"sampler {study_attrs['sampler']}")
+    if "seed" in study_attrs:
+        search.append(f"study seed {study_attrs['seed']}")
+    details = []
+    if search:
+        details.append("Search: " + ", ".join(search))
+    if contract.SEED in attrs:
+        details.append(f"Trial seed: {attrs[contract.SEED]}")
+    measured = []
+    if attrs.get(contract.DATASET):
+        measured.append(f"on {attrs[contract.DATASET]}")
+    if attrs.get(contract.PROXY_RESOLUTION):
+        measured.append(f"at {attrs[contract.PROXY_RESOLUTION]}px")
+    if attrs.get(contract.PROXY_EPOCHS):
+        epochs = attrs[contract.PROXY_EPOCHS]
+        measured.append(f"after {epochs} epoch{'' if epochs == 1 else 's'}")
+    if attrs.get(contract.EVALUATOR):
+        measured.append(f"({attrs[contract.EVALUATOR]} evaluator)")
+    accuracy = trial.values[0] if trial.values else attrs.get(contract.ACCURACY)
+    return Provenance(
+        source=f"study {study.study_name!r}, trial {trial.number}",
+        details=tuple(details),
+        accuracy=None if accuracy is None else float(accuracy),
+        accuracy_detail=" ".join(measured),
+        command=command,
+    )
+
+
+# ---- the family module -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilySource:
+    """A torch-only model module split the way an export needs it."""
+
+    name: str
+    docstring: str
+    imports: str  # the import block, verbatim, without `from __future__`
+    body: str  # everything after the imports, verbatim
+    top_level_names: frozenset[str]
+
+
+def _import_roots(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.ImportFrom):
+        return [(node.module or "").split(".")[0]] if node.level == 0 else ["."]
+    return [alias.name.split(".")[0] for alias in node.names]
+
+
+def read_family(module_name: str) -> FamilySource:
+    """Split `module_name`'s source into docstring, imports and body; enforce the export contract on it."""
+    try:
+        module = importlib.import_module(module_name)
+        source = inspect.getsource(module)
+    except (ImportError, OSError, TypeError) as error:
+        raise GasError(f"cannot read the source of model module {module_name!r}: {error}") from None
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    statements = list(tree.body)
+    docstring = ast.get_docstring(tree) or ""
+    if docstring:
+        statements = statements[1:]
+    imports: list[ast.Import | ast.ImportFrom] = []
+    while statements and isinstance(statements[0], ast.Import | ast.ImportFrom):
+        imports.append(statements.pop(0))  # type: ignore[arg-type]
+    allowed = set(sys.stdlib_module_names) | {"torch"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            if node not in imports:
+                raise GasError(f"{module_name}: line {node.lineno} imports below the top; exports need imports first")
+            bad = [root for root in _import_roots(node) if root not in allowed]
+            if bad:
+                raise GasError(
+                    f"{module_name}: line {node.lineno} imports {bad[0]!r}; an exportable model module may "
+                    "import only torch and the standard library"
+                )
+    plain = [node for node in imports if not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
+    if not any(
+        isinstance(node, ast.Import) and any(alias.name == "torch" and not alias.asname for alias in node.names)
+        for node in plain
+    ):
+        raise GasError(f"{module_name}: an exportable model module must `import torch`")
+    import_text = "\n".join(lines[plain[0].lineno - 1 : plain[-1].end_lineno]) if plain else ""
+    body_start = imports[-1].end_lineno if imports else (tree.body[0].end_lineno if docstring else 0)
+    body = "\n".join(lines[body_start:]).strip("\n")
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return FamilySource(module_name, docstring, import_text, body, frozenset(names))
+
+
+# ---- rendering -------------------------------------------------------------------------------------
+
+
+def _scalar(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise GasError(f"cannot write the non-finite number {value!r} as a constant")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # double quotes, as `ruff format` writes them
+    raise GasError(f"cannot write a {type(value).__name__} as a constant; use plain literals")
+
+
+def _items(value: Any) -> tuple[str, str, list[tuple[str, Any]]]:
+    """Opening bracket, closing bracket, and (prefix, item) pairs of a collection."""
+    if isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value):
+            raise GasError("constant dicts must have string keys")
+        return "{", "}", [(f"{_scalar(key)}: ", item) for key, item in value.items()]
+    if isinstance(value, list):
+        return "[", "]", [("", item) for item in value]
+    return "(", ")", [("", item) for item in value]
+
+
+def _flat(value: Any) -> str:
+    if not isinstance(value, Mapping | list | tuple):
+        return _scalar(value)
+    opening, closing, items = _items(value)
+    inner = ", ".join(prefix + _flat(item) for prefix, item in items)
+    if isinstance(value, tuple) and len(value) == 1:
+        inner += ","
+    return opening + inner + closing
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(row, list | tuple) for row in value)
+
+
+def render_literal(value: Any, indent: int = 0, prefix: str = "", suffix: str = "", explode: bool = False) -> list[str]:
+    """`value` as source lines the way `ruff format` lays out literals: one line if it fits, else one item per line.
+
+    An exploded collection ends with a trailing comma, which also tells `ruff format` to keep it exploded.
+    """
+    pad = INDENT * (indent // len(INDENT))
+    flat = _flat(value)
+    if not explode and len(pad + prefix + flat + suffix) <= LINE_LENGTH:
+        return [pad + prefix + flat + suffix]
+    if not isinstance(value, Mapping | list | tuple) or not value:
+        return [pad + prefix + flat + suffix]
+    opening, closing, items = _items(value)
+    lines = [pad + prefix + opening]
+    for item_prefix, item in items:
+        lines += render_literal(item, indent + len(INDENT), item_prefix, ",")
+    lines.append(pad + closing + suffix)
+    return lines
+
+
+def _comment(text: str, indent: str = "") -> list[str]:
+    """`text` as comment lines within the line length; blank lines become a bare `#`."""
+    lines = []
+    for paragraph_line in text.splitlines() or [""]:
+        if not paragraph_line.strip():
+            lines.append(indent + "#")
+            continue
+        leading = paragraph_line[: len(paragraph_line) - len(paragraph_line.lstrip())]
+        wrapped = textwrap.wrap(
+            paragraph_line.strip(),
+            width=LINE_LENGTH - len(indent) - 2,
+            initial_indent=leading,
+            subsequent_indent=leading,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        lines += [f"{indent}# {line}".rstrip() for line in wrapped]
+    return lines
+
+
+def _docstring_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+def _wrap(line: str) -> list[str]:
+    if len(line) <= LINE_LENGTH:
+        return [line]
+    return textwrap.wrap(line, width=LINE_LENGTH, subsequent_indent=INDENT, break_long_words=False) or [line]
+
+
+def _check_constants(constants: Sequence[ExportConstant], family: FamilySource) -> None:
+    seen = set()
+    for constant in constants:
+        name = constant.name
+        if not name.isidentifier() or keyword.iskeyword(name) or name != name.upper():
+            raise GasError(f"export constant {name!r} must be an UPPER_CASE identifier")
+        if name in family.top_level_names or name in RESERVED_NAMES or name in seen:
+            raise GasError(f"export constant {name!r} clashes with a name the exported file already defines")
+        seen.add(name)
+
+
+def _describe_cost(genome: Genome) -> tuple[int, int, int | None]:
+    """Params and FLOPs at the genome's resolution, and FLOPs at 224px (None if it does not build there)."""
+    space = get_space(genome.space)
+    cost = space.cost(genome)
+    if genome.resolution == 224:
+        return cost.params, cost.flops, cost.flops
+    try:
+        at_224 = space.cost(genome.at_resolution(224)).flops
+    except GenomeError:
+        at_224 = None
+    return cost.params, cost.flops, at_224
+
+
+def render_module(genome: Genome, provenance: Provenance, module_name: str) -> str:
+    """The full text of the exported file."""
+    space = get_space(genome.space)
+    recipe: ExportRecipe = space.export_recipe(genome)
+    family = read_family(recipe.model_module)
+    _check_constants(recipe.constants, family)
+    params, flops, flops_224 = _describe_cost(genome)
+
+    doc = [
+        f"{module_name}: an architecture from gas's {genome.space} search space, as standalone PyTorch.",
+        "",
+        f"Source: {provenance.source}",
+        *provenance.details,
+        f"Parameters: {params:,} ({format_count(params)}) at {genome.resolution}px",
+    ]
+    convention = "fvcore convention: one multiply-add = one FLOP, attention matmuls included"
+    if flops_224 is not None:
+        doc.append(f"FLOPs at 224px: {flops_224:,} ({format_count(flops_224)}; {convention})")
+    if genome.resolution != 224:
+        doc.append(
+            f"FLOPs at {genome.resolution}px, the resolution this file builds: {flops:,} ({format_count(flops)})"
+        )
+    if provenance.accuracy is not None:
+        detail = f" {provenance.accuracy_detail}" if provenance.accuracy_detail else ""
+        doc.append(f"Proxy accuracy: {provenance.accuracy:.2%}{detail}")
+    if provenance.command:
+        doc.append(f"Exported with: {provenance.command}")
+    doc += [
+        "",
+        "Usage:",
+        "",
+        f"    from {module_name} import build_model",
+        "",
+        f"    model = build_model(num_classes={genome.num_classes})",
+        "",
+        "`GENOME` is the genome this file was exported from, and `build_model` builds the model gas builds from it:",
+        "the same parameter names and shapes, FLOPs and outputs, so a state_dict saved from either model loads into",
+        "the other with strict=True. The constants below are that genome as data; the classes after them are the",
+        f"model family, copied from {family.name}.",
+    ]
+    doc_lines = [wrapped for line in doc for wrapped in _wrap(_docstring_text(line))]
+    out = ['"""' + doc_lines[0], *doc_lines[1:], '"""', "", "from __future__ import annotations", ""]
+    if family.imports:
+        out += [family.imports, ""]
+    out += _comment(f"The {genome.space} genome as data, at {genome.resolution}px.")
+    for constant in recipe.constants:
+        out.append("")
+        if constant.comment:
+            out += _comment(constant.comment)
+        value = constant.value
+        explode = _is_table(value) or (
+            isinstance(value, Mapping) and any(isinstance(item, Mapping | list | tuple) for item in value.values())
+        )
+        out += render_literal(value, prefix=f"{constant.name} = ", explode=explode)
+    out += ["", ""]
+    out += _comment(f"The model family, copied verbatim from {family.name}:")
+    if family.docstring:
+        out += _comment("")
+        out += _comment(family.docstring)
+        out.append("")
+    out += [family.body, "", ""]
+    out += _comment(
+        "The genome this file was exported from; saved with json.dump it is a genome file `gas cost` and "
+        "`gas export` read."
+    )
+    # Through JSON so GENOME holds exactly what a genome file holds (lists, not tuples).
+    out += render_literal(json.loads(genome.to_json()), prefix="GENOME = ", explode=True)
+    out += ["", ""]
+    out.append(f"def build_model(num_classes: int = {genome.num_classes}) -> torch.nn.Module:")
+    out.append(f'{INDENT}"""The model with freshly initialised weights; load trained ones with `load_state_dict`."""')
+    out.append(f"{INDENT}return {recipe.constructor}(")
+    out += [f"{INDENT * 2}{name}={expression}," for name, expression in recipe.arguments.items()]
+    out.append(f"{INDENT})")
+    return "\n".join(out) + "\n"
+
+
+# ---- checking and writing --------------------------------------------------------------------------
+
+
+def load_exported(source: str, module_name: str) -> types.ModuleType:
+    """Execute an exported file's text as a fresh module (never registered for later imports)."""
+    module = types.ModuleType(module_name)
+    module.__file__ = f"<gas export {module_name}>"
+    # dataclasses resolves a class's string annotations through sys.modules while the class is created.
+    sys.modules[module_name] = module
+    try:
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    finally:
+        sys.modules.pop(module_name, None)
+    return module
+
+
+def check_export(source: str, genome: Genome) -> None:
+    """Refuse an export whose model's state_dict differs in keys or shapes from the model gas builds."""
+    with torch.random.fork_rng(devices=[]):
+        module = load_exported(source, f"_gas_export_check_{id(source)}")
+        exported = module.build_model().state_dict()
+        expected = get_space(genome.space).build(genome).state_dict()
+    exported_shapes = {name: tuple(tensor.shape) for name, tensor in exported.items()}
+    expected_shapes = {name: tuple(tensor.shape) for name, tensor in expected.items()}
+    if exported_shapes != expected_shapes:
+        missing = sorted(set(expected_shapes) - set(exported_shapes))
+        extra = sorted(set(exported_shapes) - set(expected_shapes))
+        reshaped = sorted(
+            name
+            for name in set(expected_shapes) & set(exported_shapes)
+            if exported_shapes[name] != expected_shapes[name]
+        )
+        what = (
+            f"lacks {missing[0]}"
+            if missing
+            else f"adds {extra[0]}"
+            if extra
+            else f"shapes {reshaped[0]} {exported_shapes[reshaped[0]]} instead of {expected_shapes[reshaped[0]]}"
+        )
+        raise GasError(f"export of the {genome.space} genome is wrong: its model {what}; fix the space's export_recipe")
+
+
+def module_name_for(out: str | Path) -> str:
+    """The import name of `out`, which must be a .py file named like a Python module."""
+    path = Path(out)
+    if path.suffix != ".py":
+        raise GasError(f"--out {out} must be a .py file")
+    if not path.stem.isidentifier() or keyword.iskeyword(path.stem):
+        raise GasError(f"--out {out}: {path.stem!r} is not importable; use letters, digits and underscores")
+    return path.stem
+
+
+def export_genome(genome: Genome, out: str | Path, provenance: Provenance) -> Exported:
+    """Render, check and write `genome`'s standalone module to `out`."""
+    module_name = module_name_for(out)
+    source = render_module(genome, provenance, module_name)
+    check_export(source, genome)
+    path = Path(out)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    except OSError as error:
+        raise GasError(f"cannot write {path}: {error.strerror}") from None
+    params, flops, flops_224 = _describe_cost(genome)
+    return Exported(path, module_name, genome, params, flops, flops_224, provenance)
+
+
+def readme_row(exported: Exported) -> str:
+    """The line `generated/README.md` lists this export with."""
+    flops = exported.flops_224 if exported.flops_224 is not None else exported.flops
+    where = "224px" if exported.flops_224 is not None else f"{exported.genome.resolution}px"
+    accuracy = "-" if exported.provenance.accuracy is None else f"{exported.provenance.accuracy:.2%}"
+    return (
+        f"| [{exported.path.name}]({exported.path.name}) | {exported.provenance.source} | "
+        f"{format_count(exported.params)} | {format_count(flops)} ({where}) | {accuracy} | "
+        f"`{exported.provenance.command}` |"
+    )
