@@ -67,6 +67,17 @@ def storage_for(url: str | None) -> optuna.storages.BaseStorage:
         raise GasError(f"cannot open storage {url}: {reason}") from None
 
 
+def redacted_url(url: str) -> str:
+    """`url` with any password replaced by ***, for printing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def load_study(name: str, storage: str | None = None) -> optuna.Study:
     """An existing study, or one clear line listing the studies the storage holds."""
     backend = storage_for(storage)
@@ -77,6 +88,20 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=backend)
 
 
+def open_study(name: str, storage: str | None = None) -> optuna.Study:
+    """An existing study for reading: unlike `load_study`, a SQLite file that does not exist is an error.
+
+    Inspecting commands (`gas pareto`, `gas export`, `gas dashboard`) must not leave an empty database
+    behind when a path is mistyped.
+    """
+    url = storage or DEFAULT_STORAGE
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        if not path.is_file():
+            raise GasError(f"no study {name!r}: storage file {path} does not exist (is --storage right?)")
+    return load_study(name, storage)
+
+
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible, fully trained, non-dominated trials, by FLOPs ascending."""
     return sorted(study.best_trials, key=lambda trial: trial.values[1])
@@ -85,14 +110,28 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
 def trial_genome(trial: FrozenTrial) -> Genome:
     if GENOME not in trial.user_attrs:
         raise GasError(f"trial {trial.number} carries no genome")
-    return load_genome(trial.user_attrs[GENOME])
+    try:
+        return load_genome(trial.user_attrs[GENOME])
+    except GasError as error:
+        raise type(error)(f"trial {trial.number}: {error}") from None
 
 
 def find_trial(study: optuna.Study, number: int, states: Sequence[TrialState] = (TrialState.COMPLETE,)) -> FrozenTrial:
-    for trial in study.get_trials(deepcopy=False, states=tuple(states)):
-        if trial.number == number:
+    """Trial `number` of `study` if it is in one of `states`; otherwise one line saying what it is instead."""
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        if trial.number != number:
+            continue
+        if trial.state in states:
             return trial
-    raise GasError(f"study {study.study_name!r} has no completed trial {number}")
+        why = trial.user_attrs.get(INFEASIBLE_REASON) or trial.user_attrs.get(ERROR)
+        wanted = " or ".join(state.name for state in states)
+        raise GasError(
+            f"trial {number} of study {study.study_name!r} is {trial.state.name}{f' ({why})' if why else ''}, "
+            f"not {wanted}"
+        )
+    span = f"trials 0 to {len(trials) - 1}" if trials else "no trials"
+    raise GasError(f"study {study.study_name!r} has no trial {number}; it has {span}")
 
 
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
