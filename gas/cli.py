@@ -58,6 +58,128 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage_flag(storage: str | None) -> str:
+    """' --storage URL' for a command to print (password hidden), or '' for the default storage."""
+    import shlex
+
+    from gas.study import redacted_url
+
+    return f" --storage {shlex.quote(redacted_url(storage))}" if storage else ""
+
+
+def _export(args: argparse.Namespace) -> int:
+    import shlex
+
+    from gas.export import Provenance, export_genome, provenance_for_trial, readme_row
+    from gas.pareto import parse_pick, pick_trial
+    from gas.space import load_genome
+    from gas.study import find_trial, open_study, trial_genome
+
+    out = shlex.quote(args.out)
+    if args.genome is not None:
+        if args.study or args.trial is not None or args.pick:
+            raise GasError("give either a genome (a .json file or a reference name) or --study, not both")
+        genome = load_genome(args.genome)
+        is_file = Path(args.genome).suffix == ".json" or Path(args.genome).exists()
+        source = f"genome file {args.genome}" if is_file else f"reference genome {args.genome!r} ({genome.space} space)"
+        provenance = Provenance(source, command=f"gas export {shlex.quote(args.genome)} --out {out}")
+    else:
+        if not args.study:
+            raise GasError("give a genome (a .json file or a reference name) or --study NAME with --trial or --pick")
+        if (args.trial is None) == (args.pick is None):
+            raise GasError("with --study, give exactly one of --trial N or --pick best|knee|max-acc-under BUDGET")
+        study = open_study(args.study, args.storage)
+        if args.trial is not None:
+            trial = find_trial(study, args.trial)
+        else:
+            kind, budget = parse_pick(args.pick)
+            trial = pick_trial(study, kind, budget)
+            print(f"picked trial {trial.number} ({' '.join(args.pick)}) from study {study.study_name!r}")
+        genome = trial_genome(trial)
+        # The command names the trial, not the pick: a pick moves as the study grows.
+        command = (
+            f"gas export --study {shlex.quote(study.study_name)}{_storage_flag(args.storage)} "
+            f"--trial {trial.number} --out {out}"
+        )
+        provenance = provenance_for_trial(study, trial, command)
+    exported = export_genome(genome, args.out, provenance)
+    at_224 = "" if exported.flops_224 is None else f", {format_count(exported.flops_224)} FLOPs at 224px"
+    accuracy = "" if provenance.accuracy is None else f", proxy accuracy {provenance.accuracy:.2%}"
+    print(
+        f"wrote {exported.path} ({genome.space} space, {genome.resolution}px): {format_count(exported.params)} "
+        f"params{at_224}{accuracy}"
+    )
+    print(f"  from {provenance.source}")
+    print(f"  use it with torch alone: from {exported.module_name} import build_model; model = build_model()")
+    print(f"  generated/README.md row: {readme_row(exported)}")
+    return 0
+
+
+def _pareto(args: argparse.Namespace) -> int:
+    import re
+    import shlex
+
+    from gas.pareto import format_table, front_rows, pick_trial, state_counts, study_budget, write_csv, write_plot
+    from gas.study import open_study
+
+    study = open_study(args.study, args.storage)
+    rows = front_rows(study)
+    name = shlex.quote(study.study_name)
+    storage = _storage_flag(args.storage)
+    module = re.sub(r"\W", "_", study.study_name)
+    export_template = f"gas export --study {name}{storage} --trial TRIAL --out generated/{module}_tTRIAL.py"
+    written = []
+    if args.csv:
+        written.append(write_csv(rows, args.csv))
+    if args.plot:
+        written.append(write_plot(study, args.plot, export_template))
+    counts = state_counts(study.get_trials(deepcopy=False))
+    picks = {kind: pick_trial(study, kind).number for kind in ("best", "knee")} if rows else {}
+    budget = study_budget(study)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "study": study.study_name,
+                    "space": study.user_attrs.get("space"),
+                    "budget": budget,
+                    "trials": counts,
+                    "picks": picks,
+                    "front": rows,
+                }
+            )
+        )
+        return 0
+    space = study.user_attrs.get("space")
+    about = ", ".join(
+        part
+        for part in (space and f"{space} space", budget and f"budget {format_count(budget)} FLOPs at 224px")
+        if part
+    )
+    print(f"study {study.study_name}" + (f" ({about})" if about else ""))
+    print("trials: " + ", ".join(f"{count} {state}" for state, count in counts.items()))
+    if rows:
+        print(f"Pareto front: {len(rows)} feasible, fully trained trials, cheapest first")
+        for line in format_table(rows):
+            print(f"  {line}")
+        print(f"most accurate: trial {picks['best']}   knee: trial {picks['knee']}")
+    else:
+        print("Pareto front: empty (no feasible, fully trained trials yet)")
+    for path in written:
+        print(f"wrote {path}")
+    example = str(rows[-1]["trial"]) if rows else "N"
+    print(f"export a row:       {export_template.replace('TRIAL', example)}")
+    print(f"open the dashboard: gas dashboard --study {name}{storage}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from gas.dashboard import serve
+
+    serve(args.study, args.storage, args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gas", description="Generate fast vision transformers by constrained architecture search."
@@ -79,6 +201,39 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--resolution", type=int, default=224, help="resolution genomes are costed at (224)")
     sample.add_argument("--out", required=True, help="directory to write genome_NNNN.json files into")
     sample.set_defaults(run=_sample)
+
+    export = commands.add_parser(
+        "export",
+        help="write a genome's model as a standalone PyTorch file (needs only torch)",
+        description="Write GENOME (a .json file or a reference name), or a study's trial, as generated/NAME.py.",
+    )
+    export.add_argument("genome", nargs="?", help="a genome .json file or a reference name (e.g. turbovit)")
+    export.add_argument("--study", help="take the genome from this study's trial")
+    export.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
+    export.add_argument("--trial", type=int, help="the trial number (a completed trial)")
+    export.add_argument(
+        "--pick",
+        nargs="+",
+        metavar="WHICH",
+        help="a front trial: best (most accurate), knee, or max-acc-under BUDGET (e.g. max-acc-under 2G)",
+    )
+    export.add_argument("--out", required=True, help="the .py file to write, e.g. generated/NAME.py")
+    export.set_defaults(run=_export)
+
+    pareto = commands.add_parser("pareto", help="the feasible accuracy/FLOPs front of a study: table, CSV, plot")
+    pareto.add_argument("--study", required=True, help="study name")
+    pareto.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
+    pareto.add_argument("--csv", help="also write the front to this CSV file")
+    pareto.add_argument("--plot", help="also draw the front against all trials: .png/.svg/.pdf, or .html (no network)")
+    pareto.add_argument("--json", action="store_true", help="print the front as one JSON object instead of a table")
+    pareto.set_defaults(run=_pareto)
+
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on a study's storage")
+    dashboard.add_argument("--study", required=True, help="study name (its URL is printed)")
+    dashboard.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0 picks one)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)")
+    dashboard.set_defaults(run=_dashboard)
     return parser
 
 
