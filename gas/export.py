@@ -383,8 +383,9 @@ def load_exported(source: str, module_name: str) -> types.ModuleType:
 
 def check_export(source: str, genome: Genome) -> None:
     """Refuse an export whose model's state_dict differs in keys or shapes from the model gas builds."""
-    with torch.random.fork_rng(devices=[]):
-        module = load_exported(source, f"_gas_export_check_{id(source)}")
+    module = load_exported(source, f"_gas_export_check_{id(source)}")
+    # On the meta device no memory is allocated and no weights are drawn: keys and shapes are all this needs.
+    with torch.device("meta"):
         exported = module.build_model().state_dict()
         expected = get_space(genome.space).build(genome).state_dict()
     exported_shapes = {name: tuple(tensor.shape) for name, tensor in exported.items()}

@@ -89,9 +89,9 @@ def add_failed(study: optuna.Study, genome_data: dict, budget: int = BUDGET) -> 
     return trial.number
 
 
-def sampled_genomes(n: int, seed: int, resolution: int = 224) -> list[dict]:
+def sampled_genomes(n: int, seed: int, resolution: int = 224, budget: int | None = None) -> list[dict]:
     """`n` distinct random turbovit genomes as JSON objects (what `gas sample` writes)."""
-    return [json.loads(genome.to_json()) for genome, _ in sample_genomes("turbovit", n, seed, resolution)]
+    return [json.loads(genome.to_json()) for genome, _ in sample_genomes("turbovit", n, seed, resolution, budget)]
 
 
 def mixed_study(path: Path, name: str = "mixed") -> tuple[str, optuna.Study, dict[str, list[int]]]:

@@ -1,0 +1,153 @@
+"""`gas pareto`: only feasible, fully trained, non-dominated trials; table, CSV, JSON and plots."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from gas.cli import main
+from gas.pareto import format_table, front_rows, knee_point, parse_pick, pick_trial, state_counts
+from gas.space import get_space, load_genome
+from gas.study import front
+from tests.conftest import run_gas
+from tests.studies import mixed_study, new_study, sqlite_url
+
+
+def brute_force_front(study) -> list[int]:
+    """Trial numbers no other feasible COMPLETE trial dominates, by looking at every pair."""
+    trained = [t for t in study.get_trials() if t.state.name == "COMPLETE" and t.user_attrs["feasible"] is True]
+
+    def dominates(a, b) -> bool:
+        no_worse = a.values[0] >= b.values[0] and a.values[1] <= b.values[1]
+        return no_worse and (a.values[0] > b.values[0] or a.values[1] < b.values[1])
+
+    return sorted(t.number for t in trained if not any(dominates(other, t) for other in trained))
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pareto")
+    url, study, numbers = mixed_study(folder / "study.db")
+    return folder, url, study, numbers
+
+
+def test_front_is_the_brute_force_front_of_feasible_trained_trials(mixed):
+    _, _, study, numbers = mixed
+    expected = brute_force_front(study)
+    assert 1 < len(expected) < len(numbers["complete"])  # the study has dominated trials to leave out
+    rows = front_rows(study)
+    assert sorted(row["trial"] for row in rows) == expected
+    assert [row["flops"] for row in rows] == sorted(row["flops"] for row in rows)
+    assert not {row["trial"] for row in rows} & set(numbers["infeasible"] + numbers["failed"])
+    genome = load_genome(rows[0]["genome"])
+    for key, value in get_space(genome.space).describe(genome).items():
+        assert rows[0][key] == value
+
+
+def test_cli_table_csv_png_and_commands(mixed):
+    folder, url, study, numbers = mixed
+    result = run_gas(
+        "pareto",
+        "--study",
+        "mixed",
+        "--storage",
+        url,
+        "--csv",
+        str(folder / "front.csv"),
+        "--plot",
+        str(folder / "f.png"),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header_at = next(index for index, line in enumerate(lines) if line.split()[:2] == ["trial", "accuracy"])
+    listed = []
+    for line in lines[header_at + 1 :]:
+        if not line.strip()[:1].isdigit():
+            break
+        listed.append(int(line.split()[0]))
+    assert sorted(listed) == brute_force_front(study)
+    header = lines[header_at].split()
+    assert {"FLOPs", "params", "budget", "attention", "q_pool"} <= set(header)
+    counts = f"{len(numbers['complete'])} complete, {len(numbers['infeasible'])} infeasible, {len(numbers['failed'])}"
+    assert counts in result.stdout
+    assert f"gas export --study mixed --storage {url} --trial " in result.stdout
+    assert f"gas dashboard --study mixed --storage {url}" in result.stdout
+
+    table = pd.read_csv(folder / "front.csv")
+    assert sorted(table["trial"]) == brute_force_front(study)
+    assert all(load_genome(json.loads(text)) for text in table["genome"])
+    png = (folder / "f.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_json_is_the_front_for_scripts(mixed, capsys):
+    _, url, study, numbers = mixed
+    assert main(["pareto", "--study", "mixed", "--storage", url, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [row["trial"] for row in document["front"]] == [trial.number for trial in front(study)]
+    assert sorted(row["trial"] for row in document["front"]) == brute_force_front(study)
+    assert document["trials"]["infeasible"] == len(numbers["infeasible"])
+    assert document["trials"]["failed"] == len(numbers["failed"])
+    assert document["picks"]["best"] == max(document["front"], key=lambda row: row["accuracy"])["trial"]
+
+
+def test_html_plot_is_self_contained_and_marks_every_trial(mixed, capsys):
+    folder, url, study, numbers = mixed
+    path = folder / "front.html"
+    assert main(["pareto", "--study", "mixed", "--storage", url, "--plot", str(path)]) == 0
+    page = path.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched
+    assert "https://" not in page
+    front_numbers = brute_force_front(study)
+    assert sorted(int(n) for n in _attribute_values(page, 'class="front"', "data-trial")) == front_numbers
+    for number in numbers["infeasible"]:
+        assert f"trial {number} (infeasible)" in page
+    for number in numbers["failed"]:
+        assert f"trial {number} (failed)" in page
+
+
+def _attribute_values(page: str, marker: str, attribute: str) -> list[str]:
+    values = []
+    for line in page.splitlines():
+        if marker in line:
+            values.append(line.split(f'{attribute}="', 1)[1].split('"', 1)[0])
+    return values
+
+
+def test_picks_follow_their_definitions(mixed):
+    _, _, study, _ = mixed
+    trials = {trial.number: trial for trial in study.get_trials()}
+    on_front = brute_force_front(study)
+    assert pick_trial(study, "best").number == max(on_front, key=lambda n: trials[n].values[0])
+    cheapest = min(trials[n].values[1] for n in on_front)
+    assert pick_trial(study, "max-acc-under", int(cheapest)).number == min(on_front, key=lambda n: trials[n].values[1])
+    assert knee_point(front(study)).number in on_front
+    assert parse_pick(["max-acc-under", "2.5G"]) == ("max-acc-under", 2_500_000_000)
+    assert parse_pick(["max-acc-under=1e9"]) == ("max-acc-under", 1_000_000_000)
+
+
+def test_empty_study_has_an_empty_front_but_still_plots(tmp_path):
+    url = sqlite_url(tmp_path / "empty.db")
+    new_study(url, "empty")
+    assert main(["pareto", "--study", "empty", "--storage", url, "--plot", str(tmp_path / "p.html")]) == 0
+    assert (tmp_path / "p.html").stat().st_size > 0
+    assert format_table([]) == []
+    assert state_counts([]) == {"complete": 0, "infeasible": 0, "failed": 0}
+
+
+def test_unknown_study_is_one_line_without_traceback(mixed):
+    _, url, _, _ = mixed
+    result = run_gas("pareto", "--study", "missing", "--storage", url)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no study 'missing'" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("plot", ["front.txt", "front"])
+def test_unknown_plot_format_is_refused(plot, mixed, capsys):
+    folder, url, _, _ = mixed
+    assert main(["pareto", "--study", "mixed", "--storage", url, "--plot", str(folder / plot)]) == 2
+    assert "write .png" in capsys.readouterr().err
