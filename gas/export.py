@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial
 from gas import study as contract
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome
-from gas.space import ExportConstant, ExportRecipe, get_space
+from gas.space import ExportConstant, ExportRecipe, SearchSpace, get_space
 from gas.units import format_count
 
 LINE_LENGTH = 120
@@ -276,9 +276,26 @@ def _check_constants(constants: Sequence[ExportConstant], family: FamilySource) 
         seen.add(name)
 
 
-def _describe_cost(genome: Genome) -> tuple[int, int, int | None]:
+def _check_arguments(recipe: ExportRecipe) -> None:
+    for name, expression in recipe.arguments.items():
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise GasError(f"export recipe argument {name!r} is not a keyword argument name")
+        try:
+            ast.parse(expression, mode="eval")
+        except SyntaxError as error:
+            raise GasError(f"export recipe argument {name}={expression!r} is not an expression: {error.msg}") from None
+        line = f"{INDENT * 2}{name}={expression},"
+        if len(line) > LINE_LENGTH or "\n" in expression:
+            raise GasError(
+                f"export recipe argument {name!r} does not fit on one {LINE_LENGTH}-character line; "
+                "move its logic into a function of the model module"
+            )
+    if not recipe.constructor.isidentifier():
+        raise GasError(f"export recipe constructor {recipe.constructor!r} must be a name the model module defines")
+
+
+def _describe_cost(genome: Genome, space: SearchSpace) -> tuple[int, int, int | None]:
     """Params and FLOPs at the genome's resolution, and FLOPs at 224px (None if it does not build there)."""
-    space = get_space(genome.space)
     cost = space.cost(genome)
     if genome.resolution == 224:
         return cost.params, cost.flops, cost.flops
@@ -289,13 +306,16 @@ def _describe_cost(genome: Genome) -> tuple[int, int, int | None]:
     return cost.params, cost.flops, at_224
 
 
-def render_module(genome: Genome, provenance: Provenance, module_name: str) -> str:
-    """The full text of the exported file."""
-    space = get_space(genome.space)
+def render_module(genome: Genome, provenance: Provenance, module_name: str, space: SearchSpace | None = None) -> str:
+    """The full text of the exported file; `space` defaults to the one the genome names."""
+    space = space or get_space(genome.space)
     recipe: ExportRecipe = space.export_recipe(genome)
     family = read_family(recipe.model_module)
     _check_constants(recipe.constants, family)
-    params, flops, flops_224 = _describe_cost(genome)
+    _check_arguments(recipe)
+    if recipe.constructor not in family.top_level_names:
+        raise GasError(f"export recipe constructor {recipe.constructor!r} is not defined in {family.name}")
+    params, flops, flops_224 = _describe_cost(genome, space)
 
     doc = [
         f"{module_name}: an architecture from gas's {genome.space} search space, as standalone PyTorch.",
@@ -381,23 +401,24 @@ def load_exported(source: str, module_name: str) -> types.ModuleType:
     return module
 
 
-def check_export(source: str, genome: Genome) -> None:
+def check_export(source: str, genome: Genome, space: SearchSpace | None = None) -> None:
     """Refuse an export whose model's state_dict differs in keys or shapes from the model gas builds."""
     module = load_exported(source, f"_gas_export_check_{id(source)}")
     # On the meta device no memory is allocated and no weights are drawn: keys and shapes are all this needs.
     with torch.device("meta"):
         exported = module.build_model().state_dict()
-        expected = get_space(genome.space).build(genome).state_dict()
+        expected = (space or get_space(genome.space)).build(genome).state_dict()
     exported_shapes = {name: tuple(tensor.shape) for name, tensor in exported.items()}
     expected_shapes = {name: tuple(tensor.shape) for name, tensor in expected.items()}
     if exported_shapes != expected_shapes:
-        missing = sorted(set(expected_shapes) - set(exported_shapes))
-        extra = sorted(set(exported_shapes) - set(expected_shapes))
-        reshaped = sorted(
+        # In model order, so the message names the first layer that went wrong.
+        missing = [name for name in expected_shapes if name not in exported_shapes]
+        extra = [name for name in exported_shapes if name not in expected_shapes]
+        reshaped = [
             name
-            for name in set(expected_shapes) & set(exported_shapes)
-            if exported_shapes[name] != expected_shapes[name]
-        )
+            for name in expected_shapes
+            if name in exported_shapes and exported_shapes[name] != expected_shapes[name]
+        ]
         what = (
             f"lacks {missing[0]}"
             if missing
@@ -418,18 +439,21 @@ def module_name_for(out: str | Path) -> str:
     return path.stem
 
 
-def export_genome(genome: Genome, out: str | Path, provenance: Provenance) -> Exported:
-    """Render, check and write `genome`'s standalone module to `out`."""
+def export_genome(
+    genome: Genome, out: str | Path, provenance: Provenance, space: SearchSpace | None = None
+) -> Exported:
+    """Render, check and write `genome`'s standalone module to `out`; `space` defaults to the genome's."""
+    space = space or get_space(genome.space)
     module_name = module_name_for(out)
-    source = render_module(genome, provenance, module_name)
-    check_export(source, genome)
+    source = render_module(genome, provenance, module_name, space)
+    check_export(source, genome, space)
     path = Path(out)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(source)
     except OSError as error:
         raise GasError(f"cannot write {path}: {error.strerror}") from None
-    params, flops, flops_224 = _describe_cost(genome)
+    params, flops, flops_224 = _describe_cost(genome, space)
     return Exported(path, module_name, genome, params, flops, flops_224, provenance)
 
 

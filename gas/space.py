@@ -101,6 +101,9 @@ class SearchSpace(ABC):
           the comment.
         - Each expression in `arguments` may use the constants, the model module's top-level names and
           `num_classes` (the parameter of `build_model`), and nothing else. Pass `num_classes` through.
+          An argument is written on one line (`name=expression,` indented 8), which must fit in 120
+          characters; string literals take double quotes. Logic longer than that belongs in a function
+          of the model module (e.g. one that builds nested specs from plain dicts).
         - `build_model()` must return the model `self.build(genome)` returns: the same parameter names and
           shapes (so a state_dict loads with strict=True), the same FLOPs and the same outputs for the same
           weights. `gas export` refuses to write a file whose parameters differ.

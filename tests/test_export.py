@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -16,11 +18,13 @@ import pytest
 import torch
 
 from gas.cli import main
+from gas.errors import GasError
 from gas.export import Provenance, export_genome, render_module
 from gas.fvcore_count import fvcore_flops
 from gas.pareto import knee_point
-from gas.space import get_space, load_genome
+from gas.space import ExportConstant, get_space, load_genome
 from gas.study import front
+from search_spaces.turbovit import TurboViTSpace
 from tests.studies import add_complete, mixed_study, new_study, sampled_genomes, sqlite_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,3 +326,53 @@ def test_export_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys
 def test_export_refuses_an_unimportable_out_name(tmp_path, capsys):
     assert main(["export", "turbovit", "--out", str(tmp_path / "turbo-vit.py")]) == 2
     assert "not importable" in capsys.readouterr().err
+
+
+class _AlteredRecipeSpace(TurboViTSpace):
+    """The turbovit space with its export recipe altered, to see export refuse a recipe that breaks the contract."""
+
+    def __init__(self, alter) -> None:
+        super().__init__()
+        self.alter = alter
+
+    def export_recipe(self, genome):
+        return self.alter(super().export_recipe(genome))
+
+
+def _wider_stem(recipe):
+    constants = tuple(
+        dataclasses.replace(c, value={**c.value, "dim": c.value["dim"] + 8}) if c.name == "STEM" else c
+        for c in recipe.constants
+    )
+    return dataclasses.replace(recipe, constants=constants)
+
+
+@pytest.mark.parametrize(
+    ("alter", "message"),
+    [
+        (_wider_stem, "its model shapes pos_embed (1, 3136, 72) instead of (1, 3136, 64)"),
+        (lambda recipe: dataclasses.replace(recipe, model_module="gas.space"), "imports 'optuna'"),
+        (lambda recipe: dataclasses.replace(recipe, model_module="gas.fvcore_count"), "imports below the top"),
+        (
+            lambda recipe: dataclasses.replace(
+                recipe, arguments={**recipe.arguments, "blocks": "[" + "BLOCKS, " * 20 + "]"}
+            ),
+            "does not fit on one",
+        ),
+        (
+            lambda recipe: dataclasses.replace(recipe, constants=(*recipe.constants, ExportConstant("Hiera", 1))),
+            "UPPER_CASE",
+        ),
+        (
+            lambda recipe: dataclasses.replace(
+                recipe, constants=(*recipe.constants, ExportConstant("LAYER_NORM_EPS", 1))
+            ),
+            "clashes",
+        ),
+    ],
+)
+def test_export_refuses_a_recipe_that_breaks_the_contract(alter, message, tmp_path):
+    out = tmp_path / "broken.py"
+    with pytest.raises(GasError, match=re.escape(message)):
+        export_genome(load_genome("turbovit"), out, Provenance("test"), space=_AlteredRecipeSpace(alter))
+    assert not out.exists()
