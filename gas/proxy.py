@@ -1,0 +1,177 @@
+"""The proxy evaluation a search trial runs: build a genome at the proxy resolution, train or score it.
+
+Proxy mapping. A genome is costed at 224 px (its budget) but trained at `ProxyConfig.resolution`. The
+architecture stays the same network: the stem keeps its stride 4, so the token grid is resolution / 4;
+the mask unit keeps its size in tokens (8x8 tokens = 32x32 px at any resolution) and still halves with
+every Q-pool. What shrinks is the number of tokens and of mask units: at 224 px a mask unit of 8 covers
+1/7 of the image side (49 units), at 64 px 1/2 (4 units), at 32 px the whole image. Q-pooling needs the
+grid to halve evenly at every pool and mask-unit attention needs the grid to divide by the unit, so for
+the turbovit space (mask units 4 or 8, three Q-pools) the resolution must be a multiple of
+4 x max(8, 2**3) = 32 px: 32, 64, 96, 128, ... `check_data` applies exactly the space's own rules.
+
+The default (64 px, shapes, see ProxyConfig) keeps several mask units per image so attention layout and
+Q-pool placement matter, while one evaluation of a 2.5 GFLOP@224 genome takes well under a minute on
+one CPU thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gas.data import DEFAULT_DATASET, check_dataset, load_dataset
+from gas.errors import GasError, GenomeError
+from gas.genome import Genome
+from gas.space import get_space
+from gas.train import TrainConfig, TrialFailed, device_name, resolve_device, train
+from gas.zero_cost import PRIMARY, normalised_primary, zero_cost_scores
+
+__all__ = ["DEFAULT_DATASET", "EVALUATORS", "ProxyConfig", "TrialFailed", "check_data", "evaluate"]
+
+EVALUATORS = ("train", "zero-cost")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Everything that decides a proxy result; the study records it so any trial can be reproduced."""
+
+    dataset: str = DEFAULT_DATASET
+    data_dir: str | None = None
+    resolution: int = 64
+    epochs: int = 4
+    evaluator: str = "train"  # "train" or "zero-cost"
+    seed: int = 0
+    batch_size: int = 64
+    device: str = "auto"  # "auto" -> cuda if available else cpu
+    compile: bool = False
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    label_smoothing: float = 0.1
+    train_size: int | None = 1536  # caps every dataset's training split (None: all of it)
+    val_size: int | None = 512
+    zero_cost_batch: int = 64  # images for the zero-cost scores; 0 skips them when training
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_fraction=self.warmup_fraction,
+            label_smoothing=self.label_smoothing,
+            seed=self.seed,
+            device=self.device,
+            compile=self.compile,
+        )
+
+
+def check_resolution(resolution: int, space: str = "turbovit") -> None:
+    """Raise GasError if the space's reference genomes cannot be built at `resolution`."""
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 8:
+        raise GasError(f"proxy resolution must be an integer of at least 8 px, got {resolution!r}")
+    search_space = get_space(space)
+    if space.partition(":")[0] == "turbovit":
+        q_pools = getattr(search_space, "q_pools", 3)
+        step = 4 * max(8, 2**q_pools)  # stem stride x the larger of the biggest mask unit and the pooling
+        if resolution % step:
+            nearest = max(step, round(resolution / step) * step)
+            raise GasError(
+                f"proxy resolution {resolution}px does not fit the {space} space: use a multiple of {step} px "
+                f"(stem stride 4 x mask units up to 8 tokens and {q_pools} Q-pools), e.g. {nearest}"
+            )
+    for name, genome in search_space.references.items():
+        try:
+            search_space.check(genome.at_resolution(resolution))
+        except GenomeError as error:
+            raise GasError(
+                f"proxy resolution {resolution}px does not fit the {space} space ({name}: {error})"
+            ) from None
+
+
+def check_data(config: ProxyConfig, space: str = "turbovit") -> None:
+    """Driver-side, before any worker starts: one-line GasError for an unusable dataset or resolution."""
+    if config.evaluator not in EVALUATORS:
+        raise GasError(f"unknown evaluator {config.evaluator!r}; use one of {', '.join(EVALUATORS)}")
+    if config.epochs < 1:
+        raise GasError(f"epochs must be at least 1, got {config.epochs}")
+    if config.batch_size < 1:
+        raise GasError(f"batch size must be at least 1, got {config.batch_size}")
+    check_dataset(config.dataset, config.data_dir)
+    check_resolution(config.resolution, space)
+    resolve_device(config.device)
+
+
+def evaluate(
+    genome: Genome, config: ProxyConfig, report: Callable[[dict[str, float]], None] | None = None
+) -> dict[str, Any]:
+    """Train (or score without training) `genome` at the proxy resolution and return its numbers.
+
+    Returns {"accuracy", "wall_time", "images_per_second", "device", "epochs", "zero_cost", "mfu"}.
+    For evaluator "zero-cost", "accuracy" is the naswot score mapped monotonically into [0, 1]
+    (see `gas.zero_cost.normalised_primary`), not a trained accuracy. Raises TrialFailed if training
+    diverges or runs out of memory, GasError if the data or resolution is unusable.
+    """
+    started = time.perf_counter()
+    if config.evaluator not in EVALUATORS:
+        raise GasError(f"unknown evaluator {config.evaluator!r}; use one of {', '.join(EVALUATORS)}")
+    splits = load_dataset(config.dataset, config.resolution, config.data_dir, config.train_size, config.val_size)
+    space = get_space(genome.space)
+    proxy_genome = dataclasses.replace(genome.at_resolution(config.resolution), num_classes=splits.num_classes)
+    space.check(proxy_genome)
+    forward_flops = space.cost(proxy_genome).flops
+    device = resolve_device(config.device)
+
+    # Seed initialisation without touching the caller's global random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = space.build(proxy_genome)
+
+    scores: dict[str, float] = {}
+    batch = min(config.zero_cost_batch, len(splits.train_labels))
+    if config.evaluator == "zero-cost" or batch > 0:
+        scores = zero_cost_scores(model, splits.train_images[:batch], splits.train_labels[:batch])
+
+    if config.evaluator == "zero-cost":
+        accuracy = normalised_primary(scores, batch)
+        wall_time = time.perf_counter() - started
+        entry = {
+            "epoch": 0.0,
+            "accuracy": accuracy,
+            "loss": math.nan,
+            **{f"zero_cost/{k}": v for k, v in scores.items()},
+        }
+        if report is not None:
+            report(entry)
+        return {
+            "accuracy": accuracy,
+            "wall_time": wall_time,
+            "images_per_second": batch / wall_time if wall_time > 0 else 0.0,
+            "device": "cpu",
+            "epochs": 0,
+            "zero_cost": scores,
+            "mfu": None,
+            "primary_zero_cost": PRIMARY,
+        }
+
+    result = train(model, splits, config.train_config(), report=report, forward_flops=forward_flops)
+    mfu_values = [entry["mfu"] for entry in result.history if "mfu" in entry]
+    return {
+        "accuracy": result.accuracy,
+        "wall_time": time.perf_counter() - started,
+        "images_per_second": result.images_per_second,
+        "device": device_name(device),
+        "epochs": config.epochs,
+        "zero_cost": scores,
+        "mfu": sum(mfu_values) / len(mfu_values) if mfu_values else None,
+        "loss": result.loss,
+        "history": result.history,
+        "batch_size": result.batch_size,
+        "forward_flops": forward_flops,
+    }

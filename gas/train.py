@@ -1,0 +1,314 @@
+"""The proxy trainer: a short, seeded AdamW run with warm-up + cosine, timed, failing loudly on divergence.
+
+One call trains one freshly built model on in-memory tensors and returns its validation accuracy per
+epoch. On CPU it is deterministic: the seed fixes initialisation and batch order, and nothing else draws
+random numbers. On CUDA it trains in bf16 autocast with channels-last inputs, can compile the model, can
+grow the batch to fill the device, and measures model-FLOPs utilisation (MFU).
+
+MFU = achieved training FLOP/s / the device's peak dense bf16 FLOP/s, where one training image costs
+3 x the forward multiply-accumulates (forward, plus backward ≈ 2 x forward) x 2 FLOP per multiply-accumulate.
+The forward count is the analytic one from the cost model at the training resolution (fvcore convention,
+attention matmuls included), so MFU compares architectures on the same footing as the search's budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gas.data import Splits
+from gas.errors import GasError
+
+Report = Callable[[dict[str, float]], None]
+
+# Peak dense bf16 tensor-core FLOP/s by device-name fragment (vendor data sheets; no sparsity).
+# Override with GAS_PEAK_FLOPS for a device not listed. Checked in order: more specific names first.
+PEAK_BF16_FLOPS = (
+    ("H200", 989.4e12),
+    ("H100 PCIe", 756.0e12),
+    ("H100", 989.4e12),
+    ("A100", 312.0e12),
+    ("L40S", 362.0e12),
+    ("L4", 121.0e12),
+    ("A10G", 70.0e12),
+    ("A10", 125.0e12),
+    ("RTX A6000", 154.8e12),
+)
+
+
+class TrialFailed(GasError):
+    """A trial that cannot produce a result (diverged, out of memory); the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one proxy training run."""
+
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1  # share of all steps spent warming up linearly from 0
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm; short schedules at a high lr need it
+    seed: int = 0
+    device: str = "cpu"
+    compile: bool = False
+    fill_device: bool = True  # on CUDA: grow the batch (and scale lr) to use the device's memory
+    max_batch_size: int = 1024
+    eval_batch_size: int = 256
+
+
+@dataclass
+class TrainResult:
+    accuracy: float  # validation accuracy after the last epoch
+    loss: float  # mean training loss of the last epoch
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0  # time inside training steps only
+    images_per_second: float = 0.0  # training images / train_seconds
+    batch_size: int = 0
+    lr: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' → cuda if available else cpu; anything else is checked and passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise GasError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise GasError(f"device {device!r} requested but CUDA is not available here")
+    return resolved
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak dense bf16 FLOP/s of a CUDA device, or None if unknown (then MFU is not reported)."""
+    if device.type != "cuda":
+        return None
+    if os.environ.get("GAS_PEAK_FLOPS"):
+        return float(os.environ["GAS_PEAK_FLOPS"])
+    name = torch.cuda.get_device_name(device)
+    return next((peak for fragment, peak in PEAK_BF16_FLOPS if fragment in name), None)
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
+    """lr multiplier: linear from ~0 to 1 over the warm-up, then cosine down to 0 at the last step."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases, norms and position embeddings are not regularised toward zero."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (decay if parameter.ndim >= 2 and "pos_embed" not in name else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _batches(count: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Shuffled index batches; the last partial batch is dropped so every step sees the same batch size."""
+    order = torch.randperm(count, generator=generator)
+    for start in range(0, count - batch_size + 1, batch_size):
+        yield order[start : start + batch_size]
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@contextlib.contextmanager
+def _failures_as_trial_failed(device: torch.device, batch_size: int) -> Iterator[None]:
+    """Turn out-of-memory into TrialFailed with one line; everything else propagates unchanged."""
+    try:
+        yield
+    except (RuntimeError, torch.OutOfMemoryError) as error:
+        if not _is_out_of_memory(error):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise TrialFailed(f"out of memory on {device_name(device)} at batch size {batch_size}") from None
+
+
+def evaluate_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 256
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` on a labelled set, in eval mode, without gradients."""
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    autocast = _autocast(device)
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            batch = _to_device(images[start : start + batch_size], device)
+            target = labels[start : start + batch_size].to(device, non_blocking=True)
+            with autocast:
+                logits = model(batch)
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == target).sum().item()
+    model.train()
+    return correct / max(1, len(labels)), loss_sum / max(1, len(labels))
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    # Channels-last lets cuDNN run the stem conv without layout transposes; CPU gains nothing from it.
+    return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
+
+
+def _fill_batch(model: nn.Module, splits: Splits, config: TrainConfig, device: torch.device) -> int:
+    """Largest power-of-two multiple of the configured batch that trains a step within 80% of free memory.
+
+    Capped so an epoch still has at least 8 steps: a bigger batch on a small proxy set would cut the number
+    of optimiser steps and change what the proxy measures.
+    """
+    cap = min(config.max_batch_size, max(config.batch_size, len(splits.train_labels) // 8))
+    free, _ = torch.cuda.mem_get_info(device)
+    chosen = config.batch_size
+    candidate = config.batch_size * 2
+    while candidate <= cap:
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        try:
+            images = _to_device(splits.train_images[:1].expand(candidate, -1, -1, -1), device)
+            with _autocast(device):
+                loss = model(images).float().logsumexp(dim=1).mean()
+            loss.backward()
+        except (RuntimeError, torch.OutOfMemoryError) as error:
+            if not _is_out_of_memory(error):
+                raise
+            break
+        finally:
+            model.zero_grad(set_to_none=True)
+        used = torch.cuda.max_memory_allocated(device) - before
+        torch.cuda.empty_cache()
+        if used > 0.8 * free:
+            break
+        chosen = candidate
+        candidate *= 2
+    return chosen
+
+
+def train(
+    model: nn.Module,
+    splits: Splits,
+    config: TrainConfig,
+    report: Report | None = None,
+    forward_flops: int | None = None,
+) -> TrainResult:
+    """Train `model` on `splits.train_*`, report validation accuracy after every epoch, return the last.
+
+    `forward_flops` (multiply-accumulates of one forward pass at the training resolution) enables MFU in
+    the per-epoch reports on CUDA. Raises TrialFailed if the loss stops being finite or memory runs out.
+    """
+    device = resolve_device(config.device)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    batch_size = min(config.batch_size, len(splits.train_labels))
+    lr = config.lr
+    if device.type == "cuda" and config.fill_device:
+        with _failures_as_trial_failed(device, batch_size):
+            batch_size = _fill_batch(model, splits, config, device)
+        # Square-root scaling keeps AdamW's effective step noise comparable to the configured batch.
+        lr = config.lr * math.sqrt(batch_size / config.batch_size)
+    steps_per_epoch = len(splits.train_labels) // batch_size
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_fraction * total_steps)
+
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=lr, betas=(0.9, 0.999))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
+    step_model = torch.compile(model) if config.compile else model
+    generator = torch.Generator().manual_seed(config.seed)
+    peak = peak_flops(device)
+    if device.type == "cuda":  # move the whole (small) proxy set once instead of every batch
+        train_images = splits.train_images.to(device)
+        train_labels = splits.train_labels.to(device)
+    else:
+        train_images, train_labels = splits.train_images, splits.train_labels
+
+    result = TrainResult(accuracy=0.0, loss=math.nan, batch_size=batch_size, lr=lr)
+    step = 0
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        started = time.perf_counter()
+        with _failures_as_trial_failed(device, batch_size):
+            for index in _batches(len(train_labels), batch_size, generator):
+                index = index.to(device)
+                images = _to_device(train_images[index], device)
+                with _autocast(device):
+                    logits = step_model(images)
+                loss = F.cross_entropy(logits.float(), train_labels[index], label_smoothing=config.label_smoothing)
+                # On CPU the check is free; on CUDA it would sync every step, so the check runs on the
+                # running sum a few times per epoch (a NaN stays NaN in a sum).
+                loss_sum += loss.detach()
+                if (device.type != "cuda" or step % 16 == 0) and not torch.isfinite(loss_sum):
+                    raise TrialFailed(
+                        f"loss became {loss.item()} at epoch {epoch} step {step + 1}/{total_steps} "
+                        f"(lr {schedule.get_last_lr()[0]:.3g}); the model diverged"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                schedule.step()
+                step += 1
+                seen += len(index)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - started
+        mean_loss = (loss_sum / max(1, steps_per_epoch)).item()
+        if not math.isfinite(mean_loss):
+            raise TrialFailed(f"loss became {mean_loss} during epoch {epoch}; the model diverged")
+        result.train_seconds += elapsed
+        with _failures_as_trial_failed(device, config.eval_batch_size):
+            accuracy, val_loss = evaluate_accuracy(
+                model, splits.val_images, splits.val_labels, device, config.eval_batch_size
+            )
+        images_per_second = seen / elapsed if elapsed > 0 else 0.0
+        entry = {
+            "epoch": float(epoch),
+            "accuracy": accuracy,
+            "loss": mean_loss,
+            "val_loss": val_loss,
+            "images_per_second": images_per_second,
+            "lr": schedule.get_last_lr()[0],
+        }
+        if peak and forward_flops:
+            entry["mfu"] = images_per_second * 3 * forward_flops * 2 / peak
+        result.history.append(entry)
+        result.accuracy, result.loss = accuracy, mean_loss
+        if report is not None:
+            report(dict(entry))
+    total_images = steps_per_epoch * batch_size * config.epochs
+    result.images_per_second = total_images / result.train_seconds if result.train_seconds > 0 else 0.0
+    return result
