@@ -26,13 +26,15 @@ from gas.models.efficientvit import (
     StageSpec,
     StemSpec,
     SubsampleSpec,
+    from_row,
     halve,
     hidden_width,
     se_width,
+    stages_from_table,
     stem_grid,
     window_layout,
 )
-from gas.space import SearchSpace
+from gas.space import ExportConstant, ExportRecipe, SearchSpace
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -162,6 +164,44 @@ class EfficientViTSpace(SearchSpace):
         self.check(genome)
         assert isinstance(genome, EfficientViTGenome)
         return EfficientViT(genome.stem, genome.stages, genome.subsamples, genome.resolution, genome.num_classes)
+
+    def export_recipe(self, genome: Genome) -> ExportRecipe:
+        """Stage widths and a block table at the top of the file; the same `EfficientViT(...)` call as `build`."""
+        self.check(genome)
+        assert isinstance(genome, EfficientViTGenome)
+        block_columns = ", ".join(field.name for field in dataclasses.fields(BlockSpec))
+        subsample_columns = ", ".join(field.name for field in dataclasses.fields(SubsampleSpec))
+        blocks = [
+            (index, *dataclasses.astuple(block)) for index, stage in enumerate(genome.stages) for block in stage.blocks
+        ]
+        return ExportRecipe(
+            model_module=EfficientViT.__module__,
+            constants=(
+                ExportConstant(
+                    "RESOLUTION",
+                    genome.resolution,
+                    "Input side in pixels; attention windows and biases are sized for it.",
+                ),
+                ExportConstant(
+                    "STEM_WIDTHS", list(genome.stem.widths), "Output widths of the stem's four 3x3 stride-2 convs."
+                ),
+                ExportConstant("STAGE_DIMS", [stage.dim for stage in genome.stages], "Width of each stage."),
+                ExportConstant("BLOCKS", blocks, f"One row per sandwich block, in order: stage, {block_columns}."),
+                ExportConstant(
+                    "SUBSAMPLES",
+                    [dataclasses.astuple(spec) for spec in genome.subsamples],
+                    f"One row per subsample block between two stages: {subsample_columns}.",
+                ),
+            ),
+            constructor=EfficientViT.__name__,
+            arguments={
+                "stem": f"{StemSpec.__name__}(widths=tuple(STEM_WIDTHS))",
+                "stages": f"{stages_from_table.__name__}(STAGE_DIMS, BLOCKS)",
+                "subsamples": f"[{from_row.__name__}({SubsampleSpec.__name__}, row) for row in SUBSAMPLES]",
+                "resolution": "RESOLUTION",
+                "num_classes": "num_classes",
+            },
+        )
 
     def cost(self, genome: Genome) -> count.Cost:
         """Mirrors `EfficientViT` layer by layer; tests hold it to fvcore's count of the built module.

@@ -2,6 +2,9 @@
 
 import copy
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,10 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from gas.errors import GasError, GenomeError
+from gas.export import Provenance, export_genome, load_exported
 from gas.fvcore_count import fvcore_flops
 from gas.models.efficientvit import BlockSpec, WindowAttention, relative_position_index
 from gas.space import get_space, load_genome
-from tests.conftest import run_gas
+from tests.conftest import REPO, run_gas
+
+RUFF = Path(sys.executable).with_name("ruff")
 
 PUBLISHED = {  # params, FLOPs (fvcore MACs) at 224px: arXiv 2305.07027, microsoft/Cream EfficientViT
     "efficientvit_m0": (2.3e6, 79e6),
@@ -352,3 +358,30 @@ def test_stages_option_changes_the_design_rule():
     assert space.build(genome.at_resolution(64))(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
     with pytest.raises(GasError, match="stages must be an integer from 1 to 5"):
         get_space("efficientvit:stages=9")
+
+
+# ---- export ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("source", "resolution"), [("efficientvit_m0", 224), ("sampled", 96)])
+def test_exported_module_is_gas_model(space, sampled_genomes, tmp_path, source, resolution):
+    """The standalone file builds the same parameters, and with shared weights the same outputs, fused too."""
+    genome = load_genome(sampled_genomes[31] if source == "sampled" else source).at_resolution(resolution)
+    path = export_genome(genome, tmp_path / "exported_efficientvit.py", Provenance("test")).path
+    lint = subprocess.run([RUFF, "check", "--no-cache", "--config", str(REPO / "pyproject.toml"), str(path)])
+    assert lint.returncode == 0
+    module = load_exported(path.read_text(), "exported_efficientvit")
+    assert json.loads(genome.to_json()) == module.GENOME
+    ours = space.build(genome)
+    _randomize(ours)
+    ours.eval()
+    theirs = module.build_model(num_classes=genome.num_classes).eval()
+    assert [(name, tuple(t.shape)) for name, t in theirs.state_dict().items()] == [
+        (name, tuple(t.shape)) for name, t in ours.state_dict().items()
+    ]
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    images = torch.randn(2, 3, resolution, resolution)
+    with torch.no_grad():
+        expected = ours(images)
+        torch.testing.assert_close(theirs(images), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(theirs.fuse()(images), expected, atol=1e-4, rtol=1e-4)

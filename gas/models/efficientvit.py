@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
@@ -66,6 +66,19 @@ class StemSpec:
     """Output widths of the four 3x3 stride-2 convs; the last is the first stage's width."""
 
     widths: tuple[int, ...]
+
+
+def from_row(spec_type: type, row: Sequence) -> object:
+    """A spec from its field values in declaration order: how the tables of an exported file become specs."""
+    return spec_type(**{field.name: value for field, value in zip(fields(spec_type), row, strict=True)})
+
+
+def stages_from_table(dims: Sequence[int], blocks: Sequence[Sequence]) -> list[StageSpec]:
+    """Stage specs from their widths and a table of blocks, one row per block: (stage index, *BlockSpec fields)."""
+    return [
+        StageSpec(dim=dim, blocks=tuple(from_row(BlockSpec, row[1:]) for row in blocks if row[0] == index))
+        for index, dim in enumerate(dims)
+    ]
 
 
 def halve(side: int) -> int:
