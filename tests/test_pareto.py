@@ -138,12 +138,19 @@ def test_empty_study_has_an_empty_front_but_still_plots(tmp_path):
     assert state_counts([]) == {"complete": 0, "infeasible": 0, "failed": 0}
 
 
-def test_unknown_study_is_one_line_without_traceback(mixed):
+def test_unknown_study_is_one_line_without_traceback(mixed, capsys):
     _, url, _, _ = mixed
-    result = run_gas("pareto", "--study", "missing", "--storage", url)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "no study 'missing'" in result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert main(["pareto", "--study", "missing", "--storage", url]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "no study 'missing'" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_missing_storage_file_is_refused_and_not_created(tmp_path, capsys):
+    path = tmp_path / "typo.db"
+    assert main(["pareto", "--study", "mixed", "--storage", sqlite_url(path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not path.exists()
 
 
 @pytest.mark.parametrize("plot", ["front.txt", "front"])
