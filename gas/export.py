@@ -141,7 +141,7 @@ def read_family(module_name: str) -> FamilySource:
         statements = statements[1:]
     imports: list[ast.Import | ast.ImportFrom] = []
     while statements and isinstance(statements[0], ast.Import | ast.ImportFrom):
-        imports.append(statements.pop(0))  # type: ignore[arg-type]
+        imports.append(statements.pop(0))
     allowed = set(sys.stdlib_module_names) | {"torch"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
