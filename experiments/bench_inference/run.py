@@ -1,0 +1,127 @@
+"""CPU inference speed of EfficientViT-M5 (fused), the TurboViT reference and Hiera-T, as gas builds them.
+
+    nice python experiments/bench_inference/run.py [--threads 2] [--repeats 30] [--batch-repeats 3]
+
+Reports batch-1 latency (median over repeats, after warm-up) and batch-64 throughput (images/s from the
+median batch time), with ratios against EfficientViT-M5. The models take turns within each repeat, so a
+change in machine load during the run affects all of them alike. EfficientViT-M5 is also timed before
+fusion to show what folding its BatchNorms buys. Writes experiments/results/bench_inference.{csv,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from gas.machine import machine_line
+from gas.space import get_space, load_genome
+from gas.units import format_count
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+BASELINE = "efficientvit_m5 (fused)"
+
+
+def build_models() -> dict[str, tuple[nn.Module, int, int]]:
+    """Name → (eval-mode model at 224px, params, FLOPs) for every model in the comparison."""
+    models = {}
+    efficientvit = load_genome("efficientvit_m5")
+    cost = get_space(efficientvit.space).cost(efficientvit)
+    unfused = get_space(efficientvit.space).build(efficientvit).eval()
+    models[BASELINE] = (copy.deepcopy(unfused).fuse(), cost.fused.params, cost.fused.flops)
+    models["efficientvit_m5 (unfused)"] = (unfused, cost.params, cost.flops)
+    for name in ("turbovit", "hiera_tiny"):
+        genome = load_genome(name)
+        space = get_space(genome.space)
+        cost = space.cost(genome)
+        models[name] = (space.build(genome).eval(), cost.params, cost.flops)
+    return models
+
+
+def seconds(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batch-1 runs per model first (default: 5)")
+    parser.add_argument("--repeats", type=int, default=30, help="timed batch-1 runs per model (default: 30)")
+    parser.add_argument("--batch", type=int, default=64, help="throughput batch size (default: 64)")
+    parser.add_argument("--batch-repeats", type=int, default=3, help="timed batches per model (default: 3)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    models = build_models()
+    single = torch.randn(1, 3, 224, 224)
+    batch = torch.randn(args.batch, 3, 224, 224)
+    load_before = os.getloadavg()
+
+    latencies: dict[str, list[float]] = {name: [] for name in models}
+    batch_times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for model, _, _ in models.values():
+            for _ in range(args.warmup):
+                model(single)
+            model(batch)  # the first large batch allocates its buffers
+        for _ in range(args.repeats):
+            for name, (model, _, _) in models.items():
+                latencies[name].append(seconds(lambda model=model: model(single)))
+        for _ in range(args.batch_repeats):
+            for name, (model, _, _) in models.items():
+                batch_times[name].append(seconds(lambda model=model: model(batch)))
+    load_after = os.getloadavg()
+
+    rows = []
+    for name, (_, params, flops) in models.items():
+        rows.append(
+            {
+                "model": name,
+                "params": params,
+                "flops": flops,
+                "batch1_ms_median": 1000 * statistics.median(latencies[name]),
+                "batch1_ms_min": 1000 * min(latencies[name]),
+                f"batch{args.batch}_images_per_s": args.batch / statistics.median(batch_times[name]),
+            }
+        )
+    table = pd.DataFrame(rows)
+    base = table.set_index("model").loc[BASELINE]
+    throughput = f"batch{args.batch}_images_per_s"
+    table["latency_x_of_m5"] = table["batch1_ms_median"] / base["batch1_ms_median"]
+    table["m5_throughput_x"] = base[throughput] / table[throughput]
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    table.to_csv(RESULTS / "bench_inference.csv", index=False)
+    shown = table.assign(params=table["params"].map(format_count), flops=table["flops"].map(format_count))
+    markdown = shown.to_markdown(index=False, floatfmt=".3g")
+    command = "nice python experiments/bench_inference/run.py " + " ".join(sys.argv[1:])
+    (RESULTS / "bench_inference.md").write_text(
+        "# CPU inference: EfficientViT-M5 vs TurboViT vs Hiera-T\n\n"
+        f"Models as gas builds them, eval mode, `torch.inference_mode()`, 224px, {args.threads} torch threads. "
+        f"Batch 1: median of {args.repeats} runs after {args.warmup} warm-up runs. Batch {args.batch}: images/s "
+        f"from the median of {args.batch_repeats} batches. The models take turns within each repeat. FLOPs are "
+        "fvcore multiply-adds; the fused EfficientViT's are counted after folding its BatchNorms.\n"
+        "`latency_x_of_m5`: this model's batch-1 latency over the fused EfficientViT-M5's; `m5_throughput_x`: the "
+        "fused EfficientViT-M5's batch throughput over this model's.\n\n"
+        f"{markdown}\n\n"
+        f"Machine: {machine_line()}, torch threads {args.threads}. Load average (1 min) "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after: the machine is shared, so absolute times "
+        "carry that noise; the ratios, measured in turns, much less.\n\n"
+        f"Command: `{command.strip()}`\n"
+    )
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
