@@ -10,7 +10,7 @@ networks, layer for layer.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 import optuna
@@ -94,6 +94,7 @@ class EfficientViTSpace(SearchSpace):
     def check(self, genome: Genome) -> None:
         if not isinstance(genome, EfficientViTGenome):
             raise GenomeError(f"a {type(genome).__name__} is not an efficientvit genome")
+        # First, because the structural rules below take the stage list to be non-empty.
         if len(genome.stages) != self.stages:
             raise GenomeError(f"the {self.name} space needs exactly {self.stages} stages, found {len(genome.stages)}")
         _check_structure(genome)
@@ -230,7 +231,7 @@ def _suggest_ratio(trial: optuna.Trial, name: str, grid: tuple[float, float, flo
     return trial.suggest_float(name, low, high, step=step)
 
 
-def _spread(values) -> str:
+def _spread(values: Iterable[int]) -> str:
     distinct = sorted(set(values))
     return str(distinct[0]) if len(distinct) == 1 else f"{distinct[0]}-{distinct[-1]}"
 
@@ -408,8 +409,11 @@ def _stem(dim: int) -> StemSpec:
 
 
 def _published(dims: tuple[int, ...], depths: tuple[int, ...], heads: tuple[int, ...]) -> EfficientViTGenome:
-    """A published EfficientViT: key width 16, 7x7 windows, FFN ratio 2, 3x3 token mixers, 5x5 query convs,
-    and subsample blocks with a 4x inverted residual and a quarter-width squeeze-excite."""
+    """A published EfficientViT from its per-stage widths, depths and heads.
+
+    Everything else is shared by M0-M5: key width 16, 7x7 windows, FFN ratio 2, 3x3 token mixers, 5x5
+    query convs, and subsample blocks with a 4x inverted residual and a quarter-width squeeze-excite.
+    """
     stages = tuple(
         StageSpec(dim=dim, blocks=tuple(BlockSpec(heads=count_) for _ in range(depth)))
         for dim, depth, count_ in zip(dims, depths, heads, strict=True)
