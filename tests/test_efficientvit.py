@@ -2,13 +2,17 @@
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import torch.nn.functional as F
+from optuna.trial import TrialState
 from torch import nn
 
 from gas.errors import GasError, GenomeError
@@ -385,3 +389,46 @@ def test_exported_module_is_gas_model(space, sampled_genomes, tmp_path, source, 
         expected = ours(images)
         torch.testing.assert_close(theirs(images), expected, atol=1e-6, rtol=0)
         torch.testing.assert_close(theirs.fuse()(images), expected, atol=1e-4, rtol=1e-4)
+
+
+# ---- search ---------------------------------------------------------------------------------------------
+
+
+def test_search_end_to_end_on_this_space(space, tmp_path):
+    """`gas search` runs this space as it runs turbovit: budget checked first, trials trained, front exported."""
+    pytest.importorskip("gas.search", reason="gas search is not part of this checkout")
+    tiny = ["--dataset", "digits", "--resolution", "32", "--epochs", "1", "--no-progress", "--seed", "1"]
+    # A Ray directory of its own (short, for Ray's socket paths), so a cluster another process runs is not joined.
+    ray_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    try:
+        args = ["search", "--space", "efficientvit", "--budget", "0.5G", "--trials", "3", "--study", "ev", *tiny]
+        result = run_gas(*args, cwd=tmp_path, env={"RAY_TMPDIR": str(ray_dir)})
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front" in result.stdout and "gas export --study ev" in result.stdout
+
+    study = optuna.load_study(study_name="ev", storage=f"sqlite:///{tmp_path}/runs/gas.db")
+    assert study.user_attrs["space"] == "efficientvit"
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3 and not [t for t in trials if t.state == TrialState.RUNNING]
+    for trial in complete:
+        attrs = trial.user_attrs
+        genome = load_genome(attrs["genome"])
+        cost = space.cost(genome)
+        assert genome.space == "efficientvit" and genome.resolution == 224
+        assert attrs["flops"] == cost.flops <= 0.5e9 and attrs["params"] == cost.params
+        assert trial.values == [attrs["accuracy"], attrs["flops"]] and 0.0 <= attrs["accuracy"] <= 1.0
+        assert attrs["proxy_resolution"] == 32 and attrs["proxy_epochs"] == 1
+    for trial in trials:
+        if trial.state == TrialState.PRUNED:
+            assert trial.user_attrs["flops"] > 0.5e9 and trial.constraints["flops"] > 0
+
+    exported = run_gas("export", "--study", "ev", "--pick", "best", "--out", "best_ev.py", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    module = load_exported((tmp_path / "best_ev.py").read_text(), "best_ev")
+    best = max(complete, key=lambda t: t.values[0])
+    genome = load_genome(best.user_attrs["genome"])
+    assert json.loads(genome.to_json()) == module.GENOME
+    assert module.build_model().state_dict().keys() == space.build(genome).state_dict().keys()
