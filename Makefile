@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 search: $(STAMP)
-	$(BIN)/gas cost turbovit
+	$(BIN)/gas search --budget 2.5G
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -58,6 +58,65 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from gas.pareto import format_table, front_rows
+    from gas.proxy import ProxyConfig
+    from gas.search import SearchConfig, feasible_share_by_half, run_search
+
+    proxy_overrides = {
+        name: value
+        for name, value in {
+            "dataset": args.dataset,
+            "data_dir": args.data_dir,
+            "resolution": args.resolution,
+            "epochs": args.epochs,
+            "evaluator": args.evaluator,
+            "seed": args.seed,
+        }.items()
+        if value is not None
+    }
+    config = SearchConfig(
+        budget=parse_count(args.budget),
+        space=args.space,
+        study=args.study,
+        storage=args.storage,
+        trials=args.trials,
+        sampler=args.sampler,
+        seed=args.seed,
+        max_params=parse_count(args.max_params, "--max-params") if args.max_params else None,
+        proxy=dataclasses.replace(ProxyConfig(), **proxy_overrides),
+        ray_address=args.ray_address,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        progress=not args.no_progress,
+    )
+    outcome = run_search(config)
+    study = outcome.study
+    storage = config.storage or "runs/gas.db"
+    first, second = feasible_share_by_half(study)
+    minutes, seconds = divmod(int(outcome.elapsed), 60)
+    print(
+        f"study {study.study_name}: {outcome.trained} trained trials; this run {minutes}m{seconds:02d}s; "
+        f"feasible proposals {first:.0%} in the first half, {second:.0%} in the second"
+    )
+    if outcome.stopped_reason:
+        print(f"stopped early: {outcome.stopped_reason}")
+    rows = front_rows(study)
+    if rows:
+        print("Pareto front (feasible, fully trained):")
+        print("\n".join(format_table(rows)))
+        where = "" if config.storage is None else f" --storage {storage}"
+        print(f"export the most accurate:  gas export --study {study.study_name}{where} --pick best --out NAME.py")
+        print(f"open the dashboard:        gas dashboard --study {study.study_name}{where}")
+    if outcome.interrupted:
+        print(f"interrupted: finished trials are kept in {storage}; run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
 def _storage_flag(storage: str | None) -> str:
     """' --storage URL' for a command to print (password hidden), or '' for the default storage."""
     import shlex
@@ -201,6 +260,31 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--resolution", type=int, default=224, help="resolution genomes are costed at (224)")
     sample.add_argument("--out", required=True, help="directory to write genome_NNNN.json files into")
     sample.set_defaults(run=_sample)
+
+    search = commands.add_parser(
+        "search",
+        help="search a space for the most accurate genomes under a budget",
+        description="Generate genomes under a budget with an Optuna study and train their proxies on Ray workers.",
+    )
+    search.add_argument("--budget", required=True, help="FLOPs at 224px per image, e.g. 2.5G, 500M, 2.5e9")
+    search.add_argument("--max-params", help="also cap parameters, e.g. 15M")
+    search.add_argument("--space", default="turbovit", help="search space (default: turbovit)")
+    search.add_argument("--study", help="study name (default: SPACE-BUDGET, e.g. turbovit-2.5G)")
+    search.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
+    search.add_argument("--trials", type=int, default=24, help="trained trials in total, counting earlier runs (24)")
+    search.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2", "gp", "random"], help="(default: tpe)")
+    search.add_argument("--seed", type=int, default=0, help="seed for the sampler and the proxy training (0)")
+    search.add_argument("--dataset", help="proxy dataset: the embedded default, digits, cifar10 or imagefolder:PATH")
+    search.add_argument("--data-dir", help="where cifar10's archive lives")
+    search.add_argument("--resolution", type=int, help="proxy training resolution in px")
+    search.add_argument("--epochs", type=int, help="proxy training epochs")
+    search.add_argument("--evaluator", choices=["train", "zero-cost"], help="train proxies, or score them at init")
+    search.add_argument("--ray-address", help="join a running Ray cluster (host:port); default starts a local one")
+    search.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
+    search.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: 1 if any)")
+    search.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as fits)")
+    search.add_argument("--no-progress", action="store_true", help="no progress bar")
+    search.set_defaults(run=_search)
 
     export = commands.add_parser(
         "export",

@@ -10,11 +10,13 @@ Only the driver writes the study; workers return numbers.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from gas.errors import GasError
@@ -51,6 +53,19 @@ def default_study_name(space: str, budget: int, max_params: int | None = None) -
     return name + (f"-{compact_count(max_params)}" if max_params else "")
 
 
+def _fast_sqlite(connection: Any, _record: Any) -> None:
+    """WAL with synchronous=NORMAL: every write survives a killed process, at a quarter of the cost.
+
+    Each suggested parameter and attribute is its own commit; with the default rollback journal each
+    commit waits on fsync, which made a single proposal take most of a second.
+    """
+    if isinstance(connection, sqlite3.Connection):
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
 def storage_for(url: str | None) -> optuna.storages.BaseStorage:
     """An RDB storage for `url` (default: runs/gas.db), creating the folder of a SQLite file."""
     url = url or DEFAULT_STORAGE
@@ -60,6 +75,8 @@ def storage_for(url: str | None) -> optuna.storages.BaseStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise GasError(f"cannot create {path.parent} for storage {url}: {error.strerror}") from None
+    if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _fast_sqlite):
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _fast_sqlite)
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as error:  # SQLAlchemy raises many kinds; the user needs one line either way
