@@ -209,6 +209,7 @@ class GenomeSearcher(Searcher):
         self.progress = progress
         self.live: dict[str, optuna.Trial] = {}
         self.stopped_reason: str | None = None
+        self.driver_seconds = 0.0  # time this process spends proposing and recording, outside any trial
         self.evaluated = {
             json.dumps(t.user_attrs[keys.GENOME], sort_keys=True): t
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -269,6 +270,13 @@ class GenomeSearcher(Searcher):
         return None
 
     def suggest(self, trial_id: str) -> dict | None:
+        started = time.perf_counter()
+        try:
+            return self._suggest(trial_id)
+        finally:
+            self.driver_seconds += time.perf_counter() - started
+
+    def _suggest(self, trial_id: str) -> dict | None:
         proposal = self._propose()
         if proposal is None:
             return Searcher.FINISHED
@@ -282,6 +290,13 @@ class GenomeSearcher(Searcher):
         }
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        started = time.perf_counter()
+        try:
+            self._complete(trial_id, result, error)
+        finally:
+            self.driver_seconds += time.perf_counter() - started
+
+    def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         trial = self.live.pop(trial_id, None)
         if trial is None:
             return
@@ -340,10 +355,12 @@ def _terminate_like_interrupt() -> Iterator[None]:
 @dataclass
 class SearchOutcome:
     study: optuna.Study
-    trained: int
+    trained: int  # trained trials in the study, counting earlier runs
     interrupted: bool
     stopped_reason: str | None
-    elapsed: float
+    elapsed: float  # seconds this run took, Ray start-up included
+    driver_seconds: float = 0.0  # of which proposing genomes and recording results
+    concurrency: float = 1.0  # trials that fit on the cluster at once
 
 
 def run_search(config: SearchConfig) -> SearchOutcome:
@@ -410,8 +427,15 @@ def run_search(config: SearchConfig) -> SearchOutcome:
             interrupted = interrupted or bool(searcher.live)
             searcher.abandon_live()
             progress.close()
+    slots = min(cluster.cpus // config.cpus_per_trial, cluster.gpus // gpus if gpus else float("inf"))
     return SearchOutcome(
-        study, len(trained_trials(study)), interrupted, searcher.stopped_reason, time.monotonic() - started
+        study,
+        len(trained_trials(study)),
+        interrupted,
+        searcher.stopped_reason,
+        time.monotonic() - started,
+        searcher.driver_seconds,
+        min(slots, config.max_concurrent or slots),
     )
 
 
