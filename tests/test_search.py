@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from gas.space import get_space, load_genome
@@ -95,7 +96,7 @@ def _count(folder: Path, name: str, state: TrialState) -> int:
         return 0
     try:
         return len(open_study(folder, name).get_trials(states=(state,)))
-    except (KeyError, ValueError):  # the study does not exist yet
+    except (KeyError, ValueError, sqlalchemy.exc.SQLAlchemyError):  # the search is still creating it
         return 0
 
 
