@@ -20,6 +20,8 @@ from tests.conftest import REPO, run_gas
 
 # Small proxies: 32px digits for one epoch keeps a trial to seconds on one CPU thread.
 TINY = ["--dataset", "digits", "--resolution", "32", "--epochs", "1", "--no-progress", "--seed", "1"]
+# Where the search machinery, not training, is under test: trials scored at initialisation in ~1 s.
+SCORED = [*TINY, "--evaluator", "zero-cost"]
 
 
 def open_study(folder: Path, name: str) -> optuna.Study:
@@ -102,7 +104,7 @@ def _count(folder: Path, name: str, state: TrialState) -> int:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["kill", "ctrl-c"])
 def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path, stop_signal):
-    args = [sys.executable, "-m", "gas", "search", "--budget", "1G", "--trials", "4", "--study", "resume", *TINY]
+    args = [sys.executable, "-m", "gas", "search", "--budget", "1G", "--trials", "16", "--study", "resume", *SCORED]
     process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: _count(tmp_path, "resume", TrialState.COMPLETE) >= 1, 240, "a finished trial")
@@ -120,7 +122,7 @@ def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path, stop_sig
     after = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert all(after[number] == values for number, values in before.items())
     trained = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
-    assert len(trained) == 4
+    assert len(trained) == 16
     assert not study.get_trials(states=(TrialState.RUNNING,))
     requeued = [t for t in study.get_trials() if "requeued_from" in t.user_attrs]
     interrupted = [t for t in study.get_trials() if t.user_attrs.get("interrupted")]
@@ -157,7 +159,7 @@ def test_search_joins_a_separately_started_ray_cluster(tmp_path):
     try:
         _wait_for(lambda: _port_open(port), 120, "the Ray head node")
         args = ["search", "--budget", "1G", "--trials", "2", "--study", "joined", "--ray-address", f"127.0.0.1:{port}"]
-        result = run_gas(*args, *TINY, cwd=tmp_path, env={"RAY_AUTH_MODE": "disabled"})
+        result = run_gas(*args, *SCORED, cwd=tmp_path, env={"RAY_AUTH_MODE": "disabled"})
         assert result.returncode == 0, result.stderr
         assert _count(tmp_path, "joined", TrialState.COMPLETE) == 2
         assert len(ray_trial_numbers(tmp_path)) == 2
@@ -196,8 +198,8 @@ def test_search_bad_input_is_one_line(tmp_path, args, message):
 
 
 def test_resumed_study_must_keep_its_settings(tmp_path):
-    first = run_gas("search", "--budget", "1G", "--trials", "1", "--study", "same", *TINY, cwd=tmp_path)
+    first = run_gas("search", "--budget", "1G", "--trials", "1", "--study", "same", *SCORED, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    again = run_gas("search", "--budget", "2G", "--trials", "2", "--study", "same", *TINY, cwd=tmp_path)
+    again = run_gas("search", "--budget", "2G", "--trials", "2", "--study", "same", *SCORED, cwd=tmp_path)
     assert again.returncode == 2
     assert "study 'same' was run with other settings: budget 1000000000 (now 2000000000)" in again.stderr
