@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,26 +147,30 @@ def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
     ]
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """One Ray Tune trial: train the genome's proxy and report per epoch; failures are reported, not raised.
+def trial_result(config: dict[str, Any], report: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Evaluate a suggestion of `GenomeSearcher.suggest`: its final metrics with "finished", or {"error": line}.
 
-    A raise would make Ray retry the trial, which is right only when the worker itself died.
+    Failures are returned, not raised: a raise would make Ray retry the trial, which is right only when
+    the worker itself died. Drivers that evaluate in-process (experiments/bench_search) call this too.
     """
+    try:
+        genome = load_genome(config["genome"])
+        result = evaluate(genome, ProxyConfig(**config["proxy"]), report=report)
+    except GasError as error:
+        return {"error": str(error)}
+    except Exception as error:  # a trial that raises is recorded with its error; the search goes on
+        return {"error": f"{type(error).__name__}: {error}".splitlines()[0]}
+    zero_cost = {f"zero_cost/{name}": value for name, value in result.get("zero_cost", {}).items()}
+    final = {key: value for key, value in result.items() if key != "zero_cost" and value is not None}
+    return {**final, **zero_cost, "finished": True}
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """One Ray Tune trial: train the genome's proxy, report per epoch, then the final result (or the error)."""
     import torch
 
     torch.set_num_threads(config["threads"])
-    try:
-        genome = load_genome(config["genome"])
-        result = evaluate(genome, ProxyConfig(**config["proxy"]), report=lambda metrics: tune.report(dict(metrics)))
-    except GasError as error:
-        tune.report({"error": str(error)})
-        return
-    except Exception as error:  # a trial that raises is recorded with its error; the search goes on
-        tune.report({"error": f"{type(error).__name__}: {error}".splitlines()[0]})
-        return
-    zero_cost = {f"zero_cost/{name}": value for name, value in result.get("zero_cost", {}).items()}
-    final = {key: value for key, value in result.items() if key != "zero_cost" and value is not None}
-    tune.report({**final, **zero_cost, "finished": True})
+    tune.report(trial_result(config, report=lambda metrics: tune.report(dict(metrics))))
 
 
 class _Progress:
@@ -199,9 +203,15 @@ class _Progress:
 
 
 class GenomeSearcher(Searcher):
-    """Ray Tune's view of the study: each suggestion is the next feasible, not-yet-trained genome."""
+    """Ray Tune's view of the study: each suggestion is the next feasible, not-yet-trained genome.
 
-    def __init__(self, study: optuna.Study, space: SearchSpace, config: SearchConfig, progress: _Progress) -> None:
+    Nothing in it needs Ray running: a driver without Ray calls `suggest`, evaluates the suggestion with
+    `trial_result` and passes the result to `on_trial_complete`, and the study is written the same way.
+    """
+
+    def __init__(
+        self, study: optuna.Study, space: SearchSpace, config: SearchConfig, progress: _Progress | None = None
+    ) -> None:
         super().__init__()  # no metric: failed trials report an error instead of an accuracy
         self.study = study
         self.space = space
@@ -246,7 +256,8 @@ class GenomeSearcher(Searcher):
             if reasons:
                 trial.set_user_attr(keys.INFEASIBLE_REASON, "; ".join(reasons))
                 self.study.tell(trial, state=TrialState.PRUNED)
-                self.progress.refresh()
+                if self.progress is not None:
+                    self.progress.refresh()
                 continue
             earlier = self.evaluated.get(json.dumps(genome.to_dict(), sort_keys=True))
             if earlier is not None:  # same genome, same seed: same result, no need to train it again
@@ -311,7 +322,8 @@ class GenomeSearcher(Searcher):
             self.study.tell(trial, state=TrialState.FAIL)
         else:
             self._record(trial, result)
-        self.progress.refresh(completed=1)
+        if self.progress is not None:
+            self.progress.refresh(completed=1)
 
     def _record(self, trial: optuna.Trial, result: dict) -> None:
         accuracy = float(result["accuracy"])
