@@ -1,0 +1,422 @@
+"""Search efficiency: the front's hypervolume after every evaluation, gas's generator (TPE) against other samplers.
+
+    python experiments/bench_search/run.py --evaluator zero-cost --trials 200 --seeds 5 --jobs 2
+    python experiments/bench_search/run.py --evaluator train --trials 40 --seeds 3
+
+Every sampler runs through gas's own generator: `gas.search.open_study` creates the study with
+`make_sampler(name, seed)`, `GenomeSearcher` proposes (ask → sample → analytic cost → over budget: recorded
+as infeasible, never evaluated; a genome already evaluated: not evaluated again) and records results.
+Only the sampler differs; the space, budget, evaluator and its seed are the same. Two drivers:
+
+    inprocess  suggestions are evaluated one after another in this process (`gas.search.trial_result`);
+               no Ray, so a large zero-cost run spends its time in the sampler and the evaluator only.
+    ray        `gas.search.run_search`, exactly what `gas search --sampler NAME` runs (local Ray cluster).
+
+Hypervolume. Objectives: maximise accuracy, minimise FLOPs. FLOPs are divided by the budget, so both lie
+in [0, 1]; the reference point is (accuracy 0, FLOPs = the budget). The hypervolume after k evaluations
+is the area that the first k evaluated (feasible, trained) trials dominate up to that point: 1.0 would be
+accuracy 1 at no cost. Over-budget proposals cost no evaluation and never count.
+
+The headline: how many evaluations random sampling needs to reach the hypervolume that a sampler reaches
+after N evaluations, as a ratio to N, per seed (seed s of random against seed s of the sampler) with the
+median and range over seeds. Random sampling runs `--random-trials` evaluations (default 2 x --trials);
+a seed that never gets there within them is reported as '>' that many.
+
+Writes into --out: bench_search_EVALUATOR.csv (every evaluation of every run, with the hypervolume so far),
+bench_search_EVALUATOR_runs.csv (one row per run), bench_search_EVALUATOR.md and .png (mean ± std per
+sampler), the studies under bench_search_EVALUATOR_studies/, and its section of SUMMARY.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search import Searcher
+
+from gas import study as keys
+from gas.errors import GasError
+from gas.proxy import ProxyConfig, check_data
+from gas.results import RESULTS, command_line, stamp, update_summary
+from gas.search import SAMPLERS, GenomeSearcher, SearchConfig, open_study, run_search, trained_trials, trial_result
+from gas.space import get_space
+from gas.units import compact_count, parse_count
+
+SCRIPT = "experiments/bench_search/run.py"
+DEFAULTS = {"zero-cost": {"trials": 200, "seeds": 5}, "train": {"trials": 40, "seeds": 3}}
+LABELS = {"tpe": "gas (TPE)", "random": "random", "nsga2": "NSGA-II", "gp": "GP"}
+
+
+# ---- hypervolume -------------------------------------------------------------------------------------
+
+
+def hypervolume(points: Iterable[tuple[float, float]], budget: float) -> float:
+    """Area that (accuracy, FLOPs) points dominate up to the reference point (accuracy 0, FLOPs = budget).
+
+    FLOPs are divided by the budget first. Sweeping from the cheapest point up, the strip between one
+    point's cost and the next one's is dominated up to the best accuracy seen so far.
+    """
+    usable = sorted((flops / budget, accuracy) for accuracy, flops in points if flops <= budget and accuracy > 0)
+    next_costs = [cost for cost, _ in usable[1:]] + [1.0]
+    area, best_accuracy = 0.0, 0.0
+    for (cost, accuracy), next_cost in zip(usable, next_costs, strict=True):
+        best_accuracy = max(best_accuracy, accuracy)
+        area += (next_cost - cost) * best_accuracy
+    return area
+
+
+def hypervolume_curve(evaluations: Sequence[tuple[float, float] | None], budget: float) -> list[float]:
+    """Hypervolume after each evaluation; a failed evaluation (None) adds nothing."""
+    done = [point for point in evaluations if point is not None]
+    curve, seen = [], 0
+    for point in evaluations:
+        seen += point is not None
+        curve.append(hypervolume(done[:seen], budget))
+    return curve
+
+
+def evaluations_to_reach(curve: Sequence[float], target: float) -> int | None:
+    """The first evaluation count at which `curve` reaches `target`, or None if it never does."""
+    return next((count for count, value in enumerate(curve, start=1) if value >= target - 1e-12), None)
+
+
+# ---- one run: a sampler and a seed -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTask:
+    sampler: str
+    seed: int
+    trials: int
+    config: SearchConfig
+    driver: str
+    threads: int
+
+
+@dataclass
+class RunResult:
+    sampler: str
+    seed: int
+    evaluations: list[tuple[float, float] | None]  # (accuracy, FLOPs) per trained trial, failures as None
+    trial_numbers: list[int]
+    proposals: int
+    feasible: int
+    elapsed: float
+    driver_seconds: float
+    stopped_reason: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def search_in_process(config: SearchConfig) -> tuple[optuna.Study, float, str | None]:
+    """gas's generator without Ray: suggest, evaluate here, record; until `config.trials` are trained."""
+    space = get_space(config.space)
+    check_data(config.proxy, space.name)
+    study = open_study(config, space)
+    searcher = GenomeSearcher(study, space, config)
+    trained = len(trained_trials(study))
+    while trained < config.trials:
+        trial_id = f"inprocess_{trained}"
+        suggestion = searcher.suggest(trial_id)
+        if suggestion is None or suggestion == Searcher.FINISHED:
+            break
+        searcher.on_trial_complete(trial_id, trial_result(suggestion))
+        trained += 1
+    return study, searcher.driver_seconds, searcher.stopped_reason
+
+
+def completion_order(study: optuna.Study) -> list[FrozenTrial]:
+    """Trained trials in the order their results came back (proposal order when they ran one at a time)."""
+    return sorted(trained_trials(study), key=lambda trial: (trial.datetime_complete, trial.number))
+
+
+def run_one(task: RunTask) -> RunResult:
+    """Run one search from an empty study and read its evaluations back from the study."""
+    import torch
+
+    torch.set_num_threads(task.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage_file = Path(task.config.storage.removeprefix("sqlite:///"))
+    storage_file.parent.mkdir(parents=True, exist_ok=True)
+    storage_file.unlink(missing_ok=True)  # a fresh search, not a resumed one
+    started = time.perf_counter()
+    if task.driver == "ray":
+        outcome = run_search(task.config)
+        study, driver_seconds, stopped = outcome.study, outcome.driver_seconds, outcome.stopped_reason
+    else:
+        study, driver_seconds, stopped = search_in_process(task.config)
+    elapsed = time.perf_counter() - started
+    trained = completion_order(study)
+    proposals = [t for t in study.get_trials(deepcopy=False) if keys.FEASIBLE in t.user_attrs]
+    return RunResult(
+        sampler=task.sampler,
+        seed=task.seed,
+        evaluations=[(t.values[0], t.values[1]) if t.state == TrialState.COMPLETE else None for t in trained],
+        trial_numbers=[t.number for t in trained],
+        proposals=len(proposals),
+        feasible=sum(bool(t.user_attrs[keys.FEASIBLE]) for t in proposals),
+        elapsed=elapsed,
+        driver_seconds=driver_seconds,
+        stopped_reason=stopped,
+        errors=[str(t.user_attrs.get(keys.ERROR)) for t in trained if t.state == TrialState.FAIL],
+    )
+
+
+def run_all(tasks: list[RunTask], jobs: int) -> list[RunResult]:
+    """Runs one after another, or `jobs` at a time in fresh processes (each run is independent)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        results = []
+        for task in tasks:
+            print(f"running {task.sampler} seed {task.seed} ({task.trials} evaluations)", flush=True)
+            results.append(run_one(task))
+        return results
+    # Spawned, not forked: a forked child would inherit this process's torch thread pool and Ray state.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(run_one, tasks))
+
+
+# ---- summary -----------------------------------------------------------------------------------------
+
+
+def checkpoints_for(trials: int) -> list[int]:
+    """Evaluation counts at which the ratio is reported: an eighth, a quarter, half and all of the run."""
+    return sorted({max(1, round(trials * fraction)) for fraction in (0.125, 0.25, 0.5, 1.0)})
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def ratio_text(counts: Sequence[int | None], n: int, horizon: int) -> str:
+    """Median [min–max] of evaluations-needed / n over seeds; seeds that never got there read '>horizon/n'."""
+    ratios = sorted(math.inf if count is None else count / n for count in counts)
+    median = statistics.median(ratios)
+
+    def shown(value: float) -> str:
+        return f">{horizon / n:.2f}" if math.isinf(value) else f"{value:.2f}"
+
+    return f"{shown(median)} [{shown(ratios[0])}–{shown(ratios[-1])}]"
+
+
+def summarise(
+    curves: dict[str, dict[int, list[float]]], trials: int, random_trials: int
+) -> tuple[pd.DataFrame, list[str]]:
+    """One row per sampler and checkpoint; and headline sentences for the markdown."""
+    rows, headlines = [], []
+    random_curves = curves.get("random", {})
+    for sampler, by_seed in curves.items():
+        for n in checkpoints_for(trials):
+            at_n = [curve[n - 1] for curve in by_seed.values() if len(curve) >= n]
+            if not at_n:
+                continue
+            mean, std = mean_std(at_n)
+            row = {"sampler": LABELS.get(sampler, sampler), "evaluations": n, "hv_mean": mean, "hv_std": std}
+            if sampler != "random" and random_curves:
+                paired = [
+                    evaluations_to_reach(random_curves[seed], curve[n - 1])
+                    for seed, curve in by_seed.items()
+                    if seed in random_curves and len(curve) >= n
+                ]
+                length = min(len(curve) for curve in random_curves.values())
+                mean_random = [statistics.fmean(curve[k] for curve in random_curves.values()) for k in range(length)]
+                on_means = evaluations_to_reach(mean_random, mean)
+                row["random_evals_per_seed"] = " ".join("-" if count is None else str(count) for count in paired)
+                row["random_x_median_range"] = ratio_text(paired, n, random_trials)
+                row["random_x_of_means"] = f">{length / n:.2f}" if on_means is None else f"{on_means / n:.2f}"
+                row["seeds_reached"] = f"{sum(count is not None for count in paired)}/{len(paired)}"
+                if n == trials:
+                    headlines.append(
+                        f"- {LABELS.get(sampler, sampler)}: random sampling needs {row['random_x_median_range']} "
+                        f"times the {n} evaluations (median [range] over {len(paired)} seeds; on the mean curves "
+                        f"{row['random_x_of_means']}) to reach the hypervolume it reaches after {n}."
+                    )
+            rows.append(row)
+    return pd.DataFrame(rows), headlines
+
+
+def plot(curves: dict[str, dict[int, list[float]]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for sampler, by_seed in curves.items():
+        length = min(len(curve) for curve in by_seed.values())
+        values = np.array([curve[:length] for curve in by_seed.values()])
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        x = np.arange(1, length + 1)
+        (line,) = axes.plot(x, mean, label=f"{LABELS.get(sampler, sampler)} ({len(by_seed)} seeds)")
+        axes.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes.set_xlabel("evaluations (feasible genomes trained or scored)")
+    axes.set_ylabel("hypervolume (accuracy x FLOPs/budget)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# ---- main --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evaluator", choices=sorted(DEFAULTS), default="zero-cost", help="(default: zero-cost)")
+    parser.add_argument("--budget", default="2.5G", help="FLOPs budget at 224px (default: 2.5G)")
+    parser.add_argument("--space", default="turbovit", help="search space (default: turbovit)")
+    parser.add_argument("--samplers", nargs="+", default=["tpe", "random", "nsga2", "gp"], choices=SAMPLERS)
+    parser.add_argument("--trials", type=int, help="evaluations per run (default: 200 zero-cost, 40 train)")
+    parser.add_argument("--random-trials", type=int, help="evaluations per random run (default: 2 x --trials)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..K-1 per sampler (default: 5 zero-cost, 3 train)")
+    parser.add_argument("--driver", choices=["inprocess", "ray"], help="default: inprocess for zero-cost, else ray")
+    parser.add_argument("--jobs", type=int, default=1, help="inprocess runs at a time, one process each (1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per evaluation (default: 1)")
+    parser.add_argument("--dataset", help="proxy dataset (default: gas's)")
+    parser.add_argument("--resolution", type=int, help="proxy resolution in px (default: gas's)")
+    parser.add_argument("--epochs", type=int, help="proxy epochs (train evaluator; default: gas's)")
+    parser.add_argument("--train-size", type=int, help="proxy training images (default: gas's)")
+    parser.add_argument("--val-size", type=int, help="proxy validation images (default: gas's)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    budget = parse_count(args.budget)
+    trials = args.trials or DEFAULTS[args.evaluator]["trials"]
+    random_trials = args.random_trials or 2 * trials
+    seeds = range(args.seeds or DEFAULTS[args.evaluator]["seeds"])
+    driver = args.driver or ("inprocess" if args.evaluator == "zero-cost" else "ray")
+    overrides = {
+        "dataset": args.dataset,
+        "resolution": args.resolution,
+        "epochs": args.epochs,
+        "train_size": args.train_size,
+        "val_size": args.val_size,
+    }
+    name = f"bench_search_{args.evaluator}"
+    out = args.out.resolve()
+    tasks = []
+    for sampler in args.samplers:
+        for seed in seeds:
+            proxy = dataclasses.replace(
+                ProxyConfig(evaluator=args.evaluator, seed=seed),
+                **{key: value for key, value in overrides.items() if value is not None},
+            )
+            count = random_trials if sampler == "random" else trials
+            config = SearchConfig(
+                budget=budget,
+                space=args.space,
+                study=f"{name}-{sampler}-s{seed}",
+                storage=f"sqlite:///{out / f'{name}_studies' / f'{sampler}-s{seed}.db'}",
+                trials=count,
+                sampler=sampler,
+                seed=seed,
+                proxy=proxy,
+                cpus_per_trial=args.threads,
+                progress=False,
+            )
+            tasks.append(RunTask(sampler, seed, count, config, driver, args.threads))
+    try:
+        check_data(tasks[0].config.proxy, get_space(args.space).name)
+        results = run_all(tasks, args.jobs if driver == "inprocess" else 1)
+    except GasError as error:
+        print(f"bench_search: error: {error}", file=sys.stderr)
+        return 2
+
+    curve_rows, run_rows = [], []
+    curves: dict[str, dict[int, list[float]]] = {}
+    for result in results:
+        curve = hypervolume_curve(result.evaluations, budget)
+        curves.setdefault(result.sampler, {})[result.seed] = curve
+        for index, (point, number, value) in enumerate(
+            zip(result.evaluations, result.trial_numbers, curve, strict=True), start=1
+        ):
+            curve_rows.append(
+                {
+                    "sampler": result.sampler,
+                    "seed": result.seed,
+                    "evaluation": index,
+                    "trial": number,
+                    "accuracy": None if point is None else point[0],
+                    "flops": None if point is None else point[1],
+                    "hypervolume": value,
+                }
+            )
+        run_rows.append(
+            {
+                "sampler": result.sampler,
+                "seed": result.seed,
+                "evaluations": len(result.evaluations),
+                "failed": len(result.errors),
+                "proposals": result.proposals,
+                "feasible_share": result.feasible / max(result.proposals, 1),
+                "final_hypervolume": curve[-1] if curve else 0.0,
+                "elapsed_s": result.elapsed,
+                "driver_s": result.driver_seconds,
+                "stopped_reason": result.stopped_reason or "",
+                "first_error": result.errors[0] if result.errors else "",
+            }
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(curve_rows).to_csv(out / f"{name}.csv", index=False)
+    runs = pd.DataFrame(run_rows)
+    runs.to_csv(out / f"{name}_runs.csv", index=False)
+    table, headlines = summarise(curves, trials, random_trials)
+    table.to_csv(out / f"{name}_summary.csv", index=False)
+    title = f"{args.space}, budget {compact_count(budget)} FLOPs, {args.evaluator} evaluator, {driver} driver"
+    plot(curves, out / f"{name}.png", f"Front hypervolume vs evaluations\n{title}")
+
+    command = command_line(SCRIPT, argv)
+    proxy = tasks[0].config.proxy
+    setup = (
+        f"{args.space} space, budget {compact_count(budget)} FLOPs at 224px, evaluator `{args.evaluator}` "
+        f"({proxy.dataset}, {proxy.resolution}px"
+        + (f", {proxy.epochs} epochs" if args.evaluator == "train" else "")
+        + f"), {len(seeds)} seeds, {trials} evaluations per run ({random_trials} for random), {driver} driver."
+    )
+    per_run = runs.groupby("sampler")[["feasible_share", "elapsed_s", "driver_s", "failed"]].mean()
+    body = (
+        f"Hypervolume of the accuracy/FLOPs front after every evaluation: maximise accuracy, minimise FLOPs/budget, "
+        f"reference point (accuracy 0, FLOPs = budget); 1.0 would be accuracy 1 at no cost. Every sampler runs "
+        f"through gas's generator (same space, budget check, deduplication and evaluator); only the sampler "
+        f"differs. `random_x_median_range`: evaluations random sampling needs to reach the hypervolume the sampler "
+        f"reaches after `evaluations`, divided by `evaluations`, paired by seed: median [min–max]; '>' means not "
+        f"reached within random's {random_trials} evaluations.\n\n"
+        f"Setup: {setup}\n\n"
+        + ("\n".join(headlines) + "\n\n" if headlines else "")
+        + table.to_markdown(index=False, floatfmt=".4f")
+        + "\n\nPer run, mean over seeds:\n\n"
+        + per_run.to_markdown(floatfmt=".3g")
+        + f"\n\n![hypervolume]({name}.png)"
+    )
+    (out / f"{name}.md").write_text(f"# Search efficiency ({args.evaluator} evaluator)\n\n{body}\n\n{stamp(command)}\n")
+    update_summary(
+        out,
+        name,
+        f"## Search efficiency, {args.evaluator} evaluator\n\n"
+        + ("\n".join(headlines) + "\n\n" if headlines else "")
+        + f"Setup: {setup} Table: [{name}.md]({name}.md); "
+        f"curves: [{name}.csv]({name}.csv).\n\n![hypervolume vs evaluations]({name}.png)\n\n{stamp(command)}",
+    )
+    print(table.to_markdown(index=False, floatfmt=".4f"))
+    print("\n".join(headlines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Benchmark results on disk: tables as CSV + markdown stamped with machine and command, and SUMMARY.md sections.
+
+Every harness in `experiments/bench_*` writes its files into one folder (`--out`, by default
+`experiments/results/`) and then replaces its own section of that folder's SUMMARY.md, between the
+markers `<!-- NAME:start -->` and `<!-- NAME:end -->`, so the summary always shows the latest run of
+each benchmark and a rerun of one leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gas.machine import machine_line
+
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
+SUMMARY = "SUMMARY.md"
+SUMMARY_TITLE = "# Benchmarks: does the search pay?"
+
+
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command that reproduces this run, as a user would type it from the repository root."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python", script, *(shlex.quote(argument) for argument in arguments)])
+
+
+def stamp(command: str) -> str:
+    """The machine and library versions a figure was measured with, and the command that measured it."""
+    return f"Machine: {machine_line()}\n\nCommand: `{command}`"
+
+
+def update_summary(out: Path, name: str, markdown: str) -> Path:
+    """Replace section `name` of `out`/SUMMARY.md with `markdown` (appending it if absent); return the path."""
+    path = Path(out) / SUMMARY
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    section = f"{start}\n{markdown.strip()}\n{end}"
+    text = path.read_text() if path.exists() else f"{SUMMARY_TITLE}\n"
+    if start in text and end in text:
+        before, _, rest = text.partition(start)
+        _, _, after = rest.partition(end)
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
