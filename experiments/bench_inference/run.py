@@ -4,8 +4,9 @@
 
 Reports batch-1 latency (median over repeats, after warm-up) and batch-64 throughput (images/s from the
 median batch time), with ratios against EfficientViT-M5. The models take turns within each repeat, so a
-change in machine load during the run affects all of them alike. EfficientViT-M5 is also timed before
-fusion to show what folding its BatchNorms buys. Writes experiments/results/bench_inference.{csv,md}.
+change in machine load during the run affects all of them alike (`gas.bench.time_in_turns`, the timing that
+`gas bench` uses). EfficientViT-M5 is also timed before fusion to show what folding its BatchNorms buys.
+Writes bench_inference.{csv,md} into --out (default: experiments/results).
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import copy
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
+from gas.bench import time_in_turns
 from gas.machine import machine_line
 from gas.space import get_space, load_genome
 from gas.units import format_count
@@ -47,12 +47,6 @@ def build_models() -> dict[str, tuple[nn.Module, int, int]]:
     return models
 
 
-def seconds(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
@@ -60,6 +54,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed batch-1 runs per model (default: 30)")
     parser.add_argument("--batch", type=int, default=64, help="throughput batch size (default: 64)")
     parser.add_argument("--batch-repeats", type=int, default=3, help="timed batches per model (default: 3)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -68,19 +63,18 @@ def main() -> None:
     batch = torch.randn(args.batch, 3, 224, 224)
     load_before = os.getloadavg()
 
-    latencies: dict[str, list[float]] = {name: [] for name in models}
-    batch_times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for model, _, _ in models.values():
-            for _ in range(args.warmup):
-                model(single)
-            model(batch)  # the first large batch allocates its buffers
-        for _ in range(args.repeats):
-            for name, (model, _, _) in models.items():
-                latencies[name].append(seconds(lambda model=model: model(single)))
-        for _ in range(args.batch_repeats):
-            for name, (model, _, _) in models.items():
-                batch_times[name].append(seconds(lambda model=model: model(batch)))
+        latencies = time_in_turns(
+            {name: (lambda model=model: model(single)) for name, (model, _, _) in models.items()},
+            repeats=args.repeats,
+            warmup=args.warmup,
+        )
+        # One untimed large batch first: it allocates that size's buffers.
+        batch_times = time_in_turns(
+            {name: (lambda model=model: model(batch)) for name, (model, _, _) in models.items()},
+            repeats=args.batch_repeats,
+            warmup=1,
+        )
     load_after = os.getloadavg()
 
     rows = []
@@ -101,12 +95,12 @@ def main() -> None:
     table["latency_x_of_m5"] = table["batch1_ms_median"] / base["batch1_ms_median"]
     table["m5_throughput_x"] = base[throughput] / table[throughput]
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS / "bench_inference.csv", index=False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "bench_inference.csv", index=False)
     shown = table.assign(params=table["params"].map(format_count), flops=table["flops"].map(format_count))
     markdown = shown.to_markdown(index=False, floatfmt=".3g")
     command = "nice python experiments/bench_inference/run.py " + " ".join(sys.argv[1:])
-    (RESULTS / "bench_inference.md").write_text(
+    (args.out / "bench_inference.md").write_text(
         "# CPU inference: EfficientViT-M5 vs TurboViT vs Hiera-T\n\n"
         f"Models as gas builds them, eval mode, `torch.inference_mode()`, 224px, {args.threads} torch threads. "
         f"Batch 1: median of {args.repeats} runs after {args.warmup} warm-up runs. Batch {args.batch}: images/s "
