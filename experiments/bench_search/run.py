@@ -69,11 +69,11 @@ def hypervolume(points: Iterable[tuple[float, float]], budget: float) -> float:
     point's cost and the next one's is dominated up to the best accuracy seen so far.
     """
     usable = sorted((flops / budget, accuracy) for accuracy, flops in points if flops <= budget and accuracy > 0)
-    next_costs = [cost for cost, _ in usable[1:]] + [1.0]
+    edges = [cost for cost, _ in usable] + [1.0]  # each strip ends where the next point's begins
     area, best_accuracy = 0.0, 0.0
-    for (cost, accuracy), next_cost in zip(usable, next_costs, strict=True):
+    for index, (cost, accuracy) in enumerate(usable):
         best_accuracy = max(best_accuracy, accuracy)
-        area += (next_cost - cost) * best_accuracy
+        area += (edges[index + 1] - cost) * best_accuracy
     return area
 
 
@@ -146,7 +146,8 @@ def run_one(task: RunTask) -> RunResult:
     import torch
 
     torch.set_num_threads(task.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # GP warns on every trial that it samples the depth-dependent parameters independently.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage_file = Path(task.config.storage.removeprefix("sqlite:///"))
     storage_file.parent.mkdir(parents=True, exist_ok=True)
     storage_file.unlink(missing_ok=True)  # a fresh search, not a resumed one

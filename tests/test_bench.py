@@ -1,0 +1,302 @@
+"""The benchmark harnesses and `gas bench`, end to end at tiny sizes, writing their results into tmp folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from gas.bench import time_in_turns
+from gas.cli import main as gas_main
+from gas.results import update_summary
+from gas.search import trained_trials
+from gas.space import get_space, load_genome
+from tests.conftest import REPO, run_gas
+
+BUDGET = 2_500_000_000
+# Zero-cost scores of 16 digits images at 32px: an evaluation takes a fraction of a second.
+TINY_SEARCH = ["--dataset", "digits", "--resolution", "32", "--train-size", "16", "--val-size", "16"]
+TINY_TIMING = ["--batch-sizes", "1", "2", "--repeats", "2", "--batch-repeats", "1", "--warmup", "1"]
+
+
+def load_script(name: str):
+    """experiments/NAME/run.py as a module, so its main() runs in this process (no second interpreter)."""
+    path = REPO / "experiments" / name / "run.py"
+    spec = importlib.util.spec_from_file_location(f"_experiment_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look the module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The harnesses set torch's thread count for their runs; later tests in this process keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bench_search():
+    return load_script("bench_search")
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory, bench_search):
+    """One tiny search-efficiency run: TPE and random sampling, 2 seeds, zero-cost evaluator, in-process."""
+    out = tmp_path_factory.mktemp("bench_search")
+    args = ["--samplers", "tpe", "random", "--trials", "3", "--random-trials", "4", "--seeds", "2", "--out", str(out)]
+    assert bench_search.main([*args, *TINY_SEARCH]) == 0
+    return out
+
+
+# ---- hypervolume -------------------------------------------------------------------------------------
+
+
+def test_hypervolume_matches_a_hand_computed_front(bench_search):
+    points = [
+        (0.5, 0.2 * BUDGET),
+        (0.8, 0.6 * BUDGET),
+        (0.4, 0.5 * BUDGET),  # dominated by the first: adds nothing
+        (0.95, 1.2 * BUDGET),  # over budget: adds nothing
+    ]
+    # Strips from FLOPs/budget 0.2 to 0.6 at accuracy 0.5, and from 0.6 to 1.0 at accuracy 0.8.
+    assert bench_search.hypervolume(points, BUDGET) == pytest.approx(0.4 * 0.5 + 0.4 * 0.8)
+    assert bench_search.hypervolume([(1.0, 0.0)], BUDGET) == pytest.approx(1.0)
+    assert bench_search.hypervolume([], BUDGET) == 0.0
+
+
+def test_hypervolume_curve_never_falls_and_skips_failures(bench_search):
+    evaluations = [(0.3, 0.9 * BUDGET), None, (0.2, 0.1 * BUDGET), (0.1, 0.5 * BUDGET), (0.6, 0.95 * BUDGET)]
+    curve = bench_search.hypervolume_curve(evaluations, BUDGET)
+    two_points = 0.8 * 0.2 + 0.1 * 0.3  # (0.2 accuracy from 0.1 to 0.9 of the budget) + (0.3 from 0.9 to 1)
+    assert curve == pytest.approx([0.03, 0.03, two_points, two_points, 0.8 * 0.2 + 0.05 * 0.3 + 0.05 * 0.6])
+    assert all(later >= earlier for earlier, later in itertools.pairwise(curve))
+    assert bench_search.evaluations_to_reach(curve, curve[2]) == 3
+    assert bench_search.evaluations_to_reach(curve, 1.0) is None
+
+
+# ---- search efficiency -------------------------------------------------------------------------------
+
+
+def test_search_efficiency_harness_end_to_end(search_run, bench_search):
+    curves = pd.read_csv(search_run / "bench_search_zero-cost.csv")
+    runs = pd.read_csv(search_run / "bench_search_zero-cost_runs.csv")
+    assert sorted(map(tuple, runs[["sampler", "seed"]].values.tolist())) == [
+        ("random", 0),
+        ("random", 1),
+        ("tpe", 0),
+        ("tpe", 1),
+    ]
+    for (sampler, seed), curve in curves.groupby(["sampler", "seed"]):
+        assert len(curve) == (4 if sampler == "random" else 3)
+        assert (curve["hypervolume"].diff().dropna() >= 0).all()
+        assert (curve["flops"] <= BUDGET).all() and curve["accuracy"].between(0, 1).all()
+        # The curve is the study's evaluations, in order: the study alone reproduces it.
+        study = optuna.load_study(
+            study_name=f"bench_search_zero-cost-{sampler}-s{seed}",
+            storage=f"sqlite:///{search_run / 'bench_search_zero-cost_studies' / f'{sampler}-s{seed}.db'}",
+        )
+        trained = trained_trials(study)
+        assert sorted(curve["trial"]) == sorted(t.number for t in trained)
+        assert all(t.state == TrialState.COMPLETE and t.user_attrs["evaluator"] == "zero-cost" for t in trained)
+        assert study.user_attrs["sampler"] == sampler and study.user_attrs["budget"] == BUDGET
+        points = list(zip(curve["accuracy"], curve["flops"], strict=True))
+        assert curve["hypervolume"].iloc[-1] == pytest.approx(bench_search.hypervolume(points, BUDGET))
+
+    summary = pd.read_csv(search_run / "bench_search_zero-cost_summary.csv")
+    assert set(summary["sampler"]) == {"gas (TPE)", "random"}
+    assert summary.loc[summary["sampler"] == "gas (TPE)", "random_x_median_range"].notna().all()
+    markdown = (search_run / "bench_search_zero-cost.md").read_text()
+    assert "random sampling needs" in markdown and "Machine: CPU" in markdown and "Command: `python" in markdown
+    assert (search_run / "bench_search_zero-cost.png").read_bytes()[:4] == b"\x89PNG"
+    summary_page = (search_run / "SUMMARY.md").read_text()
+    assert "<!-- bench_search_zero-cost:start -->" in summary_page and "bench_search_zero-cost.png" in summary_page
+
+
+# ---- search quality ----------------------------------------------------------------------------------
+
+
+def test_hiera_scaled_to_the_budget_just_fits():
+    bench_quality = load_script("bench_quality")
+    space = get_space("turbovit")
+    hiera = load_genome("hiera_tiny")
+    width = bench_quality.scale_width(hiera, BUDGET)
+    assert space.cost(width).flops <= BUDGET < space.cost(hiera).flops
+    assert [block.dim // width.stem.dim for block in width.blocks] == [block.dim // 96 for block in hiera.blocks]
+    step = width.stem.dim + bench_quality.WIDTH_STEP  # the next stem width the scaler tried
+    one_step_wider = dataclasses.replace(
+        hiera,
+        stem=dataclasses.replace(hiera.stem, dim=step),
+        blocks=tuple(dataclasses.replace(block, dim=block.dim * step // 96) for block in hiera.blocks),
+    )
+    assert space.cost(one_step_wider).flops > BUDGET
+
+    depth = bench_quality.scale_depth(hiera, BUDGET)
+    assert space.cost(depth).flops <= BUDGET and len(depth.blocks) < len(hiera.blocks)
+    assert bench_quality.scale_depth(depth, BUDGET) == depth  # one more block would not fit
+    assert {block.dim for block in depth.blocks} == {block.dim for block in hiera.blocks}  # widths untouched
+    space.check(width)
+    space.check(depth)
+
+
+def test_search_quality_harness_end_to_end(search_run, tmp_path):
+    bench_quality = load_script("bench_quality")
+    storage = f"sqlite:///{search_run / 'bench_search_zero-cost_studies' / 'tpe-s0.db'}"
+    args = ["--study", "bench_search_zero-cost-tpe-s0", "--storage", storage, "--datasets", "digits"]
+    tiny = ["--seeds", "2", "--epochs", "1", "--train-size", "32", "--val-size", "32", "--out", str(tmp_path)]
+    assert bench_quality.main([*args, *tiny]) == 0
+    runs = pd.read_csv(tmp_path / "bench_quality.csv")
+    baselines = {"hiera_tiny by width", "hiera_tiny by depth", "turbovit"}
+    assert baselines < set(runs["candidate"]) and "searched (best)" in set(runs["candidate"])
+    assert (runs.groupby("candidate")["seed"].nunique() == 2).all()
+    assert (runs["flops"] <= BUDGET).all() and runs["accuracy"].between(0, 1).all()
+    summary = pd.read_csv(tmp_path / "bench_quality_summary.csv")
+    assert len(summary) == runs["candidate"].nunique()
+    markdown = (tmp_path / "bench_quality.md").read_text()
+    assert "- digits: searched" in markdown and "every baseline" in markdown
+    assert "<!-- bench_quality:start -->" in (tmp_path / "SUMMARY.md").read_text()
+
+
+def test_search_quality_refuses_a_study_of_another_budget(search_run, tmp_path, capsys):
+    bench_quality = load_script("bench_quality")
+    storage = f"sqlite:///{search_run / 'bench_search_zero-cost_studies' / 'tpe-s0.db'}"
+    args = ["--budget", "1G", "--study", "bench_search_zero-cost-tpe-s0", "--storage", storage, "--out", str(tmp_path)]
+    assert bench_quality.main(args) == 2
+    assert "searched under 2.5G FLOPs, not the 1G asked for" in capsys.readouterr().err
+    assert not (tmp_path / "bench_quality.csv").exists()
+
+
+# ---- inference speed ---------------------------------------------------------------------------------
+
+
+def test_time_in_turns_alternates_and_counts():
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    seconds = time_in_turns(calls, repeats=3, warmup=2)
+    assert order[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, untimed
+    assert order[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each round starts one further along
+    assert {name: len(times) for name, times in seconds.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(time >= 0 for times in seconds.values() for time in times)
+
+
+def test_gas_bench_times_a_reference_and_an_exported_module(tmp_path):
+    exported = REPO / "generated" / "turbovit.py"
+    csv_path = tmp_path / "speed.csv"
+    args = ["bench", "hiera_tiny", str(exported), "--device", "cpu", "--threads", "1", "--csv", str(csv_path)]
+    result = run_gas(*args, *TINY_TIMING, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = [line.split() for line in lines if line.startswith(("hiera_tiny ", f"{exported} "))]
+    assert len(rows) == 4  # two models x two batch sizes
+    for cells in rows:
+        median_ms, images_per_s = float(cells[-4]), float(cells[-3])
+        assert median_ms > 0 and images_per_s > 0
+    table = pd.read_csv(csv_path)
+    assert set(table["model"]) == {"hiera_tiny", str(exported)} and set(table["batch"]) == {1, 2}
+    assert (table["images_per_s"] > 0).all() and (table["median_ms"] > 0).all()
+    assert (table.loc[table["model"] == "hiera_tiny", "latency_x"] == 1.0).all()
+    turbovit = table[table["model"] == str(exported)].iloc[0]
+    assert turbovit["flops"] == get_space("turbovit").cost(load_genome("turbovit")).flops
+    assert f"wrote {csv_path}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("no_such_model", "'no_such_model' is neither a genome file nor a reference"),
+        ("missing/model.py", "cannot read missing/model.py: no such file"),
+        ("turbovit:fused", "turbovit cannot be fused"),
+    ],
+)
+def test_gas_bench_bad_model_is_one_line(model, message, capsys):
+    assert gas_main(["bench", model, "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1 and "Traceback" not in error
+
+
+def test_gas_bench_broken_exported_file_is_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\nraise ValueError('not a model file')\n")
+    assert gas_main(["bench", str(broken), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot import" in error and "ValueError: not a model file" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_inference_speed_harness_end_to_end(search_run, tmp_path):
+    bench_speed = load_script("bench_speed")
+    storage = f"sqlite:///{search_run / 'bench_search_zero-cost_studies' / 'tpe-s0.db'}"
+    args = ["--references", "hiera_tiny", "efficientvit_m0:fused", "--study", "bench_search_zero-cost-tpe-s0"]
+    args += ["--storage", storage, "--picks", "best", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)]
+    assert bench_speed.main([*args, *TINY_TIMING]) == 0
+    table = pd.read_csv(tmp_path / "bench_speed.csv")
+    assert len(table) == 3 * 2 and (table["images_per_s"] > 0).all()
+    searched = table[table["model"].str.startswith("searched best")]
+    assert len(searched) == 2 and (searched["flops"] <= BUDGET).all()
+    markdown = (tmp_path / "bench_speed.md").read_text()
+    assert "3.21x lower latency" in markdown and "### cpu fp32" in markdown
+    assert list((tmp_path / "bench_speed_genomes").glob("*.json"))
+
+
+# ---- scaling -----------------------------------------------------------------------------------------
+
+
+def test_scaling_harness_end_to_end(tmp_path):
+    script = REPO / "experiments" / "bench_scale" / "run.py"
+    tiny = ["--dataset", "digits", "--resolution", "32", "--epochs", "1", "--train-size", "32", "--val-size", "32"]
+    args = [sys.executable, str(script), "--concurrency", "2", "--trials", "2", *tiny, "--out", str(tmp_path / "out")]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "out" / "bench_scale.csv")
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["trials"] == 2 and row["failed"] == 0 and row["slots"] == 2 and row["trials_per_hour"] > 0
+    assert row["slot_s_per_trial"] == pytest.approx(
+        row["train_steps_s"] + row["rest_of_trial_s"] + row["outside_trials_s"]
+    )
+    assert 0 <= row["driver_share"] < 1 and row["startup_s"] > 0
+    assert "<!-- bench_scale:start -->" in (tmp_path / "out" / "SUMMARY.md").read_text()
+
+
+def test_diagnosis_names_the_part_that_grew():
+    bench_scale = load_script("bench_scale")
+    alone = {"slots": 1, "trials_per_hour": 100.0, "slot_s_per_trial": 36.0, "driver_share": 0.05}
+    alone |= {"train_steps_s": 30.0, "rest_of_trial_s": 4.0, "outside_trials_s": 2.0}
+    # Two trials at once, each training at half speed: throughput flat, the device is the limit.
+    shared = {"slots": 2, "trials_per_hour": 102.0, "slot_s_per_trial": 70.6, "driver_share": 0.1}
+    shared |= {"train_steps_s": 60.0, "rest_of_trial_s": 5.0, "outside_trials_s": 5.6}
+    lines = bench_scale.diagnose([alone, shared])
+    assert "Scaling stops at 2 concurrent trials" in lines[-1] and "the device" in lines[-1]
+    scaled = dict(shared, trials_per_hour=190.0, train_steps_s=31.0, outside_trials_s=3.0)
+    assert "Scaling holds up to 2" in bench_scale.diagnose([alone, scaled])[-1]
+
+
+# ---- the summary page --------------------------------------------------------------------------------
+
+
+def test_summary_sections_are_replaced_and_others_kept(tmp_path):
+    update_summary(tmp_path, "first", "## First\n\nold")
+    update_summary(tmp_path, "second", "## Second")
+    update_summary(tmp_path, "first", "## First\n\nnew")
+    text = (tmp_path / "SUMMARY.md").read_text()
+    assert "new" in text and "old" not in text and "## Second" in text
+    assert text.index("<!-- first:start -->") < text.index("<!-- second:start -->")
+    assert text.count("<!-- first:start -->") == 1
+
+
+def test_committed_summary_names_a_command_for_every_section():
+    text = (Path(REPO) / "experiments" / "results" / "SUMMARY.md").read_text()
+    for name in ("bench_search_zero-cost", "bench_search_train", "bench_quality", "bench_speed", "bench_scale"):
+        start, end = text.index(f"<!-- {name}:start -->"), text.index(f"<!-- {name}:end -->")
+        assert "python experiments/" in text[start:end]
