@@ -221,13 +221,22 @@ def _take(size: int | None, available: int) -> int:
 
 # ---- shapes: the generated default --------------------------------------------------------------------
 
-# Four classes: where the circle sits relative to the square (left of, right of, above, below).
-SHAPES_CLASSES = 4
+# Eight classes: which shape the large figure is, and which half of the image holds it.
+SHAPE_KINDS = ("circle", "square", "triangle", "cross")
+SHAPES_LABELS = tuple(f"{kind}-{side}" for side in ("left", "right") for kind in SHAPE_KINDS)
+SHAPES_CLASSES = len(SHAPES_LABELS)
 SHAPES_TRAIN, SHAPES_VAL = 2048, 512
-SHAPES_DISTRACTORS = (1, 3)  # triangles and crosses per image, inclusive range
-SHAPES_RADIUS = (0.09, 0.13)  # object half-size as a fraction of the image side
+SHAPES_FIGURE_RADIUS = (0.15, 0.22)  # the figure's size as a fraction of the image side
+SHAPES_DISTRACTORS = (0, 2)  # small shapes per scene, inclusive range
+SHAPES_DISTRACTOR_RADIUS = (0.035, 0.06)
+SHAPES_MIDLINE_MARGIN = 0.06  # the figure's centre stays this far from the vertical midline
 SHAPES_NOISE = 0.06  # std of per-pixel Gaussian noise, in [0, 1] intensity
 _CIRCLE, _SQUARE, _TRIANGLE, _CROSS = range(4)
+# Each kind's geometry is scaled so that all four cover the same area (that of a circle of the drawn
+# radius): otherwise the number of bright pixels alone would tell a cross from a circle.
+# Areas in units of radius²: circle π, square 1.7² = 2.89, triangle 1.84, cross 2.204 (see `_paint`).
+_AREA_SCALE = np.sqrt(np.pi / np.array([np.pi, 2.89, 1.84, 2.204]))
+_EXTENT = 1.12  # every kind fits in a disc of this many (scaled) radii around its centre
 
 
 def _load_shapes(resolution: int, train_size: int | None, val_size: int | None, **_: object) -> _RawSplits:
@@ -240,70 +249,71 @@ def _load_shapes(resolution: int, train_size: int | None, val_size: int | None, 
 
 
 def draw_shapes(count: int, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` scenes as uint8 [count, 3, R, R] and their labels, deterministic in `seed`.
+    """`count` scenes as uint8 [count, 3, R, R] and their labels (see SHAPES_LABELS), deterministic in `seed`.
 
-    Each scene holds one circle, one square and 1-3 distractors (triangles, crosses) at random places,
-    sizes and colours over a random background with noise. The label is the dominant direction from the
-    square to the circle: 0 left, 1 right, 2 above, 3 below. Both key shapes appear in every scene and
-    colours are drawn independently of the roles, so the multiset of pixel values carries no information
-    about the label: a model must find two particular shapes and compare where they are.
+    Each scene holds one large figure (a circle, square, triangle or cross of random size, brightness and
+    place) and 0-2 small distractor shapes on a random dark background with pixel noise. The label is the
+    figure's kind and the half of the image its centre lies in, 8 classes. All kinds cover the same area and
+    brightness is drawn independently of the label, so the multiset of pixel values says nothing about it:
+    the kind is in how the bright pixels are arranged, the side in where they are. A network must see
+    shape and position, while the task stays easy enough to learn in a proxy's few hundred steps.
 
     Geometry is drawn in unit coordinates and rendered with a one-pixel soft edge, so the same seed gives
     the same scene at every resolution.
     """
     rng = np.random.default_rng(seed)
-    slots = 2 + SHAPES_DISTRACTORS[1]
-    kinds = np.empty((count, slots), dtype=np.int64)
-    kinds[:, 0], kinds[:, 1] = _CIRCLE, _SQUARE
-    kinds[:, 2:] = rng.choice([_TRIANGLE, _CROSS], size=(count, slots - 2))
+    slots = 1 + SHAPES_DISTRACTORS[1]
+    kinds = rng.integers(0, len(SHAPE_KINDS), size=(count, slots))
     distractors = rng.integers(SHAPES_DISTRACTORS[0], SHAPES_DISTRACTORS[1] + 1, size=count)
-    present = np.arange(slots)[None, :] < (2 + distractors)[:, None]
-    radius = rng.uniform(*SHAPES_RADIUS, size=(count, slots))
-    centres = _place(rng, radius, present)
-    offset = centres[:, 0] - centres[:, 1]  # square → circle
-    horizontal = np.abs(offset[:, 0]) > np.abs(offset[:, 1])
-    labels = np.where(horizontal, np.where(offset[:, 0] < 0, 0, 1), np.where(offset[:, 1] < 0, 2, 3))
+    present = np.arange(slots)[None, :] < (1 + distractors)[:, None]
+    radius = np.concatenate(
+        [
+            rng.uniform(*SHAPES_FIGURE_RADIUS, size=(count, 1)),
+            rng.uniform(*SHAPES_DISTRACTOR_RADIUS, size=(count, slots - 1)),
+        ],
+        axis=1,
+    )
+    scaled = radius * _AREA_SCALE[kinds]  # the geometry's unit length for each object
+    centres = _place(rng, scaled * _EXTENT, present)
+    labels = kinds[:, 0] + len(SHAPE_KINDS) * (centres[:, 0, 0] > 0.5)
 
-    # Colours are drawn independently of the objects' roles; one channel is dimmed to vary the hue.
-    background = rng.uniform(0.0, 0.35, size=(count, 3)).astype(np.float32)
-    colours = rng.uniform(0.45, 1.0, size=(count, slots, 3)).astype(np.float32)
-    colours[np.arange(count)[:, None], np.arange(slots)[None, :], rng.integers(0, 3, size=(count, slots))] *= 0.3
-
+    # Grey levels: bright objects on a dark background, each drawn independently of the label.
+    background = rng.uniform(0.0, 0.3, size=(count, 1)).astype(np.float32)
+    brightness = rng.uniform(0.6, 1.0, size=(count, slots, 1)).astype(np.float32)
     canvas = np.empty((count, resolution, resolution, 3), dtype=np.float32)  # channels last for patch writes
     canvas[:] = background[:, None, None, :]
     for slot in range(slots):
-        _paint(canvas, kinds[:, slot], centres[:, slot], radius[:, slot], colours[:, slot], present[:, slot])
+        _paint(canvas, kinds[:, slot], centres[:, slot], scaled[:, slot], brightness[:, slot], present[:, slot])
     canvas += rng.standard_normal(size=canvas.shape, dtype=np.float32) * np.float32(SHAPES_NOISE)
     images = np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
 
 
-def _place(rng: np.random.Generator, radius: np.ndarray, present: np.ndarray) -> np.ndarray:
+def _place(rng: np.random.Generator, extent: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Centres [count, slots, 2] inside the image with no two objects touching; clears `present` on misfits.
 
-    Objects are placed one slot at a time, each redrawn until it clears the ones placed before. The square
-    (slot 1) is also redrawn while its direction from the circle is nearly diagonal, so every label is
-    unambiguous. A distractor that finds no room after a few tries is left out of its scene.
+    Objects are placed one slot at a time, each redrawn until it clears the ones placed before. The figure
+    (slot 0) is also redrawn while its centre is near the vertical midline, so its side is unambiguous. A
+    distractor that finds no room after a few tries is left out of its scene.
     """
-    count, slots = radius.shape
+    count, slots = extent.shape
     centres = np.zeros((count, slots, 2))
     for slot in range(slots):
         todo = np.flatnonzero(present[:, slot])
         for _ in range(64):
             if not len(todo):
                 break
-            r = radius[todo, slot, None]
-            proposal = rng.uniform(1.1 * r, 1 - 1.1 * r, size=(len(todo), 2))
+            margin = extent[todo, slot, None]
+            proposal = rng.uniform(margin, 1 - margin, size=(len(todo), 2))
             gaps = np.linalg.norm(proposal[:, None] - centres[todo, :slot], axis=-1)
-            needed = 1.25 * (r + radius[todo, :slot])
+            needed = 1.2 * (margin + extent[todo, :slot])
             good = ~((gaps < needed) & present[todo, :slot]).any(axis=1)
-            if slot == 1:
-                offset = np.abs(proposal - centres[todo, 0])
-                good &= np.abs(offset[:, 0] - offset[:, 1]) > 0.08
+            if slot == 0:
+                good &= np.abs(proposal[:, 0] - 0.5) > SHAPES_MIDLINE_MARGIN
             centres[todo[good], slot] = proposal[good]
             todo = todo[~good]
-        if slot < 2 and len(todo):  # the key pair always fits on an empty canvas; a loop this long is a bug
-            raise RuntimeError("shapes: could not place the key pair")
+        if slot == 0 and len(todo):  # the figure always fits on an empty canvas; a loop this long is a bug
+            raise RuntimeError("shapes: could not place the figure")
         present[todo, slot] = False
     return centres
 
@@ -318,13 +328,15 @@ def _paint(
 ) -> None:
     """Blend one object per scene into `canvas` [count, R, R, 3], touching only a patch around each object.
 
+    `radius` is the unit length of each object's geometry; `colour` is [count, 3] or [count, 1] (grey).
+
     The object's edge is a signed distance (in units of its radius) turned into a one-pixel ramp, which
     antialiases it. Patch pixels beyond the border are clamped onto it; they are outside every object, so
     writing the clamped pixel again leaves it unchanged.
     """
     count, resolution = canvas.shape[0], canvas.shape[1]
-    patch = int(np.ceil(2.4 * SHAPES_RADIUS[1] * resolution)) + 2
-    corner = np.floor((centre - 1.2 * radius[:, None]) * resolution).astype(np.int64)  # [count, (x, y)]
+    patch = int(np.ceil(2 * _EXTENT * radius.max(initial=0.0) * resolution)) + 3
+    corner = np.floor((centre - _EXTENT * radius[:, None]) * resolution).astype(np.int64) - 1  # [count, (x, y)]
     steps = np.arange(patch)
     cols = np.clip(corner[:, 0, None] + steps, 0, resolution - 1)  # [count, patch]
     rows = np.clip(corner[:, 1, None] + steps, 0, resolution - 1)

@@ -43,18 +43,19 @@ class ProxyConfig:
 
     dataset: str = DEFAULT_DATASET
     data_dir: str | None = None
-    resolution: int = 64
+    resolution: int = 32
     epochs: int = 4
     evaluator: str = "train"  # "train" or "zero-cost"
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 32
     device: str = "auto"  # "auto" -> cuda if available else cpu
     compile: bool = False
-    lr: float = 2e-3
+    lr: float = 1e-4
     weight_decay: float = 0.05
     warmup_fraction: float = 0.1
     label_smoothing: float = 0.1
-    train_size: int | None = 1536  # caps every dataset's training split (None: all of it)
+    pos_embed_lr_scale: float = 10.0
+    train_size: int | None = 1024  # caps every dataset's training split (None: all of it)
     val_size: int | None = 512
     zero_cost_batch: int = 64  # images for the zero-cost scores; 0 skips them when training
 
@@ -66,10 +67,26 @@ class ProxyConfig:
             weight_decay=self.weight_decay,
             warmup_fraction=self.warmup_fraction,
             label_smoothing=self.label_smoothing,
+            pos_embed_lr_scale=self.pos_embed_lr_scale,
             seed=self.seed,
             device=self.device,
             compile=self.compile,
         )
+
+
+def proxy_genome(genome: Genome, resolution: int, num_classes: int) -> Genome:
+    """`genome` as the proxy trains it: same architecture, at `resolution`, with the dataset's classes."""
+    proxy = dataclasses.replace(genome.at_resolution(resolution), num_classes=num_classes)
+    get_space(genome.space).check(proxy)
+    return proxy
+
+
+def build_proxy_model(genome: Genome, resolution: int, num_classes: int, seed: int = 0) -> torch.nn.Module:
+    """The freshly initialised model the proxy trains, seeded without touching the caller's random state."""
+    proxy = proxy_genome(genome, resolution, num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_space(genome.space).build(proxy)
 
 
 def check_resolution(resolution: int, space: str = "turbovit") -> None:
@@ -122,16 +139,10 @@ def evaluate(
     if config.evaluator not in EVALUATORS:
         raise GasError(f"unknown evaluator {config.evaluator!r}; use one of {', '.join(EVALUATORS)}")
     splits = load_dataset(config.dataset, config.resolution, config.data_dir, config.train_size, config.val_size)
-    space = get_space(genome.space)
-    proxy_genome = dataclasses.replace(genome.at_resolution(config.resolution), num_classes=splits.num_classes)
-    space.check(proxy_genome)
-    forward_flops = space.cost(proxy_genome).flops
+    trained_genome = proxy_genome(genome, config.resolution, splits.num_classes)
+    forward_flops = get_space(genome.space).cost(trained_genome).flops
     device = resolve_device(config.device)
-
-    # Seed initialisation without touching the caller's global random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = space.build(proxy_genome)
+    model = build_proxy_model(genome, config.resolution, splits.num_classes, config.seed)
 
     scores: dict[str, float] = {}
     batch = min(config.zero_cost_batch, len(splits.train_labels))

@@ -59,6 +59,7 @@ class TrainConfig:
     warmup_fraction: float = 0.1  # share of all steps spent warming up linearly from 0
     label_smoothing: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; short schedules at a high lr need it
+    pos_embed_lr_scale: float = 10.0  # learning-rate multiplier for position embeddings (see _param_groups)
     seed: int = 0
     device: str = "cpu"
     compile: bool = False
@@ -113,14 +114,29 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: biases, norms and position embeddings are not regularised toward zero."""
-    decay, no_decay = [], []
+def _param_groups(model: nn.Module, lr: float, weight_decay: float, pos_embed_lr_scale: float) -> list[dict]:
+    """Decay matrices only; position embeddings get no decay and a larger learning rate.
+
+    Why the larger rate: position embeddings start tiny (std 0.02, as in Hiera) next to the patch
+    embeddings (std ~0.5), and Adam moves a weight by about lr per step, so in a proxy's hundred-odd steps
+    they would stay too small for the network to use where things are. Scaling their rate lets a short run
+    learn position as a long run would.
+    """
+    decay, no_decay, position = [], [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (decay if parameter.ndim >= 2 and "pos_embed" not in name else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if "pos_embed" in name:
+            position.append(parameter)
+        elif parameter.ndim >= 2:
+            decay.append(parameter)
+        else:
+            no_decay.append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lr": lr},
+        {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+        {"params": position, "weight_decay": 0.0, "lr": lr * pos_embed_lr_scale},
+    ]
 
 
 def _batches(count: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -242,7 +258,9 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_fraction * total_steps)
 
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, lr, config.weight_decay, config.pos_embed_lr_scale), lr=lr, betas=(0.9, 0.999)
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
     step_model = torch.compile(model) if config.compile else model
     generator = torch.Generator().manual_seed(config.seed)
