@@ -232,14 +232,16 @@ def summarise(
                 length = min(len(curve) for curve in random_curves.values())
                 mean_random = [statistics.fmean(curve[k] for curve in random_curves.values()) for k in range(length)]
                 on_means = evaluations_to_reach(mean_random, mean)
-                row["random_evals_per_seed"] = " ".join("-" if count is None else str(count) for count in paired)
+                needed = ", ".join("-" if count is None else str(count) for count in paired)
+                row["random_evals_per_seed"] = f"[{needed}]"  # brackets: a list, not a number, in the table
                 row["random_x_median_range"] = ratio_text(paired, n, random_trials)
                 row["random_x_of_means"] = f">{length / n:.2f}" if on_means is None else f"{on_means / n:.2f}"
                 row["seeds_reached"] = f"{sum(count is not None for count in paired)}/{len(paired)}"
                 if n == trials:
                     headlines.append(
                         f"- {LABELS.get(sampler, sampler)}: random sampling needs {row['random_x_median_range']} "
-                        f"times the {n} evaluations (median [range] over {len(paired)} seeds; on the mean curves "
+                        f"times the {n} evaluations (median [range] over {len(paired)} seed"
+                        f"{'' if len(paired) == 1 else 's'}; on the mean curves "
                         f"{row['random_x_of_means']}) to reach the hypervolume it reaches after {n}."
                     )
             rows.append(row)
@@ -378,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = pd.DataFrame(run_rows)
     runs.to_csv(out / f"{name}_runs.csv", index=False)
     table, headlines = summarise(curves, trials, random_trials)
+    table = table.fillna("")  # random's own rows have no ratio to random
     table.to_csv(out / f"{name}_summary.csv", index=False)
     title = f"{args.space}, budget {compact_count(budget)} FLOPs, {args.evaluator} evaluator, {driver} driver"
     plot(curves, out / f"{name}.png", f"Front hypervolume vs evaluations\n{title}")
