@@ -26,6 +26,7 @@ import dataclasses
 import multiprocessing
 import statistics
 import sys
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -233,7 +234,9 @@ def verdicts(runs: pd.DataFrame) -> list[str]:
         ours = rows.loc[rows["candidate"] == best, "accuracy"]
         theirs = rows.loc[rows["candidate"] == rival, "accuracy"]
         if len(ours) > 1 and len(theirs) > 1 and (ours.std() > 0 or theirs.std() > 0):
-            p_value = f"Welch's t-test p = {stats.ttest_ind(ours, theirs, equal_var=False).pvalue:.3f}"
+            with warnings.catch_warnings():  # near-identical accuracies only make the p-value imprecise
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p_value = f"Welch's t-test p = {stats.ttest_ind(ours, theirs, equal_var=False).pvalue:.3f}"
         else:
             p_value = "too few seeds for a t-test"
         verdict = "beats every baseline" if margin > 0 else "does not beat every baseline"
