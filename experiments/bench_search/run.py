@@ -97,6 +97,8 @@ def evaluations_to_reach(curve: Sequence[float], target: float) -> int | None:
 
 @dataclass(frozen=True)
 class RunTask:
+    """One search to run: a sampler, a seed, and the gas search configuration that says the rest."""
+
     sampler: str
     seed: int
     trials: int
@@ -107,6 +109,8 @@ class RunTask:
 
 @dataclass
 class RunResult:
+    """What a run leaves for the summary, read back from its study."""
+
     sampler: str
     seed: int
     evaluations: list[tuple[float, float] | None]  # (accuracy, FLOPs) per trained trial, failures as None
@@ -299,7 +303,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    budget = parse_count(args.budget)
+    try:
+        budget = parse_count(args.budget)
+    except GasError as error:
+        print(f"bench_search: error: {error}", file=sys.stderr)
+        return 2
     trials = args.trials or DEFAULTS[args.evaluator]["trials"]
     random_trials = args.random_trials or 2 * trials
     seeds = range(args.seeds or DEFAULTS[args.evaluator]["seeds"])
