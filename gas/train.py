@@ -59,7 +59,7 @@ class TrainConfig:
     warmup_fraction: float = 0.1  # share of all steps spent warming up linearly from 0
     label_smoothing: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; short schedules at a high lr need it
-    pos_embed_lr_scale: float = 10.0  # learning-rate multiplier for position embeddings (see _param_groups)
+    pos_embed_lr_scale: float = 10.0  # learning-rate multiplier for position embeddings (see param_groups)
     seed: int = 0
     device: str = "cpu"
     compile: bool = False
@@ -114,7 +114,7 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _param_groups(model: nn.Module, lr: float, weight_decay: float, pos_embed_lr_scale: float) -> list[dict]:
+def param_groups(model: nn.Module, lr: float, weight_decay: float, pos_embed_lr_scale: float) -> list[dict]:
     """Decay matrices only; position embeddings get no decay and a larger learning rate.
 
     Why the larger rate: position embeddings start tiny (std 0.02, as in Hiera) next to the patch
@@ -259,15 +259,16 @@ def train(
     warmup_steps = round(config.warmup_fraction * total_steps)
 
     optimizer = torch.optim.AdamW(
-        _param_groups(model, lr, config.weight_decay, config.pos_embed_lr_scale), lr=lr, betas=(0.9, 0.999)
+        param_groups(model, lr, config.weight_decay, config.pos_embed_lr_scale), lr=lr, betas=(0.9, 0.999)
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
     step_model = torch.compile(model) if config.compile else model
     generator = torch.Generator().manual_seed(config.seed)
     peak = peak_flops(device)
     if device.type == "cuda":  # move the whole (small) proxy set once instead of every batch
-        train_images = splits.train_images.to(device)
-        train_labels = splits.train_labels.to(device)
+        with _failures_as_trial_failed(device, batch_size):
+            train_images = splits.train_images.to(device)
+            train_labels = splits.train_labels.to(device)
     else:
         train_images, train_labels = splits.train_images, splits.train_labels
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gas.data import load_dataset
+from gas.data import SHAPES_CLASSES, load_dataset
 from gas.proxy import ProxyConfig, build_proxy_model, evaluate
 from gas.sampling import sample_genomes
 from gas.space import load_genome
@@ -28,7 +28,7 @@ def genomes():
 
 
 def build(genome):
-    return build_proxy_model(genome, RESOLUTION, num_classes=4, seed=0)
+    return build_proxy_model(genome, RESOLUTION, num_classes=SHAPES_CLASSES, seed=0)
 
 
 def test_scores_are_finite_and_differ_across_genomes(batch):
@@ -70,7 +70,8 @@ def test_normalised_primary_is_monotone_and_bounded():
 def test_zero_cost_evaluator_reports_once(batch):
     reports = []
     config = ProxyConfig(evaluator="zero-cost", resolution=RESOLUTION, train_size=32, val_size=8, zero_cost_batch=16)
-    result = evaluate(load_genome("turbovit"), config, report=reports.append)
+    small = sample_genomes("turbovit", 1, seed=0, budget=600_000_000)[0][0]
+    result = evaluate(small, config, report=reports.append)
     assert len(reports) == 1
     assert 0.0 <= result["accuracy"] <= 1.0
     assert result["epochs"] == 0 and set(result["zero_cost"]) == set(SCORES)
