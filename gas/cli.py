@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gas.errors import GasError
+from gas.space import DEFAULT_SPACE
 from gas.units import format_count, parse_count
 
 Command = Callable[[argparse.Namespace], int]
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost.set_defaults(run=_cost)
 
     sample = commands.add_parser("sample", help="write random valid genomes of a space as JSON files")
-    sample.add_argument("--space", default="turbovit", help="search space (default: turbovit)")
+    sample.add_argument("--space", default=DEFAULT_SPACE, help=f"search space (default: {DEFAULT_SPACE})")
     sample.add_argument("--n", type=int, default=10, help="how many genomes (default: 10)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--budget", help="keep genomes with at most this many FLOPs, e.g. 2.5G")
@@ -288,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--budget", required=True, help="FLOPs at 224px per image, e.g. 2.5G, 500M, 2.5e9")
     search.add_argument("--max-params", help="also cap parameters, e.g. 15M")
-    search.add_argument("--space", default="turbovit", help="search space (default: turbovit)")
+    search.add_argument("--space", default=DEFAULT_SPACE, help=f"search space (default: {DEFAULT_SPACE})")
     search.add_argument("--study", help="study name (default: SPACE-BUDGET, e.g. turbovit-2.5G)")
     search.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
     search.add_argument("--trials", type=int, default=24, help="trained trials in total, counting earlier runs (24)")

@@ -7,7 +7,7 @@ every Q-pool. What shrinks is the number of tokens and of mask units: at 224 px 
 1/7 of the image side (49 units), at 64 px 1/2 (4 units), at 32 px the whole image. Q-pooling needs the
 grid to halve evenly at every pool and mask-unit attention needs the grid to divide by the unit, so for
 the turbovit space (mask units 4 or 8, three Q-pools) the resolution must be a multiple of
-4 x max(8, 2**3) = 32 px: 32, 64, 96, 128, ... `check_data` applies exactly the space's own rules.
+4 x max(8, 2**3) = 32 px: 32, 64, 96, 128, ... `check_data` applies each space's own rules to probe genomes.
 
 Defaults. One default evaluation of a ~2.5 GFLOP@224 genome must fit in about half a minute on one CPU
 thread (the default search runs two such trials side by side on a 2-core machine). At 32 px the turbovit
@@ -29,12 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 import torch
 
 from gas.data import DEFAULT_DATASET, check_dataset, load_dataset
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome
-from gas.space import get_space
+from gas.space import DEFAULT_SPACE, get_space
 from gas.train import TrainConfig, TrialFailed, device_name, resolve_device, train
 from gas.zero_cost import normalised_primary, zero_cost_scores
 
@@ -100,30 +101,33 @@ def build_proxy_model(genome: Genome, resolution: int, num_classes: int, seed: i
         return get_space(genome.space).build(proxy)
 
 
-def check_resolution(resolution: int, space: str = "turbovit") -> None:
-    """Raise GasError if the space's reference genomes cannot be built at `resolution`."""
+# Random genomes whose proxies `check_resolution` builds on paper; a few dozen cover a space's variety.
+RESOLUTION_PROBES = 32
+
+
+def check_resolution(resolution: int, space: str = DEFAULT_SPACE) -> None:
+    """Raise GasError unless the space's references and random genomes (drawn at 224 px) fit `resolution`.
+
+    Each space's own rules decide: the probe genomes are checked at the proxy resolution exactly as
+    `evaluate` will check them, so no space's particular rules need repeating here.
+    """
     if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 8:
         raise GasError(f"proxy resolution must be an integer of at least 8 px, got {resolution!r}")
     search_space = get_space(space)
-    if space.partition(":")[0] == "turbovit":
-        q_pools = getattr(search_space, "q_pools", 3)
-        step = 4 * max(8, 2**q_pools)  # stem stride x the larger of the biggest mask unit and the pooling
-        if resolution % step:
-            nearest = max(step, round(resolution / step) * step)
-            raise GasError(
-                f"proxy resolution {resolution}px does not fit the {space} space: use a multiple of {step} px "
-                f"(stem stride 4 x mask units up to 8 tokens and {q_pools} Q-pools), e.g. {nearest}"
-            )
-    for name, genome in search_space.references.items():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    probes = dict(search_space.references)
+    for index in range(RESOLUTION_PROBES):
+        probes[f"random genome {index}"] = search_space.sample(study.ask())
+    for name, genome in probes.items():
         try:
             search_space.check(genome.at_resolution(resolution))
         except GenomeError as error:
             raise GasError(
-                f"proxy resolution {resolution}px does not fit the {space} space ({name}: {error})"
+                f"proxy resolution {resolution}px does not fit the {search_space.name} space ({name}: {error})"
             ) from None
 
 
-def check_data(config: ProxyConfig, space: str = "turbovit") -> None:
+def check_data(config: ProxyConfig, space: str = DEFAULT_SPACE) -> None:
     """Driver-side, before any worker starts: one-line GasError for an unusable dataset or resolution."""
     if config.evaluator not in EVALUATORS:
         raise GasError(f"unknown evaluator {config.evaluator!r}; use one of {', '.join(EVALUATORS)}")

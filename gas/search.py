@@ -32,7 +32,7 @@ from gas.errors import GasError
 from gas.genome import Genome
 from gas.proxy import ProxyConfig, check_data, evaluate
 from gas.sampling import sample_genomes
-from gas.space import SearchSpace, get_space, load_genome
+from gas.space import DEFAULT_SPACE, SearchSpace, get_space, load_genome
 from gas.units import compact_count, format_count
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -48,7 +48,7 @@ class SearchConfig:
     """Everything `gas search` takes; defaults are the embedded ones."""
 
     budget: int
-    space: str = "turbovit"
+    space: str = DEFAULT_SPACE
     study: str | None = None
     storage: str | None = None
     trials: int = DEFAULT_TRIALS
@@ -377,6 +377,7 @@ class SearchOutcome:
 
 def run_search(config: SearchConfig) -> SearchOutcome:
     """Run (or resume) the search until the study holds `config.trials` trained trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = get_space(config.space)
     if config.trials < 1:
         raise GasError(f"--trials must be at least 1, got {config.trials}")
@@ -387,7 +388,6 @@ def run_search(config: SearchConfig) -> SearchOutcome:
         sample_genomes(space.name, 1, config.seed, 224, config.budget, config.max_params)
     except GasError as error:
         raise GasError(f"no genome of the {space.name} space fits this budget: {error}") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(config, space)
     requeue_interrupted(study)
     remaining = config.trials - len(trained_trials(study))

@@ -14,14 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import optuna
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from gas.cost import Cost
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome, read_json
+
+if TYPE_CHECKING:  # annotations only: `gas --help` should not wait for torch and optuna to import
+    import optuna
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class ExportRecipe:
     constructor: str
     #: Keyword arguments of the constructor call: name → Python expression, in call order.
     arguments: Mapping[str, str] = field(default_factory=dict)
+
+
+#: The space `gas search`, `gas sample` and the proxy use when none is named.
+DEFAULT_SPACE = "turbovit"
 
 
 class SearchSpace(ABC):

@@ -90,7 +90,7 @@ def test_warmup_then_cosine_to_zero():
 def test_check_data_names_the_problem_in_one_line(tmp_path):
     check_data(ProxyConfig())
     problems = {
-        "multiple of 32": ProxyConfig(resolution=48),
+        "does not divide the 12x12 token grid at 48px": ProxyConfig(resolution=48),
         "cifar-10-batches-py": ProxyConfig(dataset="cifar10", data_dir=str(tmp_path)),
         "unknown dataset": ProxyConfig(dataset="mnist"),
         "unknown evaluator": ProxyConfig(evaluator="guess"),
