@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS
 from gas.errors import GasError
-from gas.space import DEFAULT_SPACE
 from gas.units import format_count, parse_count
 
 Command = Callable[[argparse.Namespace], int]
@@ -292,7 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--space", default=DEFAULT_SPACE, help=f"search space (default: {DEFAULT_SPACE})")
     search.add_argument("--study", help="study name (default: SPACE-BUDGET, e.g. turbovit-2.5G)")
     search.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
-    search.add_argument("--trials", type=int, default=24, help="trained trials in total, counting earlier runs (24)")
+    search.add_argument(
+        "--trials",
+        type=int,
+        default=DEFAULT_TRIALS,
+        help=f"trained trials in total, counting runs so far ({DEFAULT_TRIALS})",
+    )
     search.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2", "gp", "random"], help="(default: tpe)")
     search.add_argument("--seed", type=int, default=0, help="seed for the sampler and the proxy training (0)")
     search.add_argument("--dataset", help="proxy dataset: the embedded default, digits, cifar10 or imagefolder:PATH")

@@ -33,9 +33,10 @@ import optuna
 import torch
 
 from gas.data import DEFAULT_DATASET, check_dataset, load_dataset
+from gas.defaults import DEFAULT_SPACE
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome
-from gas.space import DEFAULT_SPACE, get_space
+from gas.space import get_space
 from gas.train import TrainConfig, TrialFailed, device_name, resolve_device, train
 from gas.zero_cost import normalised_primary, zero_cost_scores
 

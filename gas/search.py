@@ -28,15 +28,15 @@ from ray.tune.search import Searcher
 
 from gas import study as keys
 from gas.cluster import ray_cluster
+from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS
 from gas.errors import GasError
 from gas.genome import Genome
 from gas.proxy import ProxyConfig, check_data, evaluate
 from gas.sampling import sample_genomes
-from gas.space import DEFAULT_SPACE, SearchSpace, get_space, load_genome
+from gas.space import SearchSpace, get_space, load_genome
 from gas.units import compact_count, format_count
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-DEFAULT_TRIALS = 24
 # Rejected proposals cost microseconds, but a sampler stuck outside the budget must not spin forever.
 MAX_REJECTIONS_IN_A_ROW = 5000
 # Ray retries a trial whose worker process died (not one whose training raised: that is recorded).

@@ -55,10 +55,6 @@ class ExportRecipe:
     arguments: Mapping[str, str] = field(default_factory=dict)
 
 
-#: The space `gas search`, `gas sample` and the proxy use when none is named.
-DEFAULT_SPACE = "turbovit"
-
-
 class SearchSpace(ABC):
     """What genomes may be, how a trial samples one, how to build and cost it, and named references."""
 
