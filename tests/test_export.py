@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,6 +26,7 @@ from gas.pareto import knee_point
 from gas.space import ExportConstant, get_space, load_genome
 from gas.study import front
 from search_spaces.turbovit import TurboViTSpace
+from tests.conftest import run_gas
 from tests.studies import add_complete, mixed_study, new_study, sampled_genomes, sqlite_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -376,3 +378,15 @@ def test_export_refuses_a_recipe_that_breaks_the_contract(alter, message, tmp_pa
     with pytest.raises(GasError, match=re.escape(message)):
         export_genome(load_genome("turbovit"), out, Provenance("test"), space=_AlteredRecipeSpace(alter))
     assert not out.exists()
+
+
+def test_committed_search_winner_export_is_current(tmp_path):
+    """generated/turbovit_search_2_5g.py is what its README command writes from the committed study."""
+    study_file = Path("experiments") / "results" / "default_search.db"
+    (tmp_path / study_file.parent).mkdir(parents=True)
+    shutil.copy(REPO / study_file, tmp_path / study_file)  # opening a SQLite study writes beside it
+    out = Path("generated") / "turbovit_search_2_5g.py"
+    args = ["export", "--study", "turbovit-2.5G", "--storage", f"sqlite:///{study_file}", "--trial", "41"]
+    result = run_gas(*args, "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / out).read_text() == (REPO / out).read_text(), "stale: re-run the command in generated/README.md"

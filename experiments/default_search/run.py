@@ -1,6 +1,6 @@
 """Run the default search (`gas search --budget 2.5G`) from scratch and record how the search itself behaves.
 
-    python experiments/default_search/run.py [--trials 24] [--seed 0]
+    python experiments/default_search/run.py [--trials 40] [--seed 0]
 
 Records trials/hour, the share of feasible proposals in the first and second half (the sampler learning
 the budget), mean budget utilisation of trained trials, and driver overhead per trial, into
@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from gas.machine import machine_line
 from gas.search import SearchConfig, feasible_share_by_half, run_search, trained_trials
+from gas.units import compact_count
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 STORAGE_FILE = RESULTS / "default_search.db"
@@ -67,7 +68,7 @@ def main() -> None:
     table = "\n".join(["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items())])
     command = "python experiments/default_search/run.py " + " ".join(sys.argv[1:])
     (RESULTS / "default_search.md").write_text(
-        f"# The default search\n\n`gas search --budget {args.budget:.3g}` on its embedded defaults "
+        f"# The default search\n\n`gas search --budget {compact_count(args.budget)}` on its embedded defaults "
         f"({args.trials} trials, seed {args.seed}), from an empty study.\n\n{table}\n\n"
         "- driver_s_per_trial: time the driver spent proposing genomes (rejections included) and recording results.\n"
         "- slot_s_outside_trials_per_trial: worker-slot time not spent inside a trial's evaluation (Ray start-up,\n"

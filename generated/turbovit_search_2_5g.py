@@ -1,0 +1,262 @@
+"""turbovit_search_2_5g: an architecture from gas's turbovit search space, as standalone PyTorch.
+
+Source: study 'turbovit-2.5G', trial 41
+Search: turbovit space, budget 2.50G FLOPs, sampler tpe, study seed 0
+Trial seed: 0
+Parameters: 10,723,944 (10.72M) at 224px
+FLOPs at 224px: 1,941,223,680 (1.94G; fvcore convention: one multiply-add = one FLOP, attention matmuls included)
+Proxy accuracy: 87.30% on shapes at 32px after 4 epochs (train evaluator)
+Exported with: gas export --study turbovit-2.5G --storage sqlite:///experiments/results/default_search.db --trial 41
+    --out generated/turbovit_search_2_5g.py
+
+Usage:
+
+    from turbovit_search_2_5g import build_model
+
+    model = build_model(num_classes=1000)
+
+`GENOME` is the genome this file was exported from, and `build_model` builds the model gas builds from it:
+the same parameter names and shapes, FLOPs and outputs, so a state_dict saved from either model loads into
+the other with strict=True. The constants below are that genome as data; the classes after them are the
+model family, copied from gas.models.hiera.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The turbovit genome as data, at 224px.
+
+# Input side in pixels; the position embedding is sized for it.
+RESOLUTION = 224
+
+# Conv patch embedding: `dim` channels out of a kernel x kernel conv with this stride and padding.
+STEM = {"dim": 64, "kernel": 7, "stride": 4, "padding": 3}
+
+# Side of a mask unit in tokens of the stem's grid; it halves with every Q-pool.
+MASK_UNIT = 8
+
+# One row per block, in order: dim, heads, mlp_ratio, attention, q_pool.
+BLOCKS = [
+    (32, 2, 2.5, "mask_unit", False),
+    (128, 8, 2.0, "mask_unit", False),
+    (16, 1, 2.0, "mask_unit", False),
+    (144, 9, 3.0, "mask_unit", True),
+    (208, 13, 1.0, "mask_unit", False),
+    (192, 6, 3.0, "mask_unit", False),
+    (224, 7, 3.5, "mask_unit", True),
+    (288, 9, 2.0, "mask_unit", False),
+    (256, 8, 3.5, "mask_unit", True),
+    (960, 30, 2.5, "global", False),
+]
+
+
+# The model family, copied verbatim from gas.models.hiera:
+#
+# Hierarchical vision transformers with mask unit attention and Q-pooling, built from a block list.
+#
+# This module imports only torch and the standard library, so `gas export` can copy it verbatim into a
+# standalone file. Every block is described by plain data (a `BlockSpec`), which is what lets a search give
+# each block its own width, heads, MLP ratio, attention kind and pooling.
+#
+# The one trick, as in Hiera: tokens are reordered once after the stem (`unroll`) so that every 2x2 Q-pool
+# is a reshape + max over the slowest axis, and every mask unit is a strided slice with the window index
+# as the fastest axis. No gather or scatter is ever needed; features are not in raster order in between.
+
+LAYER_NORM_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One transformer block: output width, heads, MLP ratio, attention kind and whether it Q-pools."""
+
+    dim: int
+    heads: int
+    mlp_ratio: float
+    attention: Literal["mask_unit", "global"]
+    q_pool: bool
+
+
+def stem_grid(resolution: int, kernel: int, stride: int, padding: int) -> int:
+    """Side of the token grid the conv stem produces."""
+    return (resolution + 2 * padding - kernel) // stride + 1
+
+
+def unroll(x: torch.Tensor, grid: int, pool_steps: int, mask_unit: int) -> torch.Tensor:
+    """Reorder raster tokens [B, grid*grid, C] so pooling and mask units become plain reshapes.
+
+    Each of the `pool_steps` rounds moves the 2x2 offsets within a cell to the slowest axis, so the
+    next Q-pool is a max over the slowest 4-way split. When a mask unit spans more than the grid left
+    after those rounds, one last round moves the offset inside the unit ahead of the unit's position,
+    which leaves the mask-unit index as the fastest axis everywhere.
+    """
+    batch, _, channels = x.shape
+    strides = [2] * pool_steps
+    leftover = mask_unit // 2**pool_steps
+    if leftover > 1:
+        strides.append(leftover)
+    size = grid
+    x = x.reshape(batch, size, size, channels)
+    for stride in strides:
+        size //= stride
+        x = x.reshape(-1, size, stride, size, stride, channels)
+        x = x.permute(0, 2, 4, 1, 3, 5).reshape(-1, size, size, channels)
+    # The leading axis is now (batch, offsets of the first round, ..., offsets of the last round).
+    return x.reshape(batch, -1, channels)
+
+
+def q_pool(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pool of unrolled tokens [..., N, C]: a max over the slowest 4-way split of N."""
+    return x.reshape(*x.shape[:-2], 4, x.shape[-2] // 4, x.shape[-1]).amax(dim=-3)
+
+
+class MaskUnitAttention(nn.Module):
+    """Multi-head attention inside mask units (or over all tokens), with queries optionally Q-pooled.
+
+    Keys and values keep every token; only the queries are max-pooled 2x2, which is how the block
+    halves the grid without a separate downsampling layer.
+    """
+
+    def __init__(self, dim: int, dim_out: int, heads: int, windows: int, pool: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.windows = windows
+        self.pool = pool
+        self.qkv = nn.Linear(dim, 3 * dim_out)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        # Window index is the fastest axis after unroll, so windows are a reshape away.
+        qkv = self.qkv(x).reshape(batch, tokens // self.windows, self.windows, 3, self.heads, -1)
+        q, k, v = qkv.permute(3, 0, 4, 2, 1, 5).unbind(0)  # each [B, heads, windows, T, head_dim]
+        if self.pool:
+            q = q_pool(q)
+        x = F.scaled_dot_product_attention(q, k, v)
+        x = x.permute(0, 3, 2, 1, 4).reshape(batch, -1, self.heads * x.shape[-1])
+        return self.proj(x)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class HieraBlock(nn.Module):
+    """Pre-norm transformer block; a width change projects the shortcut, a Q-pool pools it."""
+
+    def __init__(self, dim: int, spec: BlockSpec, windows: int) -> None:
+        super().__init__()
+        self.pool = spec.q_pool
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.attn = MaskUnitAttention(dim, spec.dim, spec.heads, windows, spec.q_pool)
+        self.norm2 = nn.LayerNorm(spec.dim, eps=LAYER_NORM_EPS)
+        self.mlp = Mlp(spec.dim, int(spec.dim * spec.mlp_ratio))
+        self.proj = nn.Linear(dim, spec.dim) if dim != spec.dim else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_norm = self.norm1(x)
+        shortcut = x if self.proj is None else self.proj(x_norm)
+        if self.pool:
+            shortcut = q_pool(shortcut)
+        x = shortcut + self.attn(x_norm)
+        return x + self.mlp(self.norm2(x))
+
+
+class Hiera(nn.Module):
+    """Conv stem → learned position embedding → unroll → blocks → mean → LayerNorm → Linear."""
+
+    def __init__(
+        self,
+        blocks: list[BlockSpec],
+        embed_dim: int,
+        resolution: int,
+        mask_unit: int,
+        num_classes: int = 1000,
+        stem_kernel: int = 7,
+        stem_stride: int = 4,
+        stem_padding: int = 3,
+    ) -> None:
+        super().__init__()
+        self.grid = stem_grid(resolution, stem_kernel, stem_stride, stem_padding)
+        self.pool_steps = sum(spec.q_pool for spec in blocks)
+        self.mask_unit = mask_unit
+        self.patch_embed = nn.Conv2d(3, embed_dim, stem_kernel, stem_stride, stem_padding)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, embed_dim))
+        # Mask units cover fixed image regions, so their count is the same in every block.
+        mask_units = (self.grid // mask_unit) ** 2
+        layers, dim = [], embed_dim
+        for spec in blocks:
+            layers.append(HieraBlock(dim, spec, mask_units if spec.attention == "mask_unit" else 1))
+            dim = spec.dim
+        self.blocks = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.head = nn.Linear(dim, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Tokens after the last block, [B, N, C], in unrolled (not raster) order."""
+        x = self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos_embed
+        x = unroll(x, self.grid, self.pool_steps, self.mask_unit)
+        return self.blocks(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # Token order does not matter to a mean, so the classifier never re-rolls to raster order.
+        return self.head(self.norm(self.forward_features(images).mean(dim=1)))
+
+
+# The genome this file was exported from; saved with json.dump it is a genome file `gas cost` and `gas export` read.
+GENOME = {
+    "space": "turbovit",
+    "resolution": 224,
+    "num_classes": 1000,
+    "mask_unit": 8,
+    "stem": {"dim": 64, "kernel": 7, "stride": 4, "padding": 3},
+    "blocks": [
+        {"dim": 32, "heads": 2, "mlp_ratio": 2.5, "attention": "mask_unit", "q_pool": False},
+        {"dim": 128, "heads": 8, "mlp_ratio": 2.0, "attention": "mask_unit", "q_pool": False},
+        {"dim": 16, "heads": 1, "mlp_ratio": 2.0, "attention": "mask_unit", "q_pool": False},
+        {"dim": 144, "heads": 9, "mlp_ratio": 3.0, "attention": "mask_unit", "q_pool": True},
+        {"dim": 208, "heads": 13, "mlp_ratio": 1.0, "attention": "mask_unit", "q_pool": False},
+        {"dim": 192, "heads": 6, "mlp_ratio": 3.0, "attention": "mask_unit", "q_pool": False},
+        {"dim": 224, "heads": 7, "mlp_ratio": 3.5, "attention": "mask_unit", "q_pool": True},
+        {"dim": 288, "heads": 9, "mlp_ratio": 2.0, "attention": "mask_unit", "q_pool": False},
+        {"dim": 256, "heads": 8, "mlp_ratio": 3.5, "attention": "mask_unit", "q_pool": True},
+        {"dim": 960, "heads": 30, "mlp_ratio": 2.5, "attention": "global", "q_pool": False},
+    ],
+}
+
+
+def build_model(num_classes: int = 1000) -> torch.nn.Module:
+    """The model with freshly initialised weights; load trained ones with `load_state_dict`."""
+    return Hiera(
+        blocks=[BlockSpec(*row) for row in BLOCKS],
+        embed_dim=STEM["dim"],
+        resolution=RESOLUTION,
+        mask_unit=MASK_UNIT,
+        num_classes=num_classes,
+        stem_kernel=STEM["kernel"],
+        stem_stride=STEM["stride"],
+        stem_padding=STEM["padding"],
+    )
