@@ -353,7 +353,7 @@ def _wider_stem(recipe):
     ("alter", "message"),
     [
         (_wider_stem, "its model shapes pos_embed (1, 3136, 72) instead of (1, 3136, 64)"),
-        (lambda recipe: dataclasses.replace(recipe, model_module="gas.space"), "imports 'optuna'"),
+        (lambda recipe: dataclasses.replace(recipe, model_module="gas.space"), "imports 'gas'"),
         (lambda recipe: dataclasses.replace(recipe, model_module="gas.fvcore_count"), "imports below the top"),
         (
             lambda recipe: dataclasses.replace(
