@@ -75,6 +75,7 @@ def _search(args: argparse.Namespace) -> int:
             "epochs": args.epochs,
             "evaluator": args.evaluator,
             "seed": args.seed,
+            "compile": args.compile or None,
         }.items()
         if value is not None
     }
@@ -305,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--resolution", type=int, help="proxy training resolution in px")
     search.add_argument("--epochs", type=int, help="proxy training epochs")
     search.add_argument("--evaluator", choices=["train", "zero-cost"], help="train proxies, or score them at init")
+    search.add_argument("--compile", action="store_true", help="train proxies under torch.compile (pays off on CUDA)")
     search.add_argument("--ray-address", help="join a running Ray cluster (host:port); default starts a local one")
     search.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
     search.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: 1 if any)")

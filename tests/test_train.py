@@ -122,16 +122,14 @@ def test_cuda_training_uses_bf16_and_reports_mfu():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_out_of_memory_fails_the_trial():
-    splits = load_dataset("shapes", 32, train_size=64, val_size=16)
-    free, _ = torch.cuda.mem_get_info()
-    # A batch whose activations alone exceed free memory: far more images than the device can hold.
-    images_needed = int(free // (3 * 32 * 32 * 4)) * 64
-    big = dataclasses.replace(
-        splits,
-        train_images=splits.train_images[:1].expand(images_needed, -1, -1, -1),
-        train_labels=splits.train_labels[:1].expand(images_needed),
-    )
-    model = build_proxy_model(SMALL, 32, splits.num_classes)
-    config = TrainConfig(epochs=1, batch_size=images_needed, device="cuda", fill_device=False)
-    with pytest.raises(TrialFailed, match="out of memory"):
-        train(model, big, config)
+    """Cap this process's share of the GPU so that an ordinary proxy batch really runs out of memory."""
+    splits = load_dataset("shapes", 64, train_size=512, val_size=16)
+    model = build_proxy_model(SMALL, 64, splits.num_classes)
+    _, total = torch.cuda.mem_get_info()
+    torch.cuda.set_per_process_memory_fraction(64 * 2**20 / total)  # 64 MiB: far below a batch of 512
+    try:
+        with pytest.raises(TrialFailed, match="out of memory"):
+            train(model, splits, TrainConfig(epochs=1, batch_size=512, device="cuda", fill_device=False))
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
