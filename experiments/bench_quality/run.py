@@ -26,9 +26,10 @@ import dataclasses
 import multiprocessing
 import statistics
 import sys
+import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,15 +204,28 @@ def train_one(job: Job) -> dict:
 
 
 def train_all(jobs: list[Job], workers: int) -> list[dict]:
+    """Every job's row, in job order; a line per finished run, as runs take minutes each."""
+    started = time.perf_counter()
+
+    def progress(done: int, row: dict) -> None:
+        print(
+            f"[{done}/{len(jobs)} {time.perf_counter() - started:6.0f}s] {row['candidate']} on {row['dataset']}, "
+            f"seed {row['seed']}: accuracy {row['accuracy']:.3f} in {row['wall_time_s']:.0f}s",
+            flush=True,
+        )
+
     if workers <= 1:
         rows = []
         for job in jobs:
-            print(f"training {job.candidate.name} on {job.dataset}, seed {job.seed}", flush=True)
             rows.append(train_one(job))
+            progress(len(rows), rows[-1])
         return rows
     # Spawned, not forked: a forked child would inherit this process's torch thread pool.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(train_one, jobs))
+        futures = [pool.submit(train_one, job) for job in jobs]
+        for done, future in enumerate(as_completed(futures), start=1):
+            progress(done, future.result())
+        return [future.result() for future in futures]
 
 
 # ---- summary -----------------------------------------------------------------------------------------

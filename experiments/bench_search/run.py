@@ -268,7 +268,7 @@ def plot(curves: dict[str, dict[int, list[float]]], path: Path, title: str) -> N
         (line,) = axes.plot(x, mean, label=f"{LABELS.get(sampler, sampler)} ({len(by_seed)} seeds)")
         axes.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     axes.set_xlabel("evaluations (feasible genomes trained or scored)")
-    axes.set_ylabel("hypervolume (accuracy x FLOPs/budget)")
+    axes.set_ylabel("hypervolume (area dominated in accuracy x FLOPs/budget)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend()
@@ -400,6 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({proxy.dataset}, {proxy.resolution}px"
         + (f", {proxy.epochs} epochs" if args.evaluator == "train" else "")
         + f"), {len(seeds)} seeds, {trials} evaluations per run ({random_trials} for random), {driver} driver."
+        + (
+            " Here 'accuracy' is the normalised NASWOT score at initialisation, the objective this evaluator gives"
+            " the search."
+            if args.evaluator == "zero-cost"
+            else ""
+        )
     )
     per_run = runs.groupby("sampler")[["feasible_share", "elapsed_s", "driver_s", "failed"]].mean()
     body = (
