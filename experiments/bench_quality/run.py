@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from gas.results import RESULTS, command_line, stamp, update_summary
 from gas.space import get_space, load_genome
 from gas.study import open_study, trial_genome
 from gas.units import compact_count, format_count, parse_count
+from gas.workers import worker_pool
 from search_spaces.turbovit import DEPTH_RANGE, TurboViTGenome
 
 SCRIPT = "experiments/bench_quality/run.py"
@@ -220,8 +220,7 @@ def train_all(jobs: list[Job], workers: int) -> list[dict]:
             rows.append(train_one(job))
             progress(len(rows), rows[-1])
         return rows
-    # Spawned, not forked: a forked child would inherit this process's torch thread pool.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(workers) as pool:
         futures = [pool.submit(train_one, job) for job in jobs]
         for done, future in enumerate(as_completed(futures), start=1):
             progress(done, future.result())

@@ -32,12 +32,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import multiprocessing
 import statistics
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +51,7 @@ from gas.results import RESULTS, command_line, stamp, update_summary
 from gas.search import SAMPLERS, GenomeSearcher, SearchConfig, open_study, run_search, trained_trials, trial_result
 from gas.space import get_space
 from gas.units import compact_count, parse_count
+from gas.workers import worker_pool
 
 SCRIPT = "experiments/bench_search/run.py"
 DEFAULTS = {"zero-cost": {"trials": 200, "seeds": 5}, "train": {"trials": 40, "seeds": 3}}
@@ -186,8 +185,7 @@ def run_all(tasks: list[RunTask], jobs: int) -> list[RunResult]:
             print(f"running {task.sampler} seed {task.seed} ({task.trials} evaluations)", flush=True)
             results.append(run_one(task))
         return results
-    # Spawned, not forked: a forked child would inherit this process's torch thread pool and Ray state.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(jobs) as pool:
         return list(pool.map(run_one, tasks))
 
 

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,6 @@ FIELDS = (
     "error",
 )
 SIGNALS = ("proxy accuracy", "naswot", "synflow", "grad_norm", "params alone", "FLOPs alone")
-
-
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # one core per worker: workers run side by side
 
 
 def _run_one(genome_json: str, config_fields: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +84,7 @@ def run_study(args: argparse.Namespace) -> None:
     from gas.proxy import ProxyConfig
     from gas.sampling import sample_genomes
     from gas.units import parse_count
+    from gas.workers import worker_pool
 
     budget = parse_count(args.budget)
     sampled = sample_genomes("turbovit", args.genomes, seed=args.seed, budget=budget)
@@ -114,7 +109,7 @@ def run_study(args: argparse.Namespace) -> None:
                 jobs.append((text, fields, meta | {"params": cost.params, "flops": cost.flops}))
     print(f"{len(jobs)} runs to do ({len(done)} already in {csv_path}), {args.workers} workers", flush=True)
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers, initializer=_worker_init) as pool:
+    with worker_pool(args.workers, threads=1) as pool:  # one core per worker: workers run side by side
         pending: dict[Future, dict[str, Any]] = {}
         queue = list(jobs)
         while queue or pending:
