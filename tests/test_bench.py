@@ -124,6 +124,37 @@ def test_search_efficiency_harness_end_to_end(search_run, bench_search):
     assert "<!-- bench_search_zero-cost:start -->" in summary_page and "bench_search_zero-cost.png" in summary_page
 
 
+def test_search_efficiency_redraws_the_same_figures_from_its_csvs(search_run, bench_search, tmp_path):
+    redraw = tmp_path / "redraw"
+    redraw.mkdir()
+    for name in ("bench_search_zero-cost.csv", "bench_search_zero-cost_runs.csv"):
+        (redraw / name).write_bytes((search_run / name).read_bytes())
+    args = [
+        "--samplers",
+        "tpe",
+        "random",
+        "--trials",
+        "3",
+        "--random-trials",
+        "4",
+        "--seeds",
+        "2",
+        "--out",
+        str(redraw),
+    ]
+    assert bench_search.main([*args, *TINY_SEARCH, "--report-only"]) == 0
+    summary = "bench_search_zero-cost_summary.csv"
+    pd.testing.assert_frame_equal(pd.read_csv(redraw / summary), pd.read_csv(search_run / summary))
+    assert not (redraw / "bench_search_zero-cost_studies").exists()  # nothing ran
+    assert "--report-only" not in (redraw / "bench_search_zero-cost.md").read_text()
+
+
+def test_search_efficiency_redraw_without_results_is_one_line(bench_search, tmp_path, capsys):
+    assert bench_search.main(["--out", str(tmp_path), "--report-only"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("bench_search: error: cannot redraw from") and error.count("\n") == 1
+
+
 # ---- search quality ----------------------------------------------------------------------------------
 
 

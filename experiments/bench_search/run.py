@@ -2,6 +2,7 @@
 
     python experiments/bench_search/run.py --evaluator zero-cost --trials 200 --seeds 5 --jobs 2
     python experiments/bench_search/run.py --evaluator train --trials 40 --seeds 3
+    python experiments/bench_search/run.py ... --report-only     # redraw table, plot and summary from the CSVs
 
 Every sampler runs through gas's own generator: `gas.search.open_study` creates the study with
 `make_sampler(name, seed)`, `GenomeSearcher` proposes (ask → sample → analytic cost → over budget: recorded
@@ -278,6 +279,64 @@ def plot(curves: dict[str, dict[int, list[float]]], path: Path, title: str) -> N
 # ---- main --------------------------------------------------------------------------------------------
 
 
+def record(
+    results: list[RunResult], budget: float, out: Path, name: str
+) -> tuple[dict[str, dict[int, list[float]]], pd.DataFrame]:
+    """Write every evaluation and every run to CSV; return the hypervolume curves and the run table."""
+    curve_rows, run_rows = [], []
+    curves: dict[str, dict[int, list[float]]] = {}
+    for result in results:
+        curve = hypervolume_curve(result.evaluations, budget)
+        curves.setdefault(result.sampler, {})[result.seed] = curve
+        for index, (point, number, value) in enumerate(
+            zip(result.evaluations, result.trial_numbers, curve, strict=True), start=1
+        ):
+            curve_rows.append(
+                {
+                    "sampler": result.sampler,
+                    "seed": result.seed,
+                    "evaluation": index,
+                    "trial": number,
+                    "accuracy": None if point is None else point[0],
+                    "flops": None if point is None else point[1],
+                    "hypervolume": value,
+                }
+            )
+        run_rows.append(
+            {
+                "sampler": result.sampler,
+                "seed": result.seed,
+                "evaluations": len(result.evaluations),
+                "failed": len(result.errors),
+                "proposals": result.proposals,
+                "feasible_share": result.feasible / max(result.proposals, 1),
+                "final_hypervolume": curve[-1] if curve else 0.0,
+                "elapsed_s": result.elapsed,
+                "driver_s": result.driver_seconds,
+                "stopped_reason": result.stopped_reason or "",
+                "first_error": result.errors[0] if result.errors else "",
+            }
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(curve_rows).to_csv(out / f"{name}.csv", index=False)
+    runs = pd.DataFrame(run_rows)
+    runs.to_csv(out / f"{name}_runs.csv", index=False)
+    return curves, runs
+
+
+def read_back(out: Path, name: str, samplers: Sequence[str]) -> tuple[dict[str, dict[int, list[float]]], pd.DataFrame]:
+    """The curves and run table of an earlier run, from the CSVs `record` wrote, samplers in the given order."""
+    evaluations = pd.read_csv(out / f"{name}.csv").sort_values(["sampler", "seed", "evaluation"])
+    curves: dict[str, dict[int, list[float]]] = {}
+    for sampler in samplers:
+        for seed, rows in evaluations[evaluations.sampler == sampler].groupby("seed"):
+            curves.setdefault(sampler, {})[int(seed)] = rows["hypervolume"].tolist()
+    if not curves:
+        raise ValueError(f"none of the samplers {' '.join(samplers)} is in it")
+    runs = pd.read_csv(out / f"{name}_runs.csv")
+    return curves, runs[runs.sampler.isin(curves)]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evaluator", choices=sorted(DEFAULTS), default="zero-cost", help="(default: zero-cost)")
@@ -296,6 +355,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, help="proxy training images (default: gas's)")
     parser.add_argument("--val-size", type=int, help="proxy validation images (default: gas's)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
+    parser.add_argument("--report-only", action="store_true", help="redraw table, plot and summary from the CSVs")
     return parser.parse_args(argv)
 
 
@@ -340,58 +400,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=False,
             )
             tasks.append(RunTask(sampler, seed, count, config, driver, args.threads))
-    try:
-        check_data(tasks[0].config.proxy, get_space(args.space).name)
-        results = run_all(tasks, args.jobs if driver == "inprocess" else 1)
-    except GasError as error:
-        print(f"bench_search: error: {error}", file=sys.stderr)
-        return 2
-
-    curve_rows, run_rows = [], []
-    curves: dict[str, dict[int, list[float]]] = {}
-    for result in results:
-        curve = hypervolume_curve(result.evaluations, budget)
-        curves.setdefault(result.sampler, {})[result.seed] = curve
-        for index, (point, number, value) in enumerate(
-            zip(result.evaluations, result.trial_numbers, curve, strict=True), start=1
-        ):
-            curve_rows.append(
-                {
-                    "sampler": result.sampler,
-                    "seed": result.seed,
-                    "evaluation": index,
-                    "trial": number,
-                    "accuracy": None if point is None else point[0],
-                    "flops": None if point is None else point[1],
-                    "hypervolume": value,
-                }
-            )
-        run_rows.append(
-            {
-                "sampler": result.sampler,
-                "seed": result.seed,
-                "evaluations": len(result.evaluations),
-                "failed": len(result.errors),
-                "proposals": result.proposals,
-                "feasible_share": result.feasible / max(result.proposals, 1),
-                "final_hypervolume": curve[-1] if curve else 0.0,
-                "elapsed_s": result.elapsed,
-                "driver_s": result.driver_seconds,
-                "stopped_reason": result.stopped_reason or "",
-                "first_error": result.errors[0] if result.errors else "",
-            }
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(curve_rows).to_csv(out / f"{name}.csv", index=False)
-    runs = pd.DataFrame(run_rows)
-    runs.to_csv(out / f"{name}_runs.csv", index=False)
+    if args.report_only:
+        try:
+            curves, runs = read_back(out, name, args.samplers)
+        except (OSError, KeyError, ValueError) as error:
+            print(f"bench_search: error: cannot redraw from {out / name}.csv: {error}", file=sys.stderr)
+            return 2
+    else:
+        try:
+            check_data(tasks[0].config.proxy, get_space(args.space).name)
+            results = run_all(tasks, args.jobs if driver == "inprocess" else 1)
+        except GasError as error:
+            print(f"bench_search: error: {error}", file=sys.stderr)
+            return 2
+        curves, runs = record(results, budget, out, name)
     table, headlines = summarise(curves, trials, random_trials)
     table = table.fillna("")  # random's own rows have no ratio to random
     table.to_csv(out / f"{name}_summary.csv", index=False)
     title = f"{args.space}, budget {compact_count(budget)} FLOPs, {args.evaluator} evaluator, {driver} driver"
     plot(curves, out / f"{name}.png", f"Front hypervolume vs evaluations\n{title}")
 
-    command = command_line(SCRIPT, argv)
+    # The command that produced the figures: a --report-only redraw does not change them.
+    command = command_line(SCRIPT, [argument for argument in (argv or sys.argv[1:]) if argument != "--report-only"])
     proxy = tasks[0].config.proxy
     setup = (
         f"{args.space} space, budget {compact_count(budget)} FLOPs at 224px, evaluator `{args.evaluator}` "
