@@ -198,6 +198,31 @@ def test_search_quality_harness_end_to_end(search_run, tmp_path):
     assert "- digits: searched" in markdown and "every baseline" in markdown
     assert "<!-- bench_quality:start -->" in (tmp_path / "SUMMARY.md").read_text()
 
+    (tmp_path / "bench_quality.md").unlink()
+    assert bench_quality.main([*args, *tiny, "--report-only"]) == 0
+    assert (tmp_path / "bench_quality.md").read_text() == markdown  # the same figures and command
+
+
+def test_search_quality_verdict_needs_significance():
+    bench_quality = load_script("bench_quality")
+    rows = [
+        {"dataset": "shapes", "candidate": name, "kind": kind, "accuracy": accuracy}
+        for name, kind, accuracies in [
+            ("searched (best)", "searched", [0.90, 0.91, 0.92]),
+            ("turbovit", "baseline", [0.80, 0.81, 0.82]),
+            ("close", "baseline", [0.88, 0.93, 0.89]),
+        ]
+        for accuracy in accuracies
+    ]
+    (line,) = bench_quality.verdicts(pd.DataFrame(rows))
+    assert "is ahead of every baseline, but not significantly" in line and "close" in line
+    clear = pd.DataFrame([row for row in rows if row["candidate"] != "close"])
+    (line,) = bench_quality.verdicts(clear)
+    assert "searched (best) beats every baseline" in line and "turbovit" in line
+    behind = clear.assign(accuracy=clear["accuracy"].where(clear["kind"] == "baseline", 0.5))
+    (line,) = bench_quality.verdicts(behind)
+    assert "does not beat every baseline" in line
+
 
 def test_search_quality_refuses_a_study_of_another_budget(search_run, tmp_path, capsys):
     bench_quality = load_script("bench_quality")

@@ -1,6 +1,7 @@
 """Search quality: the searched architectures against hand-designed ones at the same budget, trained alike.
 
     python experiments/bench_quality/run.py --budget 2.5G --study turbovit-2.5G --storage sqlite:///runs/gas.db
+    python experiments/bench_quality/run.py ... --report-only     # redraw the tables and summary from the CSV
 
 Candidates, all within --budget FLOPs at 224px (gas's analytic cost, fvcore convention):
     searched     the study's front picks (--picks, default: best and knee) of a `gas search` at that budget
@@ -230,6 +231,9 @@ def train_all(jobs: list[Job], workers: int) -> list[dict]:
 # ---- summary -----------------------------------------------------------------------------------------
 
 
+SIGNIFICANCE = 0.05  # a searched architecture "beats" a baseline only below this p-value
+
+
 def verdicts(runs: pd.DataFrame) -> list[str]:
     """Per dataset: does the best searched candidate beat every baseline on mean accuracy, and how surely."""
     from scipy import stats
@@ -246,13 +250,18 @@ def verdicts(runs: pd.DataFrame) -> list[str]:
         margin = searched[best] - baselines[rival]
         ours = rows.loc[rows["candidate"] == best, "accuracy"]
         theirs = rows.loc[rows["candidate"] == rival, "accuracy"]
+        p = None
         if len(ours) > 1 and len(theirs) > 1 and (ours.std() > 0 or theirs.std() > 0):
             with warnings.catch_warnings():  # near-identical accuracies only make the p-value imprecise
                 warnings.simplefilter("ignore", RuntimeWarning)
-                p_value = f"Welch's t-test p = {stats.ttest_ind(ours, theirs, equal_var=False).pvalue:.3f}"
-        else:
-            p_value = "too few seeds for a t-test"
-        verdict = "beats every baseline" if margin > 0 else "does not beat every baseline"
+                p = stats.ttest_ind(ours, theirs, equal_var=False).pvalue
+        p_value = "too few seeds for a t-test" if p is None else f"Welch's t-test p = {p:.3f}"
+        if margin <= 0:
+            verdict = "does not beat every baseline"
+        elif p is not None and p < SIGNIFICANCE:
+            verdict = "beats every baseline"
+        else:  # a higher mean that the seeds' spread could explain is not a win yet
+            verdict = f"is ahead of every baseline, but not significantly (p ≥ {SIGNIFICANCE})"
         lines.append(
             f"- {dataset}: {best} {verdict}: {searched[best]:.2%} against the strongest baseline, {rival}, at "
             f"{baselines[rival]:.2%} ({margin:+.2%}; {p_value}, {len(ours)} seeds each)."
@@ -295,33 +304,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run (default: 1)")
     parser.add_argument("--jobs", type=int, default=1, help="training runs at a time, one process each (1)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
+    parser.add_argument("--report-only", action="store_true", help="redraw the tables and summary from the CSV")
     args = parser.parse_args(argv)
 
+    def proxy_for(dataset: str, seed: int) -> ProxyConfig:
+        return ProxyConfig(
+            dataset=dataset,
+            resolution=args.resolution,
+            epochs=args.epochs,
+            seed=seed,
+            train_size=args.train_size,
+            val_size=args.val_size,
+            zero_cost_batch=0,  # scores at initialisation are not what this compares
+        )
+
+    out = args.out.resolve()
     try:
         budget = parse_count(args.budget)
-        found = candidates(args.study, args.storage, args.picks, budget)
-        jobs = []
-        for dataset in args.datasets:
-            for seed in range(args.seeds):
-                proxy = ProxyConfig(
-                    dataset=dataset,
-                    resolution=args.resolution,
-                    epochs=args.epochs,
-                    seed=seed,
-                    train_size=args.train_size,
-                    val_size=args.val_size,
-                    zero_cost_batch=0,  # scores at initialisation are not what this compares
-                )
-                check_data(proxy)
-                jobs += [Job(candidate, dataset, seed, proxy, args.threads) for candidate in found]
-        runs = pd.DataFrame(train_all(jobs, args.jobs))
-    except GasError as error:
+        if args.report_only:
+            runs = pd.read_csv(out / "bench_quality.csv")
+        else:
+            found = candidates(args.study, args.storage, args.picks, budget)
+            jobs = []
+            for dataset in args.datasets:
+                for seed in range(args.seeds):
+                    check_data(proxy_for(dataset, seed))
+                    jobs += [
+                        Job(candidate, dataset, seed, proxy_for(dataset, seed), args.threads) for candidate in found
+                    ]
+            runs = pd.DataFrame(train_all(jobs, args.jobs))
+            out.mkdir(parents=True, exist_ok=True)
+            runs.to_csv(out / "bench_quality.csv", index=False)
+    except (GasError, OSError) as error:
         print(f"bench_quality: error: {error}", file=sys.stderr)
         return 2
 
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(out / "bench_quality.csv", index=False)
     table = summary_table(runs)
     table.to_csv(out / "bench_quality_summary.csv", index=False)
     lines = verdicts(runs)
@@ -333,14 +350,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         flops=table["flops"].map(format_count),
     )[["dataset", "candidate", "kind", "accuracy", "seeds", "params", "flops", "origin"]]
     markdown = shown.to_markdown(index=False)
-    proxy = jobs[0].proxy
+    proxy = proxy_for(args.datasets[0], 0)
     setup = (
         f"Budget {compact_count(budget)} FLOPs at 224px; searched genomes from study `{args.study}`. Every "
         f"candidate trained from scratch at {proxy.resolution}px for {proxy.epochs} epochs on {proxy.train_size} "
         f"training images (lr {proxy.lr:g}, batch {proxy.batch_size}), scored on {proxy.val_size} validation "
         f"images, seeds 0..{args.seeds - 1}. Params and FLOPs at 224px with a 1000-class head."
     )
-    command = command_line(SCRIPT, argv)
+    # The command that produced the figures: a --report-only redraw does not change them.
+    command = command_line(SCRIPT, [argument for argument in (argv or sys.argv[1:]) if argument != "--report-only"])
     (out / "bench_quality.md").write_text(
         f"# Search quality at {compact_count(budget)} FLOPs\n\n{setup}\n\n" + "\n".join(lines) + f"\n\n{markdown}\n\n"
         f"{stamp(command)}\n"
