@@ -324,6 +324,12 @@ def test_scaling_harness_end_to_end(tmp_path):
     assert 0 <= row["driver_share"] < 1 and row["startup_s"] > 0
     assert "<!-- bench_scale:start -->" in (tmp_path / "out" / "SUMMARY.md").read_text()
 
+    markdown = (tmp_path / "out" / "bench_scale.md").read_text()
+    (tmp_path / "out" / "bench_scale.md").unlink()
+    redraw = subprocess.run([*args, "--report-only"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert redraw.returncode == 0, redraw.stderr
+    assert (tmp_path / "out" / "bench_scale.md").read_text() == markdown  # the same figures and command
+
 
 def test_diagnosis_names_the_part_that_grew():
     bench_scale = load_script("bench_scale")
@@ -336,6 +342,10 @@ def test_diagnosis_names_the_part_that_grew():
     assert "Scaling stops at 2 concurrent trials" in lines[-1] and "the device" in lines[-1]
     scaled = dict(shared, trials_per_hour=190.0, train_steps_s=31.0, outside_trials_s=3.0)
     assert "Scaling holds up to 2" in bench_scale.diagnose([alone, scaled])[-1]
+    # Training took twice as long because the second search trained networks twice as large: not the device.
+    larger = dict(shared, mean_flops=2e9)
+    line = bench_scale.diagnose([dict(alone, mean_flops=1e9), larger])[0]
+    assert "most growth in genome mix (+30.0s" in line
 
 
 # ---- the summary page --------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ def _count(folder: Path, name: str, state: TrialState) -> int:
 def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path, stop_signal):
     args = [sys.executable, "-m", "gas", "search", "--budget", "1G", "--trials", "16", "--study", "resume", *SCORED]
     process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def finished_a_trial() -> bool:
         if process.poll() is not None:  # the search ended on its own: show why instead of waiting
             raise AssertionError(f"search exited with {process.returncode}: {process.stderr.read()}")

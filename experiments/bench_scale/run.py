@@ -2,6 +2,7 @@
 
     python experiments/bench_scale/run.py                      # CPU: 1 and 2 concurrent trials
     python experiments/bench_scale/run.py --concurrency 1 2 4 8   # on a GPU machine: 1, 1/2, 1/4, 1/8 GPU each
+    python experiments/bench_scale/run.py --report-only           # redraw the table and diagnosis from the CSV
 
 Each level runs `gas.search.run_search` (what `gas search --budget 2.5G --max-concurrent C` runs) from an
 empty study, with the same seed and --trials trained trials, and records trials/hour and the driver-time
@@ -14,8 +15,11 @@ Where the time goes. For each level, one worker slot's time per trained trial
     rest of trial    inside the trial, not training: loading data, building the model, validation
     outside trials   slot time in no trial: Ray start-up, scheduling, waiting on the driver, the tail
                      where fewer trials than slots remain
-and the driver's own time (proposing genomes, recording results: `SearchOutcome.driver_seconds`) is
-shown as a share of the elapsed time: it is serial, so it caps trials/hour whatever the concurrency.
+Each level's search proposes its own genomes, so the growth of train steps over the first level is split
+further: the share the level's mean FLOPs explain (genome mix: larger networks train slower anywhere)
+and the rest (contention for the device). And the driver's own time (proposing genomes, recording
+results: `SearchOutcome.driver_seconds`) is shown as a share of the elapsed time: it is serial, so it
+caps trials/hour whatever the concurrency.
 Perfect scaling keeps slot time per trial flat; the part that grows is why scaling stops.
 
 Writes bench_scale.csv, bench_scale.md and its section of SUMMARY.md into --out (default:
@@ -130,25 +134,31 @@ def diagnose(rows: list[dict]) -> list[str]:
     """Speed-up per level, where scaling stops, and which part of the slot time per trial grew."""
     first = rows[0]
     lines, stopped = [], False
-    parts = {
-        "train steps": "train_steps_s",
-        "rest of trial": "rest_of_trial_s",
-        "outside trials": "outside_trials_s",
-    }
     causes = {
         "train steps": "the device: trials that run together train slower each (cores or GPU shared)",
+        "genome mix": "the genomes: each level's search proposes its own networks, and these were larger",
         "rest of trial": "work inside trials besides training (data loading, model building, validation)",
         "outside trials": "Ray and the driver: start-up, scheduling, proposals and idle slots",
     }
     for previous, row in itertools.pairwise(rows):
         ideal = row["slots"] / previous["slots"]
         gain = row["trials_per_hour"] / previous["trials_per_hour"]
-        growth = {name: row[key] - first[key] for name, key in parts.items()}
+        # Training time grows with the networks trained, not only with contention: the part of the growth
+        # that the level's mean FLOPs explain is the genome mix, the rest is the device.
+        mix = first["train_steps_s"] * (row.get("mean_flops", 1.0) / first.get("mean_flops", 1.0) - 1)
+        growth = {
+            "train steps": row["train_steps_s"] - first["train_steps_s"] - mix,
+            "genome mix": mix,
+            "rest of trial": row["rest_of_trial_s"] - first["rest_of_trial_s"],
+            "outside trials": row["outside_trials_s"] - first["outside_trials_s"],
+        }
         worst = max(growth, key=lambda name: growth[name])
         line = (
             f"- {previous['slots']:g} → {row['slots']:g} slots: trials/hour x{gain:.2f} (ideal x{ideal:.2f}); slot "
             f"time per trial {first['slot_s_per_trial']:.1f}s → {row['slot_s_per_trial']:.1f}s, most growth in "
-            f"{worst} (+{growth[worst]:.1f}s: {causes[worst]}); driver busy {row['driver_share']:.0%} of the time."
+            f"{worst} (+{growth[worst]:.1f}s: {causes[worst]}); then "
+            + ", ".join(f"{name} {growth[name]:+.1f}s" for name in sorted(growth, key=growth.get, reverse=True)[1:])
+            + f"; driver busy {row['driver_share']:.0%} of the time."
         )
         lines.append(line)
         if not stopped and gain - 1 < STOP_SHARE * (ideal - 1):
@@ -182,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, help="proxy training images (default: gas's)")
     parser.add_argument("--val-size", type=int, help="proxy validation images (default: gas's)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
+    parser.add_argument("--report-only", action="store_true", help="redraw the table and diagnosis from the CSV")
     args = parser.parse_args(argv)
 
     gpus = torch.cuda.device_count()
@@ -189,10 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out.resolve()
     rows = []
     try:
-        for concurrency in sorted(set(levels)):
+        if args.report_only:
+            rows = pd.read_csv(out / "bench_scale.csv").to_dict("records")
+        for concurrency in [] if args.report_only else sorted(set(levels)):
             share = args.gpus_per_trial if args.gpus_per_trial is not None else (gpus / concurrency if gpus else None)
             rows.append(run_level(concurrency, share, args, out))
-    except GasError as error:
+    except (GasError, OSError) as error:
         print(f"bench_scale: error: {error}", file=sys.stderr)
         return 2
 
@@ -234,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "per trial are one slot's: train steps + rest of trial + outside trials = slot_s_per_trial. The genomes "
         "differ between levels (the sampler sees results in another order), hence `mean_flops`."
     )
-    command = command_line(SCRIPT, argv)
+    # The command that produced the figures: a --report-only redraw does not change them.
+    command = command_line(SCRIPT, [argument for argument in (argv or sys.argv[1:]) if argument != "--report-only"])
     (out / "bench_scale.md").write_text(
         f"# Scaling with concurrent trials\n\n{setup}\n\n{markdown}\n\n" + "\n".join(lines) + f"\n\n{stamp(command)}\n"
     )
