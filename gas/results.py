@@ -21,8 +21,11 @@ SUMMARY_TITLE = "# Benchmarks: does the search pay?"
 
 
 def command_line(script: str, argv: Sequence[str] | None = None) -> str:
-    """The command that reproduces this run, as a user would type it from the repository root."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    """The command that reproduces this run, as a user would type it from the repository root.
+
+    `--report-only` is dropped: a harness's redraw from its CSVs shows the figures of the run that made them.
+    """
+    arguments = [argument for argument in (sys.argv[1:] if argv is None else argv) if argument != "--report-only"]
     return " ".join(["python", script, *(shlex.quote(argument) for argument in arguments)])
 
 

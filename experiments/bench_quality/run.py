@@ -328,10 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs = []
             for dataset in args.datasets:
                 for seed in range(args.seeds):
-                    check_data(proxy_for(dataset, seed))
-                    jobs += [
-                        Job(candidate, dataset, seed, proxy_for(dataset, seed), args.threads) for candidate in found
-                    ]
+                    proxy = proxy_for(dataset, seed)
+                    check_data(proxy)
+                    jobs += [Job(candidate, dataset, seed, proxy, args.threads) for candidate in found]
             runs = pd.DataFrame(train_all(jobs, args.jobs))
             out.mkdir(parents=True, exist_ok=True)
             runs.to_csv(out / "bench_quality.csv", index=False)
@@ -357,8 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"training images (lr {proxy.lr:g}, batch {proxy.batch_size}), scored on {proxy.val_size} validation "
         f"images, seeds 0..{args.seeds - 1}. Params and FLOPs at 224px with a 1000-class head."
     )
-    # The command that produced the figures: a --report-only redraw does not change them.
-    command = command_line(SCRIPT, [argument for argument in (argv or sys.argv[1:]) if argument != "--report-only"])
+    command = command_line(SCRIPT, argv)
     (out / "bench_quality.md").write_text(
         f"# Search quality at {compact_count(budget)} FLOPs\n\n{setup}\n\n" + "\n".join(lines) + f"\n\n{markdown}\n\n"
         f"{stamp(command)}\n"

@@ -198,13 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpus = torch.cuda.device_count()
     levels = args.concurrency or ([1, 2, 4, 8] if gpus else [1, 2])
     out = args.out.resolve()
-    rows = []
+    rows: list[dict] = []
     try:
         if args.report_only:
             rows = pd.read_csv(out / "bench_scale.csv").to_dict("records")
-        for concurrency in [] if args.report_only else sorted(set(levels)):
-            share = args.gpus_per_trial if args.gpus_per_trial is not None else (gpus / concurrency if gpus else None)
-            rows.append(run_level(concurrency, share, args, out))
+        else:
+            for concurrency in sorted(set(levels)):
+                share = args.gpus_per_trial
+                if share is None and gpus:
+                    share = gpus / concurrency  # the levels' trials share the GPUs evenly
+                rows.append(run_level(concurrency, share, args, out))
     except (GasError, OSError) as error:
         print(f"bench_scale: error: {error}", file=sys.stderr)
         return 2
@@ -247,8 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "per trial are one slot's: train steps + rest of trial + outside trials = slot_s_per_trial. The genomes "
         "differ between levels (the sampler sees results in another order), hence `mean_flops`."
     )
-    # The command that produced the figures: a --report-only redraw does not change them.
-    command = command_line(SCRIPT, [argument for argument in (argv or sys.argv[1:]) if argument != "--report-only"])
+    command = command_line(SCRIPT, argv)
     (out / "bench_scale.md").write_text(
         f"# Scaling with concurrent trials\n\n{setup}\n\n{markdown}\n\n" + "\n".join(lines) + f"\n\n{stamp(command)}\n"
     )

@@ -420,8 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = f"{args.space}, budget {compact_count(budget)} FLOPs, {args.evaluator} evaluator, {driver} driver"
     plot(curves, out / f"{name}.png", f"Front hypervolume vs evaluations\n{title}")
 
-    # The command that produced the figures: a --report-only redraw does not change them.
-    command = command_line(SCRIPT, [argument for argument in (argv or sys.argv[1:]) if argument != "--report-only"])
+    command = command_line(SCRIPT, argv)
     proxy = tasks[0].config.proxy
     setup = (
         f"{args.space} space, budget {compact_count(budget)} FLOPs at 224px, evaluator `{args.evaluator}` "

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
@@ -213,6 +212,7 @@ def report(args: argparse.Namespace) -> None:
 
     from gas.machine import machine_line
     from gas.proxy import ProxyConfig
+    from gas.results import command_line
 
     frame = pd.read_csv(args.out / "fidelity.csv")
     frame["genome_key"] = frame["genome_key"].astype(str)
@@ -244,9 +244,7 @@ def report(args: argparse.Namespace) -> None:
         .reset_index()
     )
     failures = frame[frame["error"].notna() & (frame["error"].astype(str) != "")]
-    # The command that produced the figures: a --report-only redraw does not change them.
-    arguments = [argument for argument in sys.argv[1:] if argument != "--report-only"]
-    command = "nice -n 10 .venv/bin/python experiments/fidelity/run.py " + " ".join(arguments)
+    command = command_line("experiments/fidelity/run.py")
     text = (
         "# Proxy ranking fidelity\n\n"
         f"{frame.genome_key.nunique()} genomes sampled at random from the turbovit space within "
