@@ -45,7 +45,7 @@ def _cost(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from gas.sampling import sample_genomes
+    from gas.search.sampling import sample_genomes
 
     budget = parse_count(args.budget) if args.budget else None
     max_params = parse_count(args.max_params, "max params") if args.max_params else None
@@ -62,9 +62,9 @@ def _sample(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from gas.pareto import format_table, front_rows
-    from gas.proxy import ProxyConfig
-    from gas.search import SearchConfig, feasible_share_by_half, run_search
+    from gas.evaluate.proxy import ProxyConfig
+    from gas.front import format_table, front_rows
+    from gas.search.ray_tune import SearchConfig, feasible_share_by_half, run_search
 
     proxy_overrides = {
         name: value
@@ -132,7 +132,7 @@ def _export(args: argparse.Namespace) -> int:
     import shlex
 
     from gas.export import Provenance, export_genome, provenance_for_trial, readme_row
-    from gas.pareto import parse_pick, pick_trial
+    from gas.front import parse_pick, pick_trial
     from gas.space import load_genome
     from gas.study import find_trial, open_study, trial_genome
 
@@ -180,7 +180,7 @@ def _pareto(args: argparse.Namespace) -> int:
     import re
     import shlex
 
-    from gas.pareto import format_table, front_rows, pick_trial, state_counts, study_budget, write_csv, write_plot
+    from gas.front import format_table, front_rows, pick_trial, state_counts, study_budget, write_csv, write_plot
     from gas.study import open_study
 
     study = open_study(args.study, args.storage)

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 
 from gas import study as contract
-from gas.sampling import sample_genomes
+from gas.search.sampling import sample_genomes
 from gas.space import get_space, load_genome
 
 BUDGET = 2_500_000_000

@@ -15,10 +15,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from experiments.common.results import update_summary
 from gas.bench import time_in_turns
 from gas.cli import main as gas_main
-from gas.results import update_summary
-from gas.search import trained_trials
+from gas.search.ray_tune import trained_trials
 from gas.space import get_space, load_genome
 from tests.conftest import REPO, run_gas
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gas.data import check_dataset, draw_shapes, load_dataset
 from gas.errors import GasError
+from gas.evaluate.data import check_dataset, draw_shapes, load_dataset
 
 
 @pytest.fixture(autouse=True)

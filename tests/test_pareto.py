@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from gas.cli import main
-from gas.pareto import format_table, front_rows, knee_point, parse_pick, pick_trial, state_counts
+from gas.front import format_table, front_rows, knee_point, parse_pick, pick_trial, state_counts
 from gas.space import get_space, load_genome
 from gas.study import front
 from tests.conftest import run_gas

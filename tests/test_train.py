@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from gas.data import Splits, load_dataset
 from gas.errors import GasError
-from gas.proxy import ProxyConfig, TrialFailed, build_proxy_model, check_data, evaluate
-from gas.sampling import sample_genomes
-from gas.train import TrainConfig, train, warmup_cosine
+from gas.evaluate.data import Splits, load_dataset
+from gas.evaluate.proxy import ProxyConfig, TrialFailed, build_proxy_model, check_data, evaluate
+from gas.evaluate.train import TrainConfig, train, warmup_cosine
+from gas.search.sampling import sample_genomes
 
 # A small genome keeps every run here to a few seconds on one CPU thread.
 SMALL = sample_genomes("turbovit", 1, seed=0, budget=600_000_000)[0][0]

@@ -7,12 +7,12 @@ import sys
 import textwrap
 import time
 
-from gas.workers import worker_pool
+from experiments.common.workers import worker_pool
 
 HARNESS = textwrap.dedent(
     """
     import os, time
-    from gas.workers import worker_pool
+    from experiments.common.workers import worker_pool
 
     if __name__ == "__main__":
         pool = worker_pool(1)

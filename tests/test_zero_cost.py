@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from gas.data import SHAPES_CLASSES, load_dataset
-from gas.proxy import ProxyConfig, build_proxy_model, evaluate
-from gas.sampling import sample_genomes
+from gas.evaluate.data import SHAPES_CLASSES, load_dataset
+from gas.evaluate.proxy import ProxyConfig, build_proxy_model, evaluate
+from gas.evaluate.zero_cost import SCORES, naswot, normalised_primary, zero_cost_scores
+from gas.search.sampling import sample_genomes
 from gas.space import load_genome
-from gas.zero_cost import SCORES, naswot, normalised_primary, zero_cost_scores
 
 RESOLUTION = 32
 

@@ -8,6 +8,12 @@ without the analytic model); the count alone is reported too. Writes experiments
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import argparse
 import sys
 import time
@@ -16,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from experiments.common.machine import machine_line
 from gas.fvcore_count import fvcore_flops
-from gas.machine import machine_line
-from gas.sampling import sample_genomes
+from gas.search.sampling import sample_genomes
 from gas.space import get_space
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

@@ -11,6 +11,12 @@ Writes bench_inference.{csv,md} into --out (default: experiments/results).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import argparse
 import copy
 import os
@@ -22,8 +28,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from experiments.common.machine import machine_line
 from gas.bench import time_in_turns
-from gas.machine import machine_line
 from gas.space import get_space, load_genome
 from gas.units import format_count
 

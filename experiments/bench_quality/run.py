@@ -22,6 +22,12 @@ of SUMMARY.md into --out (default: experiments/results).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import argparse
 import dataclasses
 import statistics
@@ -35,15 +41,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.workers import worker_pool
 from gas.errors import GasError, GenomeError
+from gas.evaluate.proxy import DEFAULT_DATASET, ProxyConfig, check_data, evaluate
+from gas.front import pick_trial, study_budget
 from gas.genome import Genome
-from gas.pareto import pick_trial, study_budget
-from gas.proxy import DEFAULT_DATASET, ProxyConfig, check_data, evaluate
-from gas.results import RESULTS, command_line, stamp, update_summary
 from gas.space import get_space, load_genome
 from gas.study import open_study, trial_genome
 from gas.units import compact_count, format_count, parse_count
-from gas.workers import worker_pool
 from search_spaces.turbovit import DEPTH_RANGE, TurboViTGenome
 
 SCRIPT = "experiments/bench_quality/run.py"

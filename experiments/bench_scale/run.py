@@ -28,6 +28,12 @@ experiments/results), the studies under bench_scale_studies/.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import argparse
 import dataclasses
 import itertools
@@ -41,12 +47,12 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
+from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from gas import study as keys
-from gas.data import load_dataset
 from gas.errors import GasError
-from gas.proxy import ProxyConfig
-from gas.results import RESULTS, command_line, stamp, update_summary
-from gas.search import SearchConfig, run_search, trained_trials
+from gas.evaluate.data import load_dataset
+from gas.evaluate.proxy import ProxyConfig
+from gas.search.ray_tune import SearchConfig, run_search, trained_trials
 from gas.units import compact_count, format_count, parse_count
 
 SCRIPT = "experiments/bench_scale/run.py"

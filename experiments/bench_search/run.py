@@ -30,6 +30,12 @@ sampler), the studies under bench_search_EVALUATOR_studies/, and its section of 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import argparse
 import dataclasses
 import math
@@ -45,14 +51,22 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
+from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.workers import worker_pool
 from gas import study as keys
 from gas.errors import GasError
-from gas.proxy import ProxyConfig, check_data
-from gas.results import RESULTS, command_line, stamp, update_summary
-from gas.search import SAMPLERS, GenomeSearcher, SearchConfig, open_study, run_search, trained_trials, trial_result
+from gas.evaluate.proxy import ProxyConfig, check_data
+from gas.search.ray_tune import (
+    SAMPLERS,
+    GenomeSearcher,
+    SearchConfig,
+    open_study,
+    run_search,
+    trained_trials,
+    trial_result,
+)
 from gas.space import get_space
 from gas.units import compact_count, parse_count
-from gas.workers import worker_pool
 
 SCRIPT = "experiments/bench_search/run.py"
 DEFAULTS = {"zero-cost": {"trials": 200, "seeds": 5}, "train": {"trials": 40, "seeds": 3}}

@@ -15,6 +15,12 @@ of SUMMARY.md into --out (default: experiments/results).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import argparse
 import json
 import os
@@ -25,10 +31,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from gas.bench import add_ratios, load_model, run_benchmark, settings_for
 from gas.errors import GasError
-from gas.pareto import pick_trial
-from gas.results import RESULTS, command_line, stamp, update_summary
+from gas.front import pick_trial
 from gas.study import open_study
 from gas.units import format_count
 

@@ -12,6 +12,12 @@ so its front can be inspected and exported:
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import argparse
 import statistics
 import sys
@@ -20,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 from optuna.trial import TrialState
 
-from gas.machine import machine_line
-from gas.search import SearchConfig, feasible_share_by_half, run_search, trained_trials
+from experiments.common.machine import machine_line
+from gas.search.ray_tune import SearchConfig, feasible_share_by_half, run_search, trained_trials
 from gas.units import compact_count
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

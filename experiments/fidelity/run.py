@@ -15,6 +15,12 @@ Writes experiments/results/fidelity.{csv,md,png} and fidelity_genomes.json.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import argparse
 import csv
 import dataclasses
@@ -49,7 +55,7 @@ SIGNALS = ("proxy accuracy", "naswot", "synflow", "grad_norm", "params alone", "
 
 def _run_one(genome_json: str, config_fields: dict[str, Any]) -> dict[str, Any]:
     """Train one genome in a worker process; a diverged run is a row with its reason, not a crash."""
-    from gas.proxy import ProxyConfig, TrialFailed, evaluate
+    from gas.evaluate.proxy import ProxyConfig, TrialFailed, evaluate
     from gas.space import load_genome
 
     genome = load_genome(json.loads(genome_json))
@@ -80,10 +86,10 @@ def append_row(csv_path: Path, row: dict[str, Any]) -> None:
 
 
 def run_study(args: argparse.Namespace) -> None:
-    from gas.proxy import ProxyConfig
-    from gas.sampling import sample_genomes
+    from experiments.common.workers import worker_pool
+    from gas.evaluate.proxy import ProxyConfig
+    from gas.search.sampling import sample_genomes
     from gas.units import parse_count
-    from gas.workers import worker_pool
 
     budget = parse_count(args.budget)
     sampled = sample_genomes("turbovit", args.genomes, seed=args.seed, budget=budget)
@@ -210,9 +216,9 @@ def report(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from gas.machine import machine_line
-    from gas.proxy import ProxyConfig
-    from gas.results import command_line
+    from experiments.common.machine import machine_line
+    from experiments.common.results import command_line
+    from gas.evaluate.proxy import ProxyConfig
 
     frame = pd.read_csv(args.out / "fidelity.csv")
     frame["genome_key"] = frame["genome_key"].astype(str)

@@ -4,12 +4,18 @@
 
 Measures, for each thread count: training images/s (AdamW steps at the default batch and resolution,
 median over timed steps after warm-up), validation images/s (forward only), and the wall time of whole
-default proxy evaluations (`gas.proxy.evaluate(turbovit, ProxyConfig(device="cpu"))`: data loading,
+default proxy evaluations (`gas.evaluate.proxy.evaluate(turbovit, ProxyConfig(device="cpu"))`: data loading,
 zero-cost scores, training and per-epoch validation), the figure the search's time budget rests on.
 Writes experiments/results/proxy_throughput.{csv,md}.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
 import os
@@ -22,11 +28,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from gas.data import load_dataset
-from gas.machine import machine_line
-from gas.proxy import ProxyConfig, build_proxy_model, evaluate
+from experiments.common.machine import machine_line
+from gas.evaluate.data import load_dataset
+from gas.evaluate.proxy import ProxyConfig, build_proxy_model, evaluate
+from gas.evaluate.train import TrainConfig, param_groups
 from gas.space import get_space, load_genome
-from gas.train import TrainConfig, param_groups
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 GENOME = "turbovit"
@@ -106,7 +112,8 @@ def main() -> None:
         f"at {config.resolution}px) trained as the default proxy trains it: {config.resolution}px, batch "
         f"{config.batch_size}, AdamW with gradient clipping, fp32. `train_images_per_s` is the median over "
         f"{args.steps} steps after 3 warm-up steps; `eval_images_per_s` forward only in batches of 256; "
-        "`train_gflop_per_s` counts 3 x forward multiply-adds x 2 FLOP each (the MFU convention of `gas.train`); "
+        "`train_gflop_per_s` counts 3 x forward multiply-adds x 2 FLOP each (the MFU convention of "
+        "`gas.evaluate.train`); "
         f"`evaluation_s` is the wall time of a whole default proxy evaluation ({config.epochs} epochs of "
         f"{config.train_size} {config.dataset} images, validation on {config.val_size} after every epoch, "
         f"zero-cost scores, data from the cache), median of {args.evaluations}.\n\n"

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gas.machine import machine_line
+from experiments.common.machine import machine_line
 
-RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 SUMMARY = "SUMMARY.md"
 SUMMARY_TITLE = "# Benchmarks: does the search pay?"
 

@@ -32,13 +32,13 @@ from typing import Any
 import optuna
 import torch
 
-from gas.data import DEFAULT_DATASET, check_dataset, load_dataset
 from gas.defaults import DEFAULT_SPACE
 from gas.errors import GasError, GenomeError
+from gas.evaluate.data import DEFAULT_DATASET, check_dataset, load_dataset
+from gas.evaluate.train import TrainConfig, TrialFailed, device_name, resolve_device, train
+from gas.evaluate.zero_cost import normalised_primary, zero_cost_scores
 from gas.genome import Genome
 from gas.space import get_space
-from gas.train import TrainConfig, TrialFailed, device_name, resolve_device, train
-from gas.zero_cost import normalised_primary, zero_cost_scores
 
 __all__ = ["DEFAULT_DATASET", "EVALUATORS", "ProxyConfig", "TrialFailed", "check_data", "evaluate"]
 
@@ -148,7 +148,7 @@ def evaluate(
 
     Returns {"accuracy", "wall_time", "images_per_second", "device", "epochs", "zero_cost", "mfu"}.
     For evaluator "zero-cost", "accuracy" is the naswot score mapped monotonically into [0, 1]
-    (see `gas.zero_cost.normalised_primary`), not a trained accuracy. Raises TrialFailed if training
+    (see `gas.evaluate.zero_cost.normalised_primary`), not a trained accuracy. Raises TrialFailed if training
     diverges or runs out of memory, GasError if the data or resolution is unusable.
     """
     started = time.perf_counter()

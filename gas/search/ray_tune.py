@@ -27,12 +27,12 @@ from ray.tune.error import TuneError
 from ray.tune.search import Searcher
 
 from gas import study as keys
-from gas.cluster import ray_cluster
 from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS
 from gas.errors import GasError
+from gas.evaluate.proxy import ProxyConfig, check_data, evaluate
 from gas.genome import Genome
-from gas.proxy import ProxyConfig, check_data, evaluate
-from gas.sampling import sample_genomes
+from gas.search.cluster import ray_cluster
+from gas.search.sampling import sample_genomes
 from gas.space import SearchSpace, get_space, load_genome
 from gas.units import compact_count, format_count
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gas.data import Splits
 from gas.errors import GasError
+from gas.evaluate.data import Splits
 
 Report = Callable[[dict[str, float]], None]
 

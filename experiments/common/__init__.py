@@ -1,0 +1,1 @@
+"""What the benchmark harnesses share: result tables and summaries, the machine stamp, worker pools."""
