@@ -18,13 +18,13 @@ Picking one trial off the front (`gas export --pick`):
 from __future__ import annotations
 
 import html
+import io
 import json
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -33,6 +33,9 @@ from gas import study as contract
 from gas.errors import GasError
 from gas.space import get_space
 from gas.units import format_count, parse_count
+
+if TYPE_CHECKING:  # annotations only: `gas pareto` without --plot should not wait for matplotlib to import
+    from matplotlib.figure import Figure
 
 PICKS = ("best", "knee", "max-acc-under")
 
@@ -262,23 +265,25 @@ def _staircase(points: Sequence[Point]) -> tuple[list[float], list[float]]:
 
 
 def write_plot(study: optuna.Study, path: str | Path, export_hint: str = "") -> Path:
-    """Draw the front against all trials: HTML (inline SVG, no network) for .html, else matplotlib by suffix."""
+    """Draw the front against all trials with matplotlib: .png, .svg or .pdf, or an .html page around its SVG."""
     path = Path(path)
+    as_page = path.suffix.lower() in (".html", ".htm")
+    if not as_page and path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise GasError(f"--plot {path}: write .png, .svg, .pdf or .html")
     plot = front_plot(study)
+    figure = _figure(plot)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() in (".html", ".htm"):
-            path.write_text(_html_page(plot, front_rows(study), export_hint))
-        elif path.suffix.lower() in (".png", ".svg", ".pdf"):
-            _matplotlib_plot(plot, path)
+        if as_page:
+            path.write_text(_html_page(plot, front_rows(study), export_hint, _inline_svg(figure)), encoding="utf-8")
         else:
-            raise GasError(f"--plot {path}: write .png, .svg, .pdf or .html")
+            figure.savefig(path)
     except OSError as error:
         raise GasError(f"cannot write {path}: {error.strerror}") from None
     return path
 
 
-def _matplotlib_plot(plot: FrontPlot, path: Path) -> None:
+def _figure(plot: FrontPlot) -> Figure:
     # A bare Figure renders through the Agg canvas without pyplot, so no display or global state is touched.
     from matplotlib.figure import Figure
 
@@ -349,140 +354,64 @@ def _matplotlib_plot(plot: FrontPlot, path: Path) -> None:
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     figure.tight_layout()
-    figure.savefig(path)
+    return figure
 
 
-def _nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
-    """Round tick positions (1, 2 or 5 times a power of ten apart) covering [low, high]."""
-    if high <= low:
-        high = low + 1.0
-    raw_step = (high - low) / count
-    magnitude = 10 ** math.floor(math.log10(raw_step))
-    step = next(factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= raw_step)
-    first = math.ceil(low / step) * step
-    return [first + index * step for index in range(int((high - first) / step + 1e-9) + 1)]
+def _inline_svg(figure: Figure) -> str:
+    """The figure as an <svg> element to put inside an HTML page, with no URL left in it."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    # Text stays <text>: a reader can select and find trial numbers, and a browser has the fonts to draw it.
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        # Without metadata there is no Dublin Core block, which names matplotlib's site and RDF vocabularies.
+        figure.savefig(buffer, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+    svg = buffer.getvalue()
+    # The XML prolog and DOCTYPE belong to a standalone file, not to an element inside HTML.
+    svg = svg[svg.index("<svg") :]
+    # An HTML parser puts <svg> and xlink:href in their namespaces by itself, so the declarations can go.
+    for declaration in (' xmlns="http://www.w3.org/2000/svg"', ' xmlns:xlink="http://www.w3.org/1999/xlink"'):
+        svg = svg.replace(declaration, "", 1)
+    return svg
 
 
-def _svg_chart(plot: FrontPlot) -> str:
-    width, height = 760, 440
-    left, right, top, bottom = 70, 20, 20, 56
-    costed = plot.front + plot.dominated + plot.infeasible + plot.failed
-    flops = [point.flops for point in costed] + ([plot.budget] if plot.budget else [])
-    accuracies = [point.accuracy for point in plot.front + plot.dominated if point.accuracy is not None]
-    x_low, x_high = (min(flops), max(flops)) if flops else (0, 1)
-    y_low, y_high = (min(accuracies), max(accuracies)) if accuracies else (0.0, 1.0)
-    x_pad = (x_high - x_low) * 0.05 or max(x_high * 0.05, 1)
-    y_pad = (y_high - y_low) * 0.08 or 0.05
-    x_low, x_high, y_low, y_high = x_low - x_pad, x_high + x_pad, y_low - y_pad, y_high + y_pad
-    # Room below the lowest accuracy for the row of untrained trials.
-    y_low -= (y_high - y_low) * 0.08
-
-    def x_of(value: float) -> float:
-        return left + (value - x_low) / (x_high - x_low) * (width - left - right)
-
-    def y_of(value: float) -> float:
-        return top + (y_high - value) / (y_high - y_low) * (height - top - bottom)
-
-    def tooltip(point: Point, kind: str) -> str:
-        accuracy = "not trained" if point.accuracy is None else f"accuracy {point.accuracy:.2%}"
-        params = "" if point.params is None else f", {format_count(point.params)} params"
-        return html.escape(f"trial {point.trial} ({kind}): {accuracy}, {format_count(point.flops)} FLOPs{params}")
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-        f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-        'fill="#fafafa" stroke="#bdbdbd"/>',
+def _html_page(plot: FrontPlot, rows: Sequence[dict[str, Any]], export_hint: str, chart: str) -> str:
+    """A self-contained page: the chart, the front as a table, the export command, and every other charted trial."""
+    front_lines = format_table(rows)
+    front_table = html.escape("\n".join(front_lines)) if front_lines else "no feasible, fully trained trials yet"
+    # A static chart cannot be hovered, so the numbers behind each point off the front are listed instead.
+    others = [
+        {"trial": point.trial, "state": state, "accuracy": point.accuracy, "flops": point.flops, "params": point.params}
+        for state, points in (("dominated", plot.dominated), ("infeasible", plot.infeasible), ("failed", plot.failed))
+        for point in points
     ]
-    for tick in _nice_ticks(x_low, x_high):
-        x = x_of(tick)
-        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" stroke="#eeeeee"/>')
-        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle">{format_count(tick)}</text>')
-    for tick in _nice_ticks(max(y_low, 0.0), y_high):
-        y = y_of(tick)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#eeeeee"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.0%}</text>')
-    parts.append(
-        f'<text x="{(left + width - right) / 2}" y="{height - 14}" text-anchor="middle">'
-        "FLOPs at 224px (fvcore convention)</text>"
-    )
-    parts.append(
-        f'<text transform="translate(16 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">'
-        "proxy accuracy</text>"
-    )
-    if plot.budget:
-        x = x_of(plot.budget)
-        parts.append(
-            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" stroke="#424242" '
-            'stroke-dasharray="5 4"><title>budget</title></line>'
-        )
-    if plot.front:
-        xs, ys = _staircase(plot.front)
-        steps = " ".join(f"{x_of(x):.1f},{y_of(y):.1f}" for x, y in zip(xs, ys, strict=True))
-        parts.append(f'<polyline points="{steps}" fill="none" stroke="#1565c0" stroke-width="1.5"/>')
-    for point in plot.dominated:
-        parts.append(
-            f'<circle cx="{x_of(point.flops):.1f}" cy="{y_of(point.accuracy or 0.0):.1f}" r="4" fill="#9e9e9e" '
-            f'data-trial="{point.trial}"><title>{tooltip(point, "dominated")}</title></circle>'
-        )
-    for point in plot.front:
-        parts.append(
-            f'<circle cx="{x_of(point.flops):.1f}" cy="{y_of(point.accuracy or 0.0):.1f}" r="6" fill="#1565c0" '
-            f'data-trial="{point.trial}" class="front"><title>{tooltip(point, "Pareto front")}</title></circle>'
-        )
-    rug_y = height - bottom - 10
-    for point in plot.infeasible:
-        x = x_of(point.flops)
-        parts.append(
-            f'<path d="M{x - 4:.1f},{rug_y - 4} l8,8 m0,-8 l-8,8" stroke="#c62828" stroke-width="1.5">'
-            f"<title>{tooltip(point, 'infeasible')}</title></path>"
-        )
-    for point in plot.failed:
-        x = x_of(point.flops)
-        parts.append(
-            f'<path d="M{x - 4:.1f},{rug_y - 4} l8,0 l-4,8 z" fill="#ef6c00">'
-            f"<title>{tooltip(point, 'failed')}</title></path>"
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def _html_page(plot: FrontPlot, rows: Sequence[dict[str, Any]], export_hint: str) -> str:
-    """A self-contained page: the chart, a legend, the front as a table; clicking a point shows its export command."""
-    table_lines = format_table(rows)
-    table = html.escape("\n".join(table_lines)) if table_lines else "no feasible, fully trained trials yet"
-    legend = (
-        f"Pareto front: {len(plot.front)} &middot; feasible, dominated: {len(plot.dominated)} &middot; "
-        f"infeasible, not trained: {len(plot.infeasible)} (red x) &middot; failed: {len(plot.failed)} (orange)"
-    )
-    hint = json.dumps(export_hint).replace("<", "\\u003c")  # a "</script>" inside must not end the script
+    others.sort(key=lambda row: row["trial"])
+    other_table = html.escape("\n".join(format_table(others))) if others else "none"
+    hint = html.escape(export_hint)
+    export = f"<p>Export a trial, its number for TRIAL:</p>\n<pre>{hint}</pre>" if export_hint else ""
+    title = html.escape(plot.title)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{html.escape(plot.title)}: Pareto front</title>
+<title>{title}: Pareto front</title>
 <style>
 body {{ font-family: sans-serif; margin: 24px; color: #212121; }}
-circle {{ cursor: pointer; }}
-circle:hover {{ stroke: #212121; stroke-width: 2; }}
-pre, code {{ background: #f5f5f5; padding: 6px; }}
+svg {{ max-width: 100%; height: auto; }}
+pre {{ background: #f5f5f5; padding: 6px; }}
 </style>
 </head>
 <body>
-<h2>{html.escape(plot.title)}: accuracy against FLOPs</h2>
-<p>{legend}. Hover a point for its numbers; click one for the command that exports it.</p>
-{_svg_chart(plot)}
-<p><code id="command">click a point</code></p>
-<h3>Pareto front (feasible, fully trained)</h3>
-<pre>{table}</pre>
-<script>
-const template = {hint};
-for (const point of document.querySelectorAll("circle[data-trial]")) {{
-  point.addEventListener("click", () => {{
-    document.getElementById("command").textContent = template.replaceAll("TRIAL", point.dataset.trial);
-  }});
-}}
-</script>
+<h2>{title}: accuracy against FLOPs</h2>
+{chart}
+<h3>Pareto front (feasible, fully trained), cheapest first</h3>
+<pre>{front_table}</pre>
+{export}
+<details>
+<summary>Other trials: {len(plot.dominated)} dominated, {len(plot.infeasible)} infeasible (not trained), \
+{len(plot.failed)} failed</summary>
+<pre>{other_table}</pre>
+</details>
 </body>
 </html>
 """
