@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -12,7 +13,14 @@ import torch
 from PIL import Image
 
 from gas.errors import GasError
-from gas.evaluate.data import check_dataset, draw_shapes, load_dataset
+from gas.evaluate.data import (
+    DatasetCheck,
+    UnreadableImagesWarning,
+    check_dataset,
+    draw_shapes,
+    load_dataset,
+    resolve_dataset,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -189,18 +197,29 @@ def test_cifar10_broken_archive_is_one_line(tmp_path):
 # ---- imagefolder ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def image_tree(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    root = tmp_path / "pets"
-    for name, count in (("cat", 5), ("dog", 4), ("owl", 3)):
+def write_image_tree(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
+    """Real images of random sizes, alternately JPEG and PNG, `counts[name]` in each class folder."""
+    rng = np.random.default_rng(seed)
+    for name, count in counts.items():
         (root / name).mkdir(parents=True)
         for index in range(count):
             size = (int(rng.integers(20, 50)), int(rng.integers(20, 50)))
             pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / name / f"{index}.{'png' if index % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture
+def image_tree(tmp_path) -> Path:
+    root = write_image_tree(tmp_path / "pets", {"cat": 5, "dog": 4, "owl": 3})
     (root / "cat" / "notes.txt").write_text("not an image")
     return root
+
+
+def fresh_worker(monkeypatch, cache: Path) -> None:
+    """What a worker on another machine starts with: no dataset in memory or on disk."""
+    monkeypatch.setenv("GAS_CACHE_DIR", str(cache))
+    load_dataset.__globals__["_load_raw_cached"].cache_clear()
 
 
 @pytest.mark.parametrize("resolution", [32, 64])
@@ -223,8 +242,124 @@ def test_imagefolder_errors_are_one_line(image_tree, tmp_path):
     assert "not a directory" in one_line_error(lambda: check_dataset(f"imagefolder:{tmp_path / 'none'}"))
     (tmp_path / "flat").mkdir()
     assert "class folder" in one_line_error(lambda: check_dataset(f"imagefolder:{tmp_path / 'flat'}"))
+    # An empty class folder would silently drop a class; one holding no image files is just as empty.
+    (image_tree / "emu").mkdir()
+    message = one_line_error(lambda: check_dataset(f"imagefolder:{image_tree}"))
+    assert str(image_tree / "emu") in message and "no images" in message
+    (image_tree / "emu" / "readme.txt").write_text("photos to follow")
+    assert str(image_tree / "emu") in one_line_error(lambda: load_dataset(f"imagefolder:{image_tree}", 32))
+
+
+def test_check_reports_what_a_clean_tree_holds(image_tree):
+    assert check_dataset(f"imagefolder:{image_tree}") == DatasetCheck(num_classes=3, images=12, unreadable=())
+    assert check_dataset("digits") == DatasetCheck(num_classes=10)
+
+
+def test_resolve_dataset_makes_paths_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_dataset("imagefolder:pets", "cifar") == (
+        f"imagefolder:{(tmp_path / 'pets').resolve()}",
+        str((tmp_path / "cifar").resolve()),
+    )
+    assert resolve_dataset("imagefolder:~/pets", "~/data") == (
+        f"imagefolder:{(tmp_path / 'home' / 'pets').resolve()}",
+        str((tmp_path / "home" / "data").resolve()),
+    )
+    assert resolve_dataset("imagefolder:../x/./pets", None) == (
+        f"imagefolder:{(tmp_path.parent / 'x' / 'pets').resolve()}",
+        None,
+    )
+    assert resolve_dataset("shapes", None) == ("shapes", None)
+    assert resolve_dataset("cifar10", "") == ("cifar10", "")
+    assert "available" in one_line_error(lambda: resolve_dataset("imagenet", None))
+
+
+def test_relative_imagefolder_loads_from_another_cwd(image_tree, tmp_path, monkeypatch):
+    """The driver resolves `imagefolder:pets` where the user typed it; a trial runs somewhere else."""
+    monkeypatch.chdir(image_tree.parent)
+    name, data_dir = resolve_dataset("imagefolder:pets", None)
+    check_dataset(name, data_dir)
+    trial_dir = tmp_path / "ray_results" / "trial_0"
+    trial_dir.mkdir(parents=True)
+    monkeypatch.chdir(trial_dir)
+    assert "not a directory" in one_line_error(lambda: check_dataset("imagefolder:pets"))  # the user's bug
+    fresh_worker(monkeypatch, tmp_path / "worker-cache")
+    splits = load_dataset(name, 32, data_dir)
+    assert_splits(splits, 32, 3)
+    assert len(splits.train_labels) + len(splits.val_labels) == 12
+    fresh_worker(monkeypatch, tmp_path / "absolute-cache")
+    from_absolute = load_dataset(f"imagefolder:{image_tree}", 32)
+    assert torch.equal(splits.train_images, from_absolute.train_images)
+    assert torch.equal(splits.val_labels, from_absolute.val_labels)
+
+
+@pytest.fixture
+def scraped_tree(tmp_path) -> Path:
+    """60 good images and a truncated JPEG, as a download cut short leaves it."""
+    root = write_image_tree(tmp_path / "scraped", {"cat": 20, "dog": 20, "owl": 20}, seed=1)
+    whole = (root / "cat" / "0.jpg").read_bytes()
+    (root / "cat" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    with Image.open(root / "cat" / "cut.jpg") as image:
+        image.verify()  # passes: only decoding every pixel finds a truncated JPEG
+    return root
+
+
+def test_an_unreadable_image_is_skipped_the_same_way_everywhere(scraped_tree, tmp_path, monkeypatch):
+    name = f"imagefolder:{scraped_tree}"
+    with pytest.warns(UnreadableImagesWarning, match=r"skipping 1 of 61 .* cat/cut\.jpg") as caught:
+        check = check_dataset(name)
+    assert "\n" not in str(caught[0].message)
+    assert check == DatasetCheck(num_classes=3, images=60, unreadable=("cat/cut.jpg",)) and check.skipped == 1
+
+    fresh_worker(monkeypatch, tmp_path / "worker-1")
+    first = load_dataset(name, 32)
+    assert len(first.train_labels) + len(first.val_labels) == 60
+    fresh_worker(monkeypatch, tmp_path / "worker-2")
+    second = load_dataset(name, 32)
+    assert torch.equal(first.train_images, second.train_images) and torch.equal(first.val_images, second.val_images)
+
+    # Skipping changes nothing but the file's absence: the splits are those of the tree without it.
+    (scraped_tree / "cat" / "cut.jpg").unlink()
+    fresh_worker(monkeypatch, tmp_path / "worker-3")
+    assert check_dataset(name) == DatasetCheck(num_classes=3, images=60)
+    without = load_dataset(name, 32)
+    assert torch.equal(first.train_images, without.train_images) and torch.equal(first.val_labels, without.val_labels)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads files without read permission")
+def test_a_file_without_read_permission_is_skipped(scraped_tree):
+    (scraped_tree / "cat" / "cut.jpg").unlink()
+    locked = scraped_tree / "dog" / "3.png"
+    locked.chmod(0)
+    try:
+        with pytest.warns(UnreadableImagesWarning, match="PermissionError"):
+            assert check_dataset(f"imagefolder:{scraped_tree}").unreadable == ("dog/3.png",)
+        locked.chmod(0o644)  # fixing the permission must not leave the file skipped by a cached scan
+        assert check_dataset(f"imagefolder:{scraped_tree}").unreadable == ()
+    finally:
+        locked.chmod(0o644)
+
+
+def test_many_unreadable_images_are_refused_naming_one(image_tree, scraped_tree):
+    # One bad file among 13 is more than the noise a scrape leaves; the message names it.
     (image_tree / "dog" / "9.png").write_bytes(b"garbage")
-    assert "9.png" in one_line_error(lambda: load_dataset(f"imagefolder:{image_tree}", 48))
+    message = one_line_error(lambda: check_dataset(f"imagefolder:{image_tree}"))
+    assert "1 of 13" in message and "dog/9.png" in message
+    assert "dog/9.png" in one_line_error(lambda: load_dataset(f"imagefolder:{image_tree}", 48))
+    # A class whose every image fails would vanish, shifting every label after it.
+    (scraped_tree / "cat" / "cut.jpg").unlink()
+    (scraped_tree / "emu").mkdir()
+    (scraped_tree / "emu" / "0.jpg").write_bytes(b"\xff\xd8 not really")
+    message = one_line_error(lambda: check_dataset(f"imagefolder:{scraped_tree}"))
+    assert str(scraped_tree / "emu") in message and "emu/0.jpg" in message
+
+
+def test_hidden_files_are_not_images(image_tree):
+    (image_tree / "cat" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (image_tree / ".thumbnails").mkdir()
+    (image_tree / ".thumbnails" / "0.png").write_bytes(b"")
+    assert check_dataset(f"imagefolder:{image_tree}") == DatasetCheck(num_classes=3, images=12)
 
 
 def test_unknown_dataset_is_one_line():

@@ -6,30 +6,41 @@ Names:
                        pixels or a colour histogram cannot solve it (see `draw_shapes`)
     digits             scikit-learn's bundled 8x8 handwritten digits, upsampled, grey copied to 3 channels
     cifar10            the standard python archive under a data dir (cifar-10-batches-py/ or the .tar.gz)
-    imagefolder:PATH   one folder per class under PATH, read with Pillow, resized and centre-cropped
+    imagefolder:PATH   one folder per class under PATH, read with Pillow, resized and centre-cropped; files
+                       that do not decode are skipped when they are few (see `check_dataset`)
 
 Every loader first produces uint8 images [N, 3, R, R]; `load_dataset` then normalises them per channel with
 the training split's mean and standard deviation. The uint8 form is what the disk cache holds, so a Ray
 worker that starts fresh reads a few megabytes instead of decoding or drawing images again.
+
+Ray Tune runs each trial in its own working directory, so the driver passes names and data dirs through
+`resolve_dataset` before they reach a worker, and calls `check_dataset` once before any trial starts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import tarfile
+import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from gas.errors import GasError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 DEFAULT_DATASET = "shapes"
 DATASET_NAMES = ("shapes", "digits", "cifar10", "imagefolder:PATH")
@@ -67,23 +78,81 @@ class _RawSplits:
     val_labels: torch.Tensor
 
 
+@dataclass(frozen=True)
+class DatasetCheck:
+    """What `check_dataset` found on the driver. Record it with the study: it decides what every trial reads.
+
+    num_classes: the number of labels the loader produces.
+    images: image files the loader reads (imagefolder); None where counting would mean loading the data.
+    unreadable: files skipped because they do not decode, relative to the imagefolder root, sorted. Every
+        worker skips exactly these, so all trials of a search train and validate on the same images.
+    """
+
+    num_classes: int
+    images: int | None = None
+    unreadable: tuple[str, ...] = ()
+
+    @property
+    def skipped(self) -> int:
+        return len(self.unreadable)
+
+
+class UnreadableImagesWarning(UserWarning):
+    """`check_dataset` is skipping image files that do not decode; `DatasetCheck.unreadable` lists them."""
+
+
 # ---- public entry points ----------------------------------------------------------------------------
 
 
-def check_dataset(name: str, data_dir: str | None = None) -> None:
-    """Raise GasError (one line) if `name` is unknown or its files are missing or malformed, without loading."""
+def resolve_dataset(name: str, data_dir: str | None) -> tuple[str, str | None]:
+    """`name` and `data_dir` with every path made absolute (~ expanded, symlinks resolved).
+
+    A Ray worker runs its trial in a directory of its own, where a relative `imagefolder:data` or data dir
+    names another, usually missing, folder than the one the driver checked. The driver calls this before
+    putting either into a proxy config. Names without a path come back unchanged, as does a data dir of
+    None or ""; an unknown name raises the same one-line GasError as `check_dataset`.
+
+    >>> resolve_dataset("shapes", None)
+    ('shapes', None)
+    """
+    kind, argument = _parse_name(name)
+    if kind == "imagefolder":
+        name = f"imagefolder:{_absolute(argument)}"
+    return name, (_absolute(data_dir) if data_dir else data_dir)
+
+
+def check_dataset(name: str, data_dir: str | None = None) -> DatasetCheck:
+    """Raise GasError (one line) if `name` is unknown or its files are missing or malformed; else what it holds.
+
+    For imagefolder this decodes every image, the same decode the loader does (a few thousand small files
+    take about a second), so a corrupt or unreadable file shows up here rather than in every trial. If at
+    most MAX_UNREADABLE_FRACTION of the files fail, they are skipped with an UnreadableImagesWarning and
+    listed in the result; more, or a class left without images, is refused naming the first bad file.
+    Other datasets are checked for presence only.
+    """
     kind, argument = _parse_name(name)
     if kind == "cifar10":
         _cifar_source(data_dir)
-    elif kind == "imagefolder":
-        _imagefolder_files(argument)
+    if kind != "imagefolder":
+        return DatasetCheck(num_classes=_FIXED_CLASSES[kind])
+    scan = _scan_imagefolder(argument)
+    if scan.unreadable:
+        first, reason = next(iter(scan.unreadable.items()))
+        total = scan.images + len(scan.unreadable)
+        warnings.warn(
+            f"imagefolder: skipping {len(scan.unreadable)} of {total} image files under {scan.root} that do not "
+            f"decode, e.g. {first} ({reason}); every trial skips the same files",
+            UnreadableImagesWarning,
+            stacklevel=2,
+        )
+    return DatasetCheck(num_classes=len(scan.classes), images=scan.images, unreadable=tuple(scan.unreadable))
 
 
 def num_classes(name: str, data_dir: str | None = None) -> int:
     kind, argument = _parse_name(name)
     if kind == "imagefolder":
         return len(_imagefolder_files(argument))
-    return {"shapes": SHAPES_CLASSES, "digits": 10, "cifar10": 10}[kind]
+    return _FIXED_CLASSES[kind]
 
 
 def load_dataset(
@@ -131,6 +200,10 @@ def _parse_name(name: str) -> tuple[str, str]:
     return kind, ""
 
 
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
 def _source_fingerprint(kind: str, argument: str, data_dir: str | None) -> str:
     """What the cached copy was made from, so editing the source data invalidates it."""
     if kind == "cifar10":
@@ -139,11 +212,7 @@ def _source_fingerprint(kind: str, argument: str, data_dir: str | None) -> str:
         return ";".join(f"{file.resolve()}:{file.stat().st_size}:{file.stat().st_mtime_ns}" for file in files)
     if kind == "imagefolder":
         classes = _imagefolder_files(argument)
-        return ";".join(
-            f"{file.resolve()}:{file.stat().st_size}:{file.stat().st_mtime_ns}"
-            for files in classes.values()
-            for file in files
-        )
+        return _imagefolder_fingerprint(file for files in classes.values() for file in files)
     return ""
 
 
@@ -174,11 +243,15 @@ def _load_raw_cached(
 
 
 def _store(path: Path, raw: _RawSplits) -> None:
-    """Write atomically (temporary file + rename), so concurrent workers never read half a file."""
+    _write_atomically(path, lambda temporary: torch.save(raw.__dict__, temporary))
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file and a rename, so concurrent workers never read half a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(raw.__dict__, temporary)
+        write(temporary)
         temporary.replace(path)
     except OSError:
         pass  # a read-only home only costs the next process a rebuild
@@ -473,51 +546,181 @@ def _load_cifar10(
 
 # ---- imagefolder ------------------------------------------------------------------------------------
 
+# Datasets whose number of labels is known without reading a file.
+_FIXED_CLASSES = {"shapes": SHAPES_CLASSES, "digits": 10, "cifar10": 10}
+
 IMAGEFOLDER_VAL_FRACTION = 0.2
+# Skipping is for the stray bad file of a scraped set. When a larger share fails the cause is rarely the
+# files themselves (permissions on a sub-tree, a codec Pillow lacks, a copy still running), and training on
+# what is left would quietly change the task, so the scan refuses instead.
+MAX_UNREADABLE_FRACTION = 0.05
+_DECODE_THREADS = 8  # Pillow releases the GIL while it decodes, so threads overlap the scan's decoding
+
+
+@dataclass(frozen=True)
+class _ImagefolderScan:
+    """An image tree after every file was decoded once."""
+
+    root: Path
+    classes: dict[str, list[Path]]  # class name → its files that decode, sorted
+    unreadable: dict[str, str]  # path relative to root → why it does not decode, sorted by path
+
+    @property
+    def images(self) -> int:
+        return sum(len(files) for files in self.classes.values())
 
 
 def _imagefolder_files(path: str) -> dict[str, list[Path]]:
-    """Class name → sorted image files, or one line saying what the tree should look like."""
+    """Class name → sorted image files, or one line saying what the tree should look like.
+
+    Hidden files and folders are left out: a tree copied from macOS holds an AppleDouble `._1.jpg` next to
+    every `1.jpg`, and it is no image. A class folder without images is refused rather than dropped, since
+    dropping it would change the number of classes without a word.
+    """
     root = Path(path).expanduser()
     expected = "one sub-folder per class holding images (e.g. PATH/cat/1.jpg, PATH/dog/2.png)"
     if not root.is_dir():
         raise GasError(f"imagefolder: {root} is not a directory; expected {expected}")
     classes = {}
-    for folder in sorted(entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")):
-        files = sorted(file for file in folder.rglob("*") if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file())
-        if files:
+    try:
+        folders = sorted(entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+        for folder in folders:
+            files = sorted(
+                file
+                for file in folder.rglob("*")
+                if file.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in file.relative_to(folder).parts)
+                and file.is_file()
+            )
+            if not files:
+                suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise GasError(
+                    f"imagefolder: class folder {folder} holds no images ({suffixes}); add some or remove it"
+                )
             classes[folder.name] = files
+    except OSError as error:
+        raise GasError(f"imagefolder: cannot list {root} ({_reason(error)})") from None
     if len(classes) < 2:
         raise GasError(f"imagefolder: {root} has {len(classes)} class folder(s) with images; expected {expected}")
     return classes
 
 
+def _scan_imagefolder(path: str) -> _ImagefolderScan:
+    """The tree's files that decode, by class; one-line GasError where skipping the others cannot help."""
+    root = Path(path).expanduser()
+    classes = _imagefolder_files(path)
+    files = [file for members in classes.values() for file in members]
+    unreadable = _unreadable_files(root, files)
+    if len(unreadable) > MAX_UNREADABLE_FRACTION * len(files):
+        first, reason = next(iter(unreadable.items()))
+        raise GasError(
+            f"imagefolder: {len(unreadable)} of {len(files)} image files under {root} do not decode, more than the "
+            f"{MAX_UNREADABLE_FRACTION:.0%} skipped as noise; the first is {first} ({reason})"
+        )
+    readable = {}
+    for name, members in classes.items():
+        readable[name] = [file for file in members if file.relative_to(root).as_posix() not in unreadable]
+        if not readable[name]:
+            first, reason = next((file, why) for file, why in unreadable.items() if file.startswith(f"{name}/"))
+            raise GasError(f"imagefolder: no image in class folder {root / name} decodes; {first}: {reason}")
+    if max(len(members) for members in readable.values()) < 2:
+        raise GasError(f"imagefolder: {root} has too few images for a validation split (need 2+ in a class)")
+    return _ImagefolderScan(root, readable, unreadable)
+
+
+def _imagefolder_fingerprint(files: Iterable[Path]) -> str:
+    """Each file's path, size and change times, and Pillow's version: everything that decides what decodes.
+
+    The ctime is there for permissions: chmod leaves the mtime alone, and a file made readable must
+    invalidate both the cached scan and the cached images.
+    """
+    import PIL
+
+    stamps = []
+    for file in files:
+        stat = file.stat()
+        stamps.append(f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}")
+    return f"pillow {PIL.__version__};" + ";".join(stamps)
+
+
+def _unreadable_files(root: Path, files: list[Path]) -> dict[str, str]:
+    """Path relative to `root` → reason, for each of `files` that does not decode, sorted by path.
+
+    The answer is kept on disk under the files' fingerprint: a repeated search on the same tree, and the
+    workers on the driver's machine, skip a second pass over every image. Where it is missing (another
+    machine, a cleared cache) it is computed again, and decoding the same bytes gives the same answer.
+    """
+    relative = [file.relative_to(root).as_posix() for file in files]
+    # The names are part of the key too: a root of symlinked class folders has the same files under others.
+    key_text = f"{CACHE_VERSION}|{_imagefolder_fingerprint(files)}|{';'.join(relative)}"
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:20]
+    path = cache_dir() / "datasets" / f"imagefolder-unreadable-{key}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if isinstance(stored, dict) and all(isinstance(reason, str) for reason in stored.values()):
+            return dict(sorted(stored.items()))
+    except (OSError, ValueError):
+        pass  # absent or damaged: decode again
+    with ThreadPoolExecutor(max_workers=min(_DECODE_THREADS, os.cpu_count() or 1)) as pool:
+        reasons = list(pool.map(_decode_failure, files))
+    unreadable = dict(sorted((name, why) for name, why in zip(relative, reasons, strict=True) if why is not None))
+    _write_atomically(path, lambda temporary: temporary.write_text(json.dumps(unreadable)))
+    return unreadable
+
+
+def _decode(file: Path) -> PILImage:
+    """The whole image in RGB. The scan and the loader both decode here, so they agree on what fails."""
+    from PIL import Image
+
+    with Image.open(file) as image:
+        rgb = image.convert("RGB")  # decodes every pixel: Image.verify would pass a truncated JPEG
+    if min(rgb.size) < 1:
+        raise ValueError("the image has no pixels")
+    return rgb
+
+
+def _decode_failure(file: Path) -> str | None:
+    """None if `file` decodes, else a short reason."""
+    try:
+        _decode(file)
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        return _reason(error)
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    """The error as a short single line, for messages that name a file."""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:160]
+
+
 def _read_image(file: Path, resolution: int) -> np.ndarray:
     """RGB uint8 [3, R, R]: shorter side resized to R, then the centre crop."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
-        with Image.open(file) as image:
-            image = image.convert("RGB")
-            scale = resolution / min(image.size)
-            size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
-            image = image.resize(size, Image.Resampling.BICUBIC)
-            left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-            image = image.crop((left, top, left + resolution, top + resolution))
-            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise GasError(f"imagefolder: cannot read image {file} ({type(error).__name__})") from None
+        image = _decode(file)
+    except Exception as error:  # the scan decoded this file, and its fingerprint still matches
+        raise GasError(f"imagefolder: {file} decoded when scanned but not now ({_reason(error)})") from None
+    scale = resolution / min(image.size)
+    size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+    image = image.resize(size, Image.Resampling.BICUBIC)
+    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+    image = image.crop((left, top, left + resolution, top + resolution))
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def _load_imagefolder(
     argument: str, resolution: int, train_size: int | None, val_size: int | None, **_: object
 ) -> _RawSplits:
-    """A per-class held-out split chosen by a hash of each file's name, so it survives adding files."""
-    classes = _imagefolder_files(argument)
-    root = Path(argument).expanduser()
+    """A per-class held-out split chosen by a hash of each file's name, so it survives adding files.
+
+    Only files that decode take part, so a skipped file is simply absent: the splits are those of the same
+    tree without it.
+    """
+    scan = _scan_imagefolder(argument)
     train, val = [], []
-    for label, files in enumerate(classes.values()):
-        ranked = sorted(files, key=lambda file: zlib.crc32(str(file.relative_to(root)).encode()))
+    for label, files in enumerate(scan.classes.values()):
+        ranked = sorted(files, key=lambda file: zlib.crc32(str(file.relative_to(scan.root)).encode()))
         n_val = round(len(ranked) * IMAGEFOLDER_VAL_FRACTION)
         if len(ranked) >= 2:
             n_val = min(max(n_val, 1), len(ranked) - 1)  # both splits see every class that has 2+ images
@@ -526,8 +729,6 @@ def _load_imagefolder(
     rng = np.random.default_rng(SPLIT_SEED)
     train = [train[index] for index in rng.permutation(len(train))[: _take(train_size, len(train))]]
     val = [val[index] for index in rng.permutation(len(val))[: _take(val_size, len(val))]]
-    if not val:
-        raise GasError(f"imagefolder: {root} has too few images for a validation split (need 2+ in a class)")
 
     def stack(items: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         images = np.stack([_read_image(file, resolution) for file, _ in items])
@@ -535,4 +736,4 @@ def _load_imagefolder(
 
     train_images, train_labels = stack(train)
     val_images, val_labels = stack(val)
-    return _RawSplits(len(classes), train_images, train_labels, val_images, val_labels)
+    return _RawSplits(len(scan.classes), train_images, train_labels, val_images, val_labels)
