@@ -24,9 +24,19 @@ def _cost(args: argparse.Namespace) -> int:
     space = get_space(genome.space)
     space.check(genome)
     cost = space.cost(genome)
+    checks = []
+    if args.check:
+        from gas.cost_check import check_cost
+
+        checks = check_cost(space, genome)
+    # A count that fvcore contradicts fails the command, so a script or CI step can rely on the exit status.
+    status = 0 if all(check.agrees for check in checks) else 1
     if args.json:
-        print(json.dumps({"genome": args.genome, "space": genome.space, **cost.to_dict()}))
-        return 0
+        report = {"genome": args.genome, "space": genome.space, **cost.to_dict()}
+        if args.check:
+            report["check"] = [check.to_dict() for check in checks]
+        print(json.dumps(report))
+        return status
     name_width = max(len(row.name) for row in cost.rows)
     detail_width = max(len(row.detail) for row in cost.rows)
     print(f"{args.genome} ({genome.space} space) at {cost.resolution}px")
@@ -41,7 +51,35 @@ def _cost(args: argparse.Namespace) -> int:
         f"{'total':<{name_width}}  {'':<{detail_width}}  {format_count(cost.params):>9}  {format_count(cost.flops):>9}"
     )
     print(f"params {cost.params:,}  FLOPs {cost.flops:,} (fvcore convention: one multiply-add = one FLOP)")
-    return 0
+    if not checks:
+        return 0
+    from gas.cost_check import FLOPS_TOLERANCE
+
+    print(f"\ncheck at {genome.resolution}px: the analytic count against the built module's params and fvcore's FLOPs")
+    header = ("form", "params", "built params", "FLOPs", "fvcore FLOPs", "difference", "")
+    lines = [
+        (
+            check.form,
+            f"{check.analytic.params:,}",
+            f"{check.built_params:,}",
+            f"{check.analytic.flops:,}",
+            f"{check.fvcore_flops:,}",
+            f"{check.flops_difference:+.3%}",
+            "ok" if check.agrees else "DIFFERS",
+        )
+        for check in checks
+    ]
+    widths = [max(len(line[column]) for line in [header, *lines]) for column in range(len(header))]
+    for line in [header, *lines]:
+        cells = [f"{cell:<{widths[0]}}" if i == 0 else f"{cell:>{widths[i]}}" for i, cell in enumerate(line)]
+        print("  ".join(cells).rstrip())
+    if status:
+        print(
+            f"gas cost: the analytic count differs from the built model's (parameters must be equal, "
+            f"FLOPs within {FLOPS_TOLERANCE:.1%} of fvcore's)",
+            file=sys.stderr,
+        )
+    return status
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -60,11 +98,10 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from gas.evaluate.proxy import ProxyConfig
     from gas.front import format_table, front_rows
-    from gas.search.ray_tune import SearchConfig, feasible_share_by_half, run_search
+    from gas.search import SearchConfig, run_search
+    from gas.study import DEFAULT_STORAGE, feasible_share_by_half
 
     proxy_overrides = {
         name: value
@@ -88,7 +125,7 @@ def _search(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         seed=args.seed,
         max_params=parse_count(args.max_params, "--max-params") if args.max_params else None,
-        proxy=dataclasses.replace(ProxyConfig(), **proxy_overrides),
+        proxy=ProxyConfig().with_overrides(**proxy_overrides),
         ray_address=args.ray_address,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
@@ -97,25 +134,28 @@ def _search(args: argparse.Namespace) -> int:
     )
     outcome = run_search(config)
     study = outcome.study
-    storage = config.storage or "runs/gas.db"
+    storage = config.storage or DEFAULT_STORAGE.removeprefix("sqlite:///")
     first, second = feasible_share_by_half(study)
     minutes, seconds = divmod(int(outcome.elapsed), 60)
     print(
         f"study {study.study_name}: {outcome.trained} trained trials; this run {minutes}m{seconds:02d}s; "
         f"feasible proposals {first:.0%} in the first half, {second:.0%} in the second"
     )
+    print(f"failures: {outcome.failures}" if outcome.failures else "failures: none")
     if outcome.stopped_reason:
         print(f"stopped early: {outcome.stopped_reason}")
     rows = front_rows(study)
     if rows:
         print("Pareto front (feasible, fully trained):")
         print("\n".join(format_table(rows)))
-        where = "" if config.storage is None else f" --storage {storage}"
+        where = _storage_flag(config.storage)
         print(f"export the most accurate:  gas export --study {study.study_name}{where} --pick best --out NAME.py")
         print(f"open the dashboard:        gas dashboard --study {study.study_name}{where}")
     if outcome.interrupted:
         print(f"interrupted: finished trials are kept in {storage}; run the same command to resume", file=sys.stderr)
         return 130
+    if outcome.failed_run:
+        raise GasError(outcome.failed_run)
     return 0
 
 
@@ -180,8 +220,8 @@ def _pareto(args: argparse.Namespace) -> int:
     import re
     import shlex
 
-    from gas.front import format_table, front_rows, pick_trial, state_counts, study_budget, write_csv, write_plot
-    from gas.study import open_study
+    from gas.front import format_table, front_rows, pick_trial, write_csv, write_plot
+    from gas.study import StudyKey, open_study, state_counts, study_budget
 
     study = open_study(args.study, args.storage)
     rows = front_rows(study)
@@ -194,7 +234,7 @@ def _pareto(args: argparse.Namespace) -> int:
         written.append(write_csv(rows, args.csv))
     if args.plot:
         written.append(write_plot(study, args.plot, export_template))
-    counts = state_counts(study.get_trials(deepcopy=False))
+    counts = state_counts(study)
     picks = {kind: pick_trial(study, kind).number for kind in ("best", "knee")} if rows else {}
     budget = study_budget(study)
     if args.json:
@@ -202,7 +242,7 @@ def _pareto(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "study": study.study_name,
-                    "space": study.user_attrs.get("space"),
+                    "space": study.user_attrs.get(StudyKey.SPACE),
                     "budget": budget,
                     "trials": counts,
                     "picks": picks,
@@ -211,7 +251,7 @@ def _pareto(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    space = study.user_attrs.get("space")
+    space = study.user_attrs.get(StudyKey.SPACE)
     about = ", ".join(
         part
         for part in (space and f"{space} space", budget and f"budget {format_count(budget)} FLOPs at 224px")
@@ -271,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("genome", help="a reference name (e.g. hiera_tiny, turbovit) or a genome .json file")
     cost.add_argument("--resolution", type=int, help="input resolution in px (default: the genome's)")
     cost.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    cost.add_argument(
+        "--check",
+        action="store_true",
+        help="also build the model and count it with fvcore; exit 1 if params differ or FLOPs by more than 0.5%%",
+    )
     cost.set_defaults(run=_cost)
 
     sample = commands.add_parser("sample", help="write random valid genomes of a space as JSON files")

@@ -29,10 +29,10 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
-from gas import study as contract
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome
 from gas.space import ExportConstant, ExportRecipe, SearchSpace, get_space
+from gas.study import StudyKey, TrialKey
 from gas.units import format_count
 
 LINE_LENGTH = 120
@@ -71,32 +71,32 @@ def provenance_for_trial(study: optuna.Study, trial: FrozenTrial, command: str =
     """The study, trial, seeds and proxy accuracy of a trial, from the attributes the study contract fixes."""
     attrs, study_attrs = trial.user_attrs, study.user_attrs
     search = []
-    if "space" in study_attrs:
-        search.append(f"{study_attrs['space']} space")
-    if isinstance(study_attrs.get("budget"), int | float):
-        search.append(f"budget {format_count(study_attrs['budget'])} FLOPs")
-    if isinstance(study_attrs.get("max_params"), int | float):
-        search.append(f"max {format_count(study_attrs['max_params'])} params")
-    if "sampler" in study_attrs:
-        search.append(f"sampler {study_attrs['sampler']}")
-    if "seed" in study_attrs:
-        search.append(f"study seed {study_attrs['seed']}")
+    if StudyKey.SPACE in study_attrs:
+        search.append(f"{study_attrs[StudyKey.SPACE]} space")
+    if isinstance(study_attrs.get(StudyKey.BUDGET), int | float):
+        search.append(f"budget {format_count(study_attrs[StudyKey.BUDGET])} FLOPs")
+    if isinstance(study_attrs.get(StudyKey.MAX_PARAMS), int | float):
+        search.append(f"max {format_count(study_attrs[StudyKey.MAX_PARAMS])} params")
+    if StudyKey.SAMPLER in study_attrs:
+        search.append(f"sampler {study_attrs[StudyKey.SAMPLER]}")
+    if StudyKey.SEED in study_attrs:
+        search.append(f"study seed {study_attrs[StudyKey.SEED]}")
     details = []
     if search:
         details.append("Search: " + ", ".join(search))
-    if contract.SEED in attrs:
-        details.append(f"Trial seed: {attrs[contract.SEED]}")
+    if TrialKey.SEED in attrs:
+        details.append(f"Trial seed: {attrs[TrialKey.SEED]}")
     measured = []
-    if attrs.get(contract.DATASET):
-        measured.append(f"on {attrs[contract.DATASET]}")
-    if attrs.get(contract.PROXY_RESOLUTION):
-        measured.append(f"at {attrs[contract.PROXY_RESOLUTION]}px")
-    if attrs.get(contract.PROXY_EPOCHS):
-        epochs = attrs[contract.PROXY_EPOCHS]
+    if attrs.get(TrialKey.DATASET):
+        measured.append(f"on {attrs[TrialKey.DATASET]}")
+    if attrs.get(TrialKey.PROXY_RESOLUTION):
+        measured.append(f"at {attrs[TrialKey.PROXY_RESOLUTION]}px")
+    if attrs.get(TrialKey.PROXY_EPOCHS):
+        epochs = attrs[TrialKey.PROXY_EPOCHS]
         measured.append(f"after {epochs} epoch{'' if epochs == 1 else 's'}")
-    if attrs.get(contract.EVALUATOR):
-        measured.append(f"({attrs[contract.EVALUATOR]} evaluator)")
-    accuracy = trial.values[0] if trial.values else attrs.get(contract.ACCURACY)
+    if attrs.get(TrialKey.EVALUATOR):
+        measured.append(f"({attrs[TrialKey.EVALUATOR]} evaluator)")
+    accuracy = trial.values[0] if trial.values else attrs.get(TrialKey.ACCURACY)
     return Provenance(
         source=f"study {study.study_name!r}, trial {trial.number}",
         details=tuple(details),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import html
 import io
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from gas import study as contract
+from gas import study as record
 from gas.errors import GasError
 from gas.space import get_space
+from gas.study import TrialKey, is_infeasible, study_budget
 from gas.units import format_count, parse_count
 
 if TYPE_CHECKING:  # annotations only: `gas pareto` without --plot should not wait for matplotlib to import
@@ -82,7 +82,7 @@ def parse_pick(words: Sequence[str]) -> tuple[str, int | None]:
 
 def pick_trial(study: optuna.Study, kind: str, budget: int | None = None) -> FrozenTrial:
     """The front trial that `--pick kind [budget]` names."""
-    front_trials = contract.front(study)
+    front_trials = record.front(study)
     if not front_trials:
         raise GasError(f"study {study.study_name!r} has no feasible, fully trained trials yet, so nothing to pick")
     if kind == "best":
@@ -104,52 +104,18 @@ def pick_trial(study: optuna.Study, kind: str, budget: int | None = None) -> Fro
 # ---- the table -------------------------------------------------------------------------------------
 
 
-def study_budget(study: optuna.Study) -> int | None:
-    """The FLOPs budget the search ran under, if the study records one."""
-    budget = study.user_attrs.get("budget")
-    if isinstance(budget, int | float) and not isinstance(budget, bool) and budget > 0:
-        return int(budget)
-    if isinstance(budget, str):
-        try:
-            return parse_count(budget)
-        except GasError:
-            return None
-    return None
-
-
-def is_infeasible(trial: FrozenTrial) -> bool:
-    """A proposal rejected before training (PRUNED with a positive constraint, per the study contract)."""
-    constraint_positive = any(value > 0 for value in trial.system_attrs.get("constraints", ()) or ())
-    constraint_positive |= any(
-        key.startswith("constraints:") and value > 0 for key, value in trial.system_attrs.items()
-    )
-    return trial.user_attrs.get(contract.FEASIBLE) is False or constraint_positive
-
-
-def state_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
-    """How many trials are complete, infeasible, failed, pruned for another reason, running or waiting."""
-    counts: Counter[str] = Counter()
-    for trial in trials:
-        if trial.state == TrialState.PRUNED:
-            counts["infeasible" if is_infeasible(trial) else "pruned"] += 1
-        else:
-            counts["failed" if trial.state == TrialState.FAIL else trial.state.name.lower()] += 1
-    order = ("complete", "infeasible", "failed", "pruned", "running", "waiting")
-    return {name: counts[name] for name in order if counts[name] or name in ("complete", "infeasible", "failed")}
-
-
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per front trial, cheapest first: the numbers, the space's own columns, and the genome."""
     rows = []
-    for trial in contract.front(study):
-        genome = contract.trial_genome(trial)
+    for trial in record.front(study):
+        genome = record.trial_genome(trial)
         attrs = trial.user_attrs
         row: dict[str, Any] = {
             "trial": trial.number,
             "accuracy": accuracy_of(trial),
             "flops": flops_of(trial),
-            "params": attrs.get(contract.PARAMS),
-            "budget_utilisation": attrs.get(contract.BUDGET_UTILISATION),
+            "params": attrs.get(TrialKey.PARAMS),
+            "budget_utilisation": attrs.get(TrialKey.BUDGET_UTILISATION),
         }
         for key, value in get_space(genome.space).describe(genome).items():
             row.setdefault(key, value)
@@ -229,16 +195,16 @@ class FrontPlot:
 
 
 def front_plot(study: optuna.Study) -> FrontPlot:
-    front_numbers = {trial.number for trial in contract.front(study)}
+    front_numbers = {trial.number for trial in record.front(study)}
     groups: dict[str, list[Point]] = {"front": [], "dominated": [], "infeasible": [], "failed": []}
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        params = attrs.get(contract.PARAMS)
+        params = attrs.get(TrialKey.PARAMS)
         if trial.state == TrialState.COMPLETE and trial.values:
             point = Point(trial.number, flops_of(trial), accuracy_of(trial), params)
             groups["front" if trial.number in front_numbers else "dominated"].append(point)
-        elif isinstance(attrs.get(contract.FLOPS), int | float):
-            point = Point(trial.number, int(attrs[contract.FLOPS]), None, params)
+        elif isinstance(attrs.get(TrialKey.FLOPS), int | float):
+            point = Point(trial.number, int(attrs[TrialKey.FLOPS]), None, params)
             if trial.state == TrialState.PRUNED and is_infeasible(trial):
                 groups["infeasible"].append(point)
             elif trial.state == TrialState.FAIL:

@@ -1,50 +1,98 @@
-"""The study: where a search's trials live, what each trial records, and which trials form the front.
+"""The study record: every name a study and its trials carry, how each kind of trial is written and read.
 
 A trial's state says what happened to its genome:
     COMPLETE  trained to the end within budget; values are (accuracy, FLOPs)
     PRUNED    rejected before training: over budget (constraint > 0, reason in `infeasible_reason`)
-    FAIL      raised, ran out of memory or diverged while training (reason in `error`)
+    FAIL      raised, ran out of memory or diverged while training (reason in `error`), or interrupted
+              (another trial carries `requeued_from` = its number and trains the same genome again)
     RUNNING   in flight (a search that was killed leaves these; the next run re-queues them)
-Only the driver writes the study; workers return numbers.
+A proposal that repeats an earlier genome is COMPLETE with that trial's values and `duplicate_of`.
+Only the search driver writes a study, through the `write_*` functions here; everything else reads it
+through the readers here, so a study written by any version of gas reads the same way.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
+from gas.cost import Cost
 from gas.errors import GasError
 from gas.genome import Genome
 from gas.space import load_genome
-from gas.units import compact_count
+from gas.units import compact_count, parse_count
+
+if TYPE_CHECKING:  # the proxy imports torch; reading a study must not
+    from gas.evaluate.proxy import ProxyConfig, ProxyResult
 
 DEFAULT_STORAGE = "sqlite:///runs/gas.db"
 OBJECTIVES = ("accuracy", "flops")
 DIRECTIONS = ("maximize", "minimize")
 
-# Trial user attributes (the contract `gas pareto`, `gas export` and users rely on).
-GENOME = "genome"  # the genome as a JSON object
-PARAMS = "params"  # parameters at 224px (the costed resolution)
-FLOPS = "flops"  # fvcore-convention FLOPs at the costed resolution
-BUDGET_UTILISATION = "budget_utilisation"  # FLOPs / FLOPs budget
-FEASIBLE = "feasible"
-INFEASIBLE_REASON = "infeasible_reason"
-ACCURACY = "accuracy"  # final proxy validation accuracy in [0, 1]
-DATASET = "dataset"
-PROXY_RESOLUTION = "proxy_resolution"
-PROXY_EPOCHS = "proxy_epochs"
-EVALUATOR = "evaluator"
-WALL_TIME = "wall_time"  # seconds spent inside the trial
-IMAGES_PER_SECOND = "images_per_second"
-DEVICE = "device"
-ERROR = "error"
-SEED = "seed"
+
+class TrialKey:
+    """Trial user attributes: the contract `gas pareto`, `gas export`, the dashboard and users rely on."""
+
+    GENOME = "genome"  # the genome as a JSON object
+    PARAMS = "params"  # parameters at 224px (the costed resolution)
+    FLOPS = "flops"  # fvcore-convention FLOPs at the costed resolution
+    BUDGET_UTILISATION = "budget_utilisation"  # FLOPs / FLOPs budget
+    FEASIBLE = "feasible"
+    INFEASIBLE_REASON = "infeasible_reason"
+    ACCURACY = "accuracy"  # final proxy validation accuracy in [0, 1]
+    ACCURACY_HISTORY = "accuracy_history"  # validation accuracy after each epoch
+    DATASET = "dataset"
+    PROXY_RESOLUTION = "proxy_resolution"
+    PROXY_EPOCHS = "proxy_epochs"
+    EVALUATOR = "evaluator"
+    SEED = "seed"
+    WALL_TIME = "wall_time"  # seconds spent inside the trial
+    IMAGES_PER_SECOND = "images_per_second"
+    DEVICE = "device"
+    EPOCHS_COMPLETED = "epochs_completed"
+    MFU = "mfu"
+    ZERO_COST = "zero_cost"  # {score name: value}
+    ERROR = "error"
+    DUPLICATE_OF = "duplicate_of"  # the trial whose result this proposal repeats
+    REQUEUED_FROM = "requeued_from"  # the interrupted trial this one trains again
+    INTERRUPTED = "interrupted"  # written by earlier versions on the interrupted trial itself
+
+
+class StudyKey:
+    """Study user attributes: what the search ran under."""
+
+    SETTINGS = "settings"  # everything that decides a result; a resumed search must match it
+    SPACE = "space"
+    BUDGET = "budget"
+    MAX_PARAMS = "max_params"
+    SEED = "seed"
+    SAMPLER = "sampler"
+
+
+# Proxy settings earlier versions did not record, at the only values those versions could run with: a
+# study they wrote resumes only under the same ones.
+LEGACY_PROXY_SETTINGS = {
+    "batch_size": 32,
+    "lr": 1e-4,
+    "weight_decay": 0.05,
+    "warmup_fraction": 0.1,
+    "label_smoothing": 0.1,
+    "grad_clip": 1.0,
+    "pos_embed_lr_scale": 10.0,
+    "train_size": 1024,
+    "val_size": 512,
+    "zero_cost_batch": 64,
+    "compile": False,
+}
 
 
 def default_study_name(space: str, budget: int, max_params: int | None = None) -> str:
@@ -79,6 +127,14 @@ def storage_for(url: str | None) -> optuna.storages.BaseStorage:
         sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _fast_sqlite)
     try:
         return optuna.storages.RDBStorage(url)
+    except ImportError as error:
+        # Optuna's message names no driver; the import error it wraps names the module SQLAlchemy wanted.
+        parsed = sqlalchemy.engine.make_url(url)
+        module = (getattr(error.__cause__, "name", None) or parsed.get_driver_name()).split(".")[0]
+        package = {"psycopg": "'gas[postgres]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}.get(module)
+        kinds = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB", "mssql": "SQL Server"}
+        kind = kinds.get(parsed.get_backend_name(), parsed.get_backend_name().capitalize())
+        raise GasError(f"{kind} storage needs the {module} driver: pip install {package or module}") from None
     except Exception as error:  # SQLAlchemy raises many kinds; the user needs one line either way
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise GasError(f"cannot open storage {url}: {reason}") from None
@@ -125,10 +181,10 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def trial_genome(trial: FrozenTrial) -> Genome:
-    if GENOME not in trial.user_attrs:
+    if TrialKey.GENOME not in trial.user_attrs:
         raise GasError(f"trial {trial.number} carries no genome")
     try:
-        return load_genome(trial.user_attrs[GENOME])
+        return load_genome(trial.user_attrs[TrialKey.GENOME])
     except GasError as error:
         raise type(error)(f"trial {trial.number}: {error}") from None
 
@@ -141,7 +197,7 @@ def find_trial(study: optuna.Study, number: int, states: Sequence[TrialState] = 
             continue
         if trial.state in states:
             return trial
-        why = trial.user_attrs.get(INFEASIBLE_REASON) or trial.user_attrs.get(ERROR)
+        why = trial.user_attrs.get(TrialKey.INFEASIBLE_REASON) or trial.user_attrs.get(TrialKey.ERROR)
         wanted = " or ".join(state.name for state in states)
         raise GasError(
             f"trial {number} of study {study.study_name!r} is {trial.state.name}{f' ({why})' if why else ''}, "
@@ -157,10 +213,261 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     return {
         "trial": trial.number,
         "state": trial.state.name,
-        "accuracy": attrs.get(ACCURACY),
-        "flops": attrs.get(FLOPS),
-        "params": attrs.get(PARAMS),
-        "budget_utilisation": attrs.get(BUDGET_UTILISATION),
-        "wall_time": attrs.get(WALL_TIME),
-        "device": attrs.get(DEVICE),
+        "accuracy": attrs.get(TrialKey.ACCURACY),
+        "flops": attrs.get(TrialKey.FLOPS),
+        "params": attrs.get(TrialKey.PARAMS),
+        "budget_utilisation": attrs.get(TrialKey.BUDGET_UTILISATION),
+        "wall_time": attrs.get(TrialKey.WALL_TIME),
+        "device": attrs.get(TrialKey.DEVICE),
+    }
+
+
+# ---- opening a search's study ------------------------------------------------------------------------
+
+
+def _with_legacy_defaults(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as recorded, with the proxy settings earlier versions left out filled in at their values."""
+    filled = dict(settings)
+    if isinstance(filled.get("proxy"), Mapping):
+        filled["proxy"] = {**LEGACY_PROXY_SETTINGS, "device": "cpu", **filled["proxy"]}
+    return filled
+
+
+def settings_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """Each setting whose recorded value differs from `wanted`, as 'proxy.lr 0.0001 (now 0.001)'."""
+    recorded = _with_legacy_defaults(recorded)
+
+    def walk(old: Any, new: Any, path: str) -> list[str]:
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            keys = list(new) + [key for key in old if key not in new]
+            return [line for key in keys for line in walk(old.get(key), new.get(key), f"{path}{key}.")]
+        if old == new:
+            return []
+        return [f"{path.rstrip('.')} {json.dumps(old)} (now {json.dumps(new)})"]
+
+    return walk(recorded, wanted, "")
+
+
+def create_or_resume(
+    name: str,
+    storage: str | None,
+    sampler: optuna.samplers.BaseSampler,
+    settings: Mapping[str, Any],
+    attributes: Mapping[str, Any],
+) -> optuna.Study:
+    """The search's study: created with `settings` and `attributes`, or resumed if its settings match.
+
+    `settings` is everything that decides a trial's result (space, budget, proxy and training settings,
+    the device kind); a study recorded under other settings is refused in one line naming each difference,
+    so one study never mixes differently-trained trials.
+    """
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage_for(storage),
+        directions=list(DIRECTIONS),
+        sampler=sampler,
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get(StudyKey.SETTINGS)
+    if recorded is None:
+        study.set_user_attr(StudyKey.SETTINGS, dict(settings))
+        for key, value in attributes.items():
+            study.set_user_attr(key, value)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
+        return study
+    differences = settings_differences(recorded, settings)
+    if differences:
+        raise GasError(f"study {name!r} was run with other settings: {', '.join(differences)}; pass another --study")
+    return study
+
+
+# ---- writing trials (the search driver only) ---------------------------------------------------------
+
+
+def write_proposal(
+    trial: optuna.Trial, genome: Genome, cost: Cost, budget_flops: int | None, constraints: Mapping[str, float]
+) -> None:
+    """What every proposal carries before anything is decided about it: genome, costs and constraints.
+
+    Constraints are relative overshoots (`(cost - limit) / limit`) so every limit weighs alike; <= 0 is
+    feasible, and Optuna's samplers read them to learn where the budget lies.
+    """
+    trial.set_user_attr(TrialKey.GENOME, genome.to_dict())
+    trial.set_user_attr(TrialKey.PARAMS, cost.params)
+    trial.set_user_attr(TrialKey.FLOPS, cost.flops)
+    if budget_flops:
+        trial.set_user_attr(TrialKey.BUDGET_UTILISATION, cost.flops / budget_flops)
+    for name, value in constraints.items():
+        trial.set_constraint(name, value)
+
+
+def write_infeasible(study: optuna.Study, trial: optuna.Trial, reasons: Sequence[str]) -> None:
+    """A proposal over a limit: PRUNED with its reasons, never trained."""
+    trial.set_user_attr(TrialKey.FEASIBLE, False)
+    trial.set_user_attr(TrialKey.INFEASIBLE_REASON, "; ".join(reasons))
+    study.tell(trial, state=TrialState.PRUNED)
+
+
+def write_duplicate(study: optuna.Study, trial: optuna.Trial, earlier: FrozenTrial) -> FrozenTrial:
+    """A feasible proposal of a genome already trained: the earlier result, not a second training."""
+    trial.set_user_attr(TrialKey.FEASIBLE, True)
+    for key, value in earlier.user_attrs.items():
+        if key not in trial.user_attrs and key not in (TrialKey.REQUEUED_FROM, TrialKey.INTERRUPTED):
+            trial.set_user_attr(key, value)
+    trial.set_user_attr(TrialKey.DUPLICATE_OF, earlier.number)
+    return study.tell(trial, list(earlier.values))
+
+
+def write_dispatch(trial: optuna.Trial, proxy: ProxyConfig) -> None:
+    """A feasible, new proposal about to train: the proxy settings its result will depend on."""
+    trial.set_user_attr(TrialKey.FEASIBLE, True)
+    trial.set_user_attr(TrialKey.DATASET, proxy.dataset)
+    trial.set_user_attr(TrialKey.PROXY_RESOLUTION, proxy.resolution)
+    trial.set_user_attr(TrialKey.PROXY_EPOCHS, proxy.train.epochs)
+    trial.set_user_attr(TrialKey.EVALUATOR, proxy.evaluator)
+    trial.set_user_attr(TrialKey.SEED, proxy.train.seed)
+
+
+def write_result(study: optuna.Study, trial: optuna.Trial, result: ProxyResult) -> FrozenTrial:
+    """A trained proposal: COMPLETE with values (accuracy, FLOPs) and what the worker measured."""
+    trial.set_user_attr(TrialKey.ACCURACY, result.accuracy)
+    trial.set_user_attr(TrialKey.ACCURACY_HISTORY, list(result.accuracy_history))
+    trial.set_user_attr(TrialKey.WALL_TIME, result.wall_time)
+    trial.set_user_attr(TrialKey.IMAGES_PER_SECOND, result.images_per_second)
+    trial.set_user_attr(TrialKey.DEVICE, result.device)
+    trial.set_user_attr(TrialKey.EPOCHS_COMPLETED, result.epochs)
+    if result.mfu is not None:
+        trial.set_user_attr(TrialKey.MFU, result.mfu)
+    if result.zero_cost:
+        trial.set_user_attr(TrialKey.ZERO_COST, dict(result.zero_cost))
+    return study.tell(trial, [result.accuracy, float(trial.user_attrs[TrialKey.FLOPS])])
+
+
+def write_failure(study: optuna.Study, trial: optuna.Trial, error: str) -> None:
+    """A trial that raised, ran out of memory or diverged: FAIL with the error's first line."""
+    trial.set_user_attr(TrialKey.ERROR, error)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def requeue(study: optuna.Study, number: int) -> None:
+    """An interrupted trial (live here, or left RUNNING by a killed search): FAIL, and the same genome queued.
+
+    The queued trial carries `requeued_from`, which is what marks the FAIL as an interruption rather than
+    a failure; only public Optuna calls are used, so any storage and any process can do it.
+    """
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    study.enqueue_trial(dict(trial.params), user_attrs={TrialKey.REQUEUED_FROM: number}, skip_if_exists=False)
+
+
+# ---- reading trials ------------------------------------------------------------------------------------
+
+
+def running_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def interrupted_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of trials that were interrupted and re-queued (by this version or an earlier one)."""
+    requeued = {int(t.user_attrs[TrialKey.REQUEUED_FROM]) for t in trials if TrialKey.REQUEUED_FROM in t.user_attrs}
+    return requeued | {t.number for t in trials if t.user_attrs.get(TrialKey.INTERRUPTED)}
+
+
+def is_duplicate(trial: FrozenTrial) -> bool:
+    return TrialKey.DUPLICATE_OF in trial.user_attrs
+
+
+def is_requeued(trial: FrozenTrial) -> bool:
+    return TrialKey.REQUEUED_FROM in trial.user_attrs
+
+
+def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that spent a worker's time (trained or failed; not interrupted, not repeats): what --trials counts."""
+    trials = study.get_trials(deepcopy=False)
+    interrupted = interrupted_numbers(trials)
+    return [
+        t
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.FAIL) and t.number not in interrupted and not is_duplicate(t)
+    ]
+
+
+def failed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials whose training raised, ran out of memory or diverged (interruptions excluded)."""
+    return [t for t in trained_trials(study) if t.state == TrialState.FAIL]
+
+
+def trial_error(trial: FrozenTrial) -> str:
+    return str(trial.user_attrs.get(TrialKey.ERROR) or "no error recorded")
+
+
+def failure_summary(failed: Sequence[FrozenTrial], most: int = 3) -> str:
+    """'3 failed: 2x out of memory on cpu ...; 1x loss became nan ...', the commonest errors first."""
+    counts = Counter(trial_error(trial) for trial in failed)
+    parts = [f"{count}x {error}" for error, count in counts.most_common(most)]
+    if len(counts) > most:
+        parts.append(f"{len(counts) - most} other errors")
+    return f"{len(failed)} failed: " + "; ".join(parts)
+
+
+def is_infeasible(trial: FrozenTrial) -> bool:
+    """A proposal rejected before training: recorded infeasible, or carrying a positive constraint."""
+    return trial.user_attrs.get(TrialKey.FEASIBLE) is False or any(v > 0 for v in (trial.constraints or {}).values())
+
+
+def proposals(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials the sampler proposed (re-queued retrainings excluded), in order."""
+    return [t for t in study.get_trials(deepcopy=False) if TrialKey.FEASIBLE in t.user_attrs and not is_requeued(t)]
+
+
+def feasible_share_by_half(study: optuna.Study) -> tuple[float, float]:
+    """Share of feasible proposals in the first and second half of the study: the sampler learning."""
+    feasible = [bool(t.user_attrs[TrialKey.FEASIBLE]) for t in proposals(study)]
+    half = len(feasible) // 2
+    first, second = feasible[:half], feasible[half:]
+    return (sum(first) / max(len(first), 1), sum(second) / max(len(second), 1))
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """How many trials are complete, infeasible, failed, interrupted, pruned otherwise, running or waiting."""
+    trials = study.get_trials(deepcopy=False)
+    interrupted = interrupted_numbers(trials)
+    counts: Counter[str] = Counter()
+    for trial in trials:
+        if trial.state == TrialState.PRUNED:
+            counts["infeasible" if is_infeasible(trial) else "pruned"] += 1
+        elif trial.state == TrialState.FAIL:
+            counts["interrupted" if trial.number in interrupted else "failed"] += 1
+        else:
+            counts[trial.state.name.lower()] += 1
+    order = ("complete", "infeasible", "failed", "interrupted", "pruned", "running", "waiting")
+    return {name: counts[name] for name in order if counts[name] or name in ("complete", "infeasible", "failed")}
+
+
+def study_budget(study: optuna.Study) -> int | None:
+    """The FLOPs budget the search ran under, if the study records one."""
+    budget = study.user_attrs.get(StudyKey.BUDGET)
+    if isinstance(budget, int | float) and not isinstance(budget, bool) and budget > 0:
+        return int(budget)
+    if isinstance(budget, str):
+        try:
+            return parse_count(budget)
+        except GasError:
+            return None
+    return None
+
+
+def genome_key(genome_data: Mapping[str, Any]) -> str:
+    """One string per distinct genome, for finding repeats."""
+    return json.dumps(genome_data, sort_keys=True)
+
+
+def trained_genomes(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """Fully trained trials by genome: a proposal of one of these genomes is a duplicate."""
+    return {
+        genome_key(t.user_attrs[TrialKey.GENOME]): t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if TrialKey.GENOME in t.user_attrs
     }

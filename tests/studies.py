@@ -1,4 +1,4 @@
-"""Studies written the way the search driver writes them (gas/study.py's contract), on real SQLite storage."""
+"""Studies written the way the search driver writes them (through gas.study's writers), on real SQLite storage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import optuna
 
-from gas import study as contract
+from gas import study as record
+from gas.search.budget import Budget
 from gas.search.sampling import sample_genomes
 from gas.space import get_space, load_genome
 
@@ -20,72 +21,71 @@ def sqlite_url(path: Path) -> str:
 
 def new_study(url: str, name: str, budget: int = BUDGET) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=url, directions=list(contract.DIRECTIONS))
-    for key, value in {"space": "turbovit", "budget": budget, "max_params": None, "seed": 0, "sampler": "tpe"}.items():
+    study = optuna.create_study(study_name=name, storage=url, directions=list(record.DIRECTIONS))
+    for key, value in {
+        record.StudyKey.SPACE: "turbovit",
+        record.StudyKey.BUDGET: budget,
+        record.StudyKey.MAX_PARAMS: None,
+        record.StudyKey.SEED: 0,
+        record.StudyKey.SAMPLER: "tpe",
+    }.items():
         study.set_user_attr(key, value)
     return study
 
 
-def _common_attrs(genome_data: dict, budget: int, seed: int) -> dict:
+def _propose(study: optuna.Study, genome_data: dict, budget: int) -> tuple[optuna.Trial, list[str]]:
+    """Ask a trial and write the genome's proposal as the engine does; returns it with its over-budget reasons."""
     genome = load_genome(genome_data)
     cost = get_space(genome.space).cost(genome)
-    return {
-        contract.GENOME: json.loads(genome.to_json()),
-        contract.PARAMS: cost.params,
-        contract.FLOPS: cost.flops,
-        contract.BUDGET_UTILISATION: cost.flops / budget,
-        contract.SEED: seed,
-        contract.DATASET: "synthetic",
-        contract.PROXY_RESOLUTION: 32,
-        contract.PROXY_EPOCHS: 2,
-        contract.EVALUATOR: "train",
-    }
+    trial = study.ask()
+    constraints, reasons = Budget(budget).check(cost)
+    record.write_proposal(trial, genome, cost, budget, constraints)
+    return trial, reasons
+
+
+def _dispatch(trial: optuna.Trial) -> None:
+    from gas.evaluate.proxy import ProxyConfig
+
+    record.write_dispatch(trial, ProxyConfig(dataset="digits").with_overrides(epochs=2, seed=trial.number))
 
 
 def add_complete(study: optuna.Study, genome_data: dict, accuracy: float, budget: int = BUDGET) -> int:
     """A feasible proposal trained to the end: COMPLETE with values (accuracy, FLOPs)."""
-    trial = study.ask()
-    attrs = _common_attrs(genome_data, budget, seed=trial.number)
-    for key, value in {
-        **attrs,
-        contract.FEASIBLE: True,
-        contract.INFEASIBLE_REASON: None,
-        contract.ACCURACY: accuracy,
-        contract.WALL_TIME: 1.5,
-        contract.IMAGES_PER_SECOND: 100.0,
-        contract.DEVICE: "cpu",
-        contract.ERROR: None,
-    }.items():
-        trial.set_user_attr(key, value)
-    trial.set_constraint("flops", attrs[contract.FLOPS] - budget)
-    study.tell(trial, [accuracy, attrs[contract.FLOPS]])
+    from gas.evaluate.proxy import ProxyResult
+
+    trial, reasons = _propose(study, genome_data, budget)
+    assert not reasons, "a complete trial must be within budget"
+    _dispatch(trial)
+    result = ProxyResult(
+        accuracy=accuracy,
+        accuracy_history=(accuracy / 2, accuracy),
+        wall_time=1.5,
+        images_per_second=100.0,
+        device="cpu",
+        epochs=2,
+        zero_cost={},
+        mfu=None,
+        loss=1.0,
+        batch_size=32,
+        forward_flops=1,
+    )
+    record.write_result(study, trial, result)
     return trial.number
 
 
 def add_infeasible(study: optuna.Study, genome_data: dict, budget: int) -> int:
     """An over-budget proposal: PRUNED with a positive constraint, never trained."""
-    trial = study.ask()
-    attrs = _common_attrs(genome_data, budget, seed=trial.number)
-    assert attrs[contract.FLOPS] > budget, "an infeasible trial must be over budget"
-    for key, value in {
-        **attrs,
-        contract.FEASIBLE: False,
-        contract.INFEASIBLE_REASON: f"{attrs[contract.FLOPS]} FLOPs over the {budget} budget",
-        contract.ACCURACY: None,
-    }.items():
-        trial.set_user_attr(key, value)
-    trial.set_constraint("flops", attrs[contract.FLOPS] - budget)
-    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    trial, reasons = _propose(study, genome_data, budget)
+    assert reasons, "an infeasible trial must be over budget"
+    record.write_infeasible(study, trial, reasons)
     return trial.number
 
 
 def add_failed(study: optuna.Study, genome_data: dict, budget: int = BUDGET) -> int:
     """A feasible proposal whose training raised: FAIL with the error recorded."""
-    trial = study.ask()
-    for key, value in {**_common_attrs(genome_data, budget, seed=trial.number), contract.FEASIBLE: True}.items():
-        trial.set_user_attr(key, value)
-    trial.set_user_attr(contract.ERROR, "RuntimeError: loss diverged")
-    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    trial, _ = _propose(study, genome_data, budget)
+    _dispatch(trial)
+    record.write_failure(study, trial, "RuntimeError: loss diverged")
     return trial.number
 
 

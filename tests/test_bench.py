@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 from experiments.common.results import update_summary
 from gas.bench import time_in_turns
 from gas.cli import main as gas_main
-from gas.search.ray_tune import trained_trials
 from gas.space import get_space, load_genome
+from gas.study import trained_trials
 from tests.conftest import REPO, run_gas
 
 BUDGET = 2_500_000_000

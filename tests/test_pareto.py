@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from gas.cli import main
-from gas.front import format_table, front_rows, knee_point, parse_pick, pick_trial, state_counts
+from gas.front import format_table, front_rows, knee_point, parse_pick, pick_trial
 from gas.space import get_space, load_genome
-from gas.study import front
+from gas.study import front, state_counts
 from tests.conftest import run_gas
 from tests.studies import mixed_study, new_study, sqlite_url
 
@@ -131,11 +131,11 @@ def test_picks_follow_their_definitions(mixed):
 
 def test_empty_study_has_an_empty_front_but_still_plots(tmp_path):
     url = sqlite_url(tmp_path / "empty.db")
-    new_study(url, "empty")
+    study = new_study(url, "empty")
     assert main(["pareto", "--study", "empty", "--storage", url, "--plot", str(tmp_path / "p.html")]) == 0
     assert (tmp_path / "p.html").stat().st_size > 0
     assert format_table([]) == []
-    assert state_counts([]) == {"complete": 0, "infeasible": 0, "failed": 0}
+    assert state_counts(study) == {"complete": 0, "infeasible": 0, "failed": 0}
 
 
 def test_unknown_study_is_one_line_without_traceback(mixed, capsys):

@@ -16,7 +16,9 @@ from gas.search.sampling import sample_genomes
 
 # A small genome keeps every run here to a few seconds on one CPU thread.
 SMALL = sample_genomes("turbovit", 1, seed=0, budget=600_000_000)[0][0]
-TINY = ProxyConfig(device="cpu", resolution=32, epochs=3, train_size=512, val_size=256, zero_cost_batch=16)
+TINY = ProxyConfig(resolution=32, train_size=512, val_size=256, zero_cost_batch=16).with_overrides(
+    device="cpu", epochs=3
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def tiny_run():
 def test_proxy_learns_the_default_dataset(tiny_run):
     result, reports = tiny_run
     chance = 1 / 8
-    assert result["accuracy"] > 2 * chance, reports
+    assert result.accuracy > 2 * chance, reports
     assert reports[-1]["loss"] < reports[0]["loss"]
 
 
@@ -37,25 +39,25 @@ def test_proxy_reports_every_epoch_and_returns_the_contract(tiny_run):
     result, reports = tiny_run
     assert [report["epoch"] for report in reports] == [1.0, 2.0, 3.0]
     assert all({"epoch", "accuracy", "loss"} <= set(report) for report in reports)
-    assert result["accuracy"] == reports[-1]["accuracy"]
-    assert 0.0 <= result["accuracy"] <= 1.0
-    assert result["epochs"] == 3 and result["device"] == "cpu"
-    assert result["wall_time"] > 0 and result["images_per_second"] > 0
-    assert result["mfu"] is None  # no peak FLOP/s is known for a CPU
-    assert set(result["zero_cost"]) == {"naswot", "synflow", "grad_norm"}
+    assert result.accuracy == reports[-1]["accuracy"]
+    assert 0.0 <= result.accuracy <= 1.0
+    assert result.epochs == 3 and result.device == "cpu"
+    assert result.wall_time > 0 and result.images_per_second > 0
+    assert result.mfu is None  # no peak FLOP/s is known for a CPU
+    assert set(result.zero_cost) == {"naswot", "synflow", "grad_norm"}
 
 
 def test_same_seed_same_result_on_cpu(tiny_run):
     result, _ = tiny_run
     again = evaluate(SMALL, TINY)
-    assert again["accuracy"] == result["accuracy"]
-    assert again["loss"] == result["loss"]
-    short = dataclasses.replace(TINY, epochs=1, train_size=128, val_size=32, zero_cost_batch=0)
-    assert evaluate(SMALL, dataclasses.replace(short, seed=1))["loss"] != evaluate(SMALL, short)["loss"]
+    assert again.accuracy == result.accuracy
+    assert again.loss == result.loss
+    short = TINY.with_overrides(epochs=1, train_size=128, val_size=32, zero_cost_batch=0)
+    assert evaluate(SMALL, short.with_overrides(seed=1)).loss != evaluate(SMALL, short).loss
 
 
 def test_huge_learning_rate_fails_the_trial_with_a_reason():
-    config = dataclasses.replace(TINY, epochs=1, train_size=128, val_size=32, lr=1e6, zero_cost_batch=0)
+    config = TINY.with_overrides(epochs=1, train_size=128, val_size=32, lr=1e6, zero_cost_batch=0)
     with pytest.raises(TrialFailed) as caught:
         evaluate(SMALL, config)
     message = str(caught.value)
@@ -112,12 +114,12 @@ def test_training_on_a_prebuilt_split_reports_images_per_second():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_training_uses_bf16_and_reports_mfu():
-    config = dataclasses.replace(TINY, device="cuda", epochs=1)
+    config = TINY.with_overrides(device="cuda", epochs=1)
     result = evaluate(SMALL, config)
-    assert result["device"] == torch.cuda.get_device_name(0)
-    assert 0.0 <= result["accuracy"] <= 1.0
-    if result["mfu"] is not None:
-        assert 0.0 < result["mfu"] < 1.0
+    assert result.device == torch.cuda.get_device_name(0)
+    assert 0.0 <= result.accuracy <= 1.0
+    if result.mfu is not None:
+        assert 0.0 < result.mfu < 1.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -129,7 +131,7 @@ def test_cuda_out_of_memory_fails_the_trial():
     torch.cuda.set_per_process_memory_fraction(64 * 2**20 / total)  # 64 MiB: far below a batch of 512
     try:
         with pytest.raises(TrialFailed, match="out of memory"):
-            train(model, splits, TrainConfig(epochs=1, batch_size=512, device="cuda", fill_device=False))
+            train(model, splits, TrainConfig(epochs=1, batch_size=512, device="cuda"))
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()

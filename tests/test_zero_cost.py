@@ -73,6 +73,6 @@ def test_zero_cost_evaluator_reports_once(batch):
     small = sample_genomes("turbovit", 1, seed=0, budget=600_000_000)[0][0]
     result = evaluate(small, config, report=reports.append)
     assert len(reports) == 1
-    assert 0.0 <= result["accuracy"] <= 1.0
-    assert result["epochs"] == 0 and set(result["zero_cost"]) == set(SCORES)
-    assert result["accuracy"] == normalised_primary(result["zero_cost"], 16)
+    assert 0.0 <= result.accuracy <= 1.0
+    assert result.epochs == 0 and set(result.zero_cost) == set(SCORES)
+    assert result.accuracy == normalised_primary(result.zero_cost, 16)

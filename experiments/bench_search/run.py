@@ -4,13 +4,13 @@
     python experiments/bench_search/run.py --evaluator train --trials 40 --seeds 3
     python experiments/bench_search/run.py ... --report-only     # redraw table, plot and summary from the CSVs
 
-Every sampler runs through gas's own generator: `gas.search.open_study` creates the study with
-`make_sampler(name, seed)`, `GenomeSearcher` proposes (ask → sample → analytic cost → over budget: recorded
-as infeasible, never evaluated; a genome already evaluated: not evaluated again) and records results.
-Only the sampler differs; the space, budget, evaluator and its seed are the same. Two drivers:
+Every sampler runs through gas's own search engine (`gas.search.Engine`): it creates the study with
+`make_sampler(name, seed)`, proposes (ask → sample → analytic cost → over budget: recorded as infeasible,
+never evaluated; a genome already evaluated: not evaluated again) and records results. Only the sampler
+differs; the space, budget, evaluator and its seed are the same. Two drivers of that engine:
 
-    inprocess  suggestions are evaluated one after another in this process (`gas.search.trial_result`);
-               no Ray, so a large zero-cost run spends its time in the sampler and the evaluator only.
+    inprocess  `gas.search.search_in_process`: proposals evaluated one after another in this process; no
+               Ray, so a large zero-cost run spends its time in the sampler and the evaluator only.
     ray        `gas.search.run_search`, exactly what `gas search --sampler NAME` runs (local Ray cluster).
 
 Hypervolume. Objectives: maximise accuracy, minimise FLOPs. FLOPs are divided by the budget, so both lie
@@ -37,7 +37,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
-import dataclasses
 import math
 import statistics
 import sys
@@ -49,23 +48,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
-from ray.tune.search import Searcher
 
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from experiments.common.workers import worker_pool
-from gas import study as keys
+from gas import study as record
 from gas.errors import GasError
-from gas.evaluate.proxy import ProxyConfig, check_data
-from gas.search.ray_tune import (
-    SAMPLERS,
-    GenomeSearcher,
-    SearchConfig,
-    open_study,
-    run_search,
-    trained_trials,
-    trial_result,
-)
-from gas.space import get_space
+from gas.evaluate.proxy import ProxyConfig
+from gas.search import SAMPLERS, SearchConfig, prepare, run_search, search_in_process
 from gas.units import compact_count, parse_count
 
 SCRIPT = "experiments/bench_search/run.py"
@@ -137,26 +126,9 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
 
 
-def search_in_process(config: SearchConfig) -> tuple[optuna.Study, float, str | None]:
-    """gas's generator without Ray: suggest, evaluate here, record; until `config.trials` are trained."""
-    space = get_space(config.space)
-    check_data(config.proxy, space.name)
-    study = open_study(config, space)
-    searcher = GenomeSearcher(study, space, config)
-    trained = len(trained_trials(study))
-    while trained < config.trials:
-        trial_id = f"inprocess_{trained}"
-        suggestion = searcher.suggest(trial_id)
-        if suggestion is None or suggestion == Searcher.FINISHED:
-            break
-        searcher.on_trial_complete(trial_id, trial_result(suggestion))
-        trained += 1
-    return study, searcher.driver_seconds, searcher.stopped_reason
-
-
 def completion_order(study: optuna.Study) -> list[FrozenTrial]:
     """Trained trials in the order their results came back (proposal order when they ran one at a time)."""
-    return sorted(trained_trials(study), key=lambda trial: (trial.datetime_complete, trial.number))
+    return sorted(record.trained_trials(study), key=lambda trial: (trial.datetime_complete, trial.number))
 
 
 def run_one(task: RunTask) -> RunResult:
@@ -170,25 +142,22 @@ def run_one(task: RunTask) -> RunResult:
     storage_file.parent.mkdir(parents=True, exist_ok=True)
     storage_file.unlink(missing_ok=True)  # a fresh search, not a resumed one
     started = time.perf_counter()
-    if task.driver == "ray":
-        outcome = run_search(task.config)
-        study, driver_seconds, stopped = outcome.study, outcome.driver_seconds, outcome.stopped_reason
-    else:
-        study, driver_seconds, stopped = search_in_process(task.config)
+    outcome = run_search(task.config) if task.driver == "ray" else search_in_process(task.config)
+    study, driver_seconds, stopped = outcome.study, outcome.driver_seconds, outcome.stopped_reason
     elapsed = time.perf_counter() - started
     trained = completion_order(study)
-    proposals = [t for t in study.get_trials(deepcopy=False) if keys.FEASIBLE in t.user_attrs]
+    proposals = record.proposals(study)
     return RunResult(
         sampler=task.sampler,
         seed=task.seed,
         evaluations=[(t.values[0], t.values[1]) if t.state == TrialState.COMPLETE else None for t in trained],
         trial_numbers=[t.number for t in trained],
         proposals=len(proposals),
-        feasible=sum(bool(t.user_attrs[keys.FEASIBLE]) for t in proposals),
+        feasible=sum(bool(t.user_attrs[record.TrialKey.FEASIBLE]) for t in proposals),
         elapsed=elapsed,
         driver_seconds=driver_seconds,
         stopped_reason=stopped,
-        errors=[str(t.user_attrs.get(keys.ERROR)) for t in trained if t.state == TrialState.FAIL],
+        errors=[record.trial_error(t) for t in trained if t.state == TrialState.FAIL],
     )
 
 
@@ -293,7 +262,7 @@ def plot(curves: dict[str, dict[int, list[float]]], path: Path, title: str) -> N
 # ---- main --------------------------------------------------------------------------------------------
 
 
-def record(
+def record_runs(
     results: list[RunResult], budget: float, out: Path, name: str
 ) -> tuple[dict[str, dict[int, list[float]]], pd.DataFrame]:
     """Write every evaluation and every run to CSV; return the hypervolume curves and the run table."""
@@ -396,9 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = []
     for sampler in args.samplers:
         for seed in seeds:
-            proxy = dataclasses.replace(
-                ProxyConfig(evaluator=args.evaluator, seed=seed),
-                **{key: value for key, value in overrides.items() if value is not None},
+            proxy = ProxyConfig(evaluator=args.evaluator).with_overrides(
+                seed=seed, **{key: value for key, value in overrides.items() if value is not None}
             )
             count = random_trials if sampler == "random" else trials
             config = SearchConfig(
@@ -422,12 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     else:
         try:
-            check_data(tasks[0].config.proxy, get_space(args.space).name)
+            prepare(tasks[0].config)
             results = run_all(tasks, args.jobs if driver == "inprocess" else 1)
         except GasError as error:
             print(f"bench_search: error: {error}", file=sys.stderr)
             return 2
-        curves, runs = record(results, budget, out, name)
+        curves, runs = record_runs(results, budget, out, name)
     table, headlines = summarise(curves, trials, random_trials)
     table = table.fillna("")  # random's own rows have no ratio to random
     table.to_csv(out / f"{name}_summary.csv", index=False)

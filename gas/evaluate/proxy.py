@@ -23,10 +23,9 @@ rule gives 3e-5) because Hiera-style networks at 1e-3 did not learn at all in ~1
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -40,7 +39,7 @@ from gas.evaluate.zero_cost import normalised_primary, zero_cost_scores
 from gas.genome import Genome
 from gas.space import get_space
 
-__all__ = ["DEFAULT_DATASET", "EVALUATORS", "ProxyConfig", "TrialFailed", "check_data", "evaluate"]
+__all__ = ["DEFAULT_DATASET", "EVALUATORS", "ProxyConfig", "ProxyResult", "TrialFailed", "check_data", "evaluate"]
 
 EVALUATORS = ("train", "zero-cost")
 DEFAULT_ZERO_COST_BATCH = 64
@@ -50,41 +49,67 @@ DEFAULT_ZERO_COST_BATCH = 64
 class ProxyConfig:
     """Everything that decides a proxy result; the study records it so any trial can be reproduced.
 
-    The defaults are the CPU proxy described in this module's docstring; `gas search` options override
-    dataset, data_dir, resolution, epochs, evaluator, seed, device and compile.
+    The defaults are the CPU proxy described in this module's docstring. `train` holds the training
+    hyper-parameters (epochs, batch, learning rate, seed, device...), whose defaults are the proxy's.
     """
 
     dataset: str = DEFAULT_DATASET
     data_dir: str | None = None
     resolution: int = 32
-    epochs: int = 4
     evaluator: str = "train"  # "train" or "zero-cost"
-    seed: int = 0
-    batch_size: int = 32
-    device: str = "auto"  # "auto" -> cuda if available else cpu
-    compile: bool = False
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.1
-    label_smoothing: float = 0.1
-    pos_embed_lr_scale: float = 10.0
     train_size: int | None = 1024  # caps every dataset's training split (None: all of it)
     val_size: int | None = 512
     zero_cost_batch: int = DEFAULT_ZERO_COST_BATCH  # images for the zero-cost scores; 0 skips them when training
+    train: TrainConfig = field(default_factory=TrainConfig)
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            warmup_fraction=self.warmup_fraction,
-            label_smoothing=self.label_smoothing,
-            pos_embed_lr_scale=self.pos_embed_lr_scale,
-            seed=self.seed,
-            device=self.device,
-            compile=self.compile,
-        )
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProxyConfig:
+        return cls(**{**data, "train": TrainConfig(**data["train"])})
+
+    def with_overrides(self, **overrides: Any) -> ProxyConfig:
+        """A copy with the given fields replaced; names of `TrainConfig` fields go to `train`."""
+        train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        train = {name: value for name, value in overrides.items() if name in train_fields}
+        own = {name: value for name, value in overrides.items() if name not in train_fields}
+        return dataclasses.replace(self, **own, train=dataclasses.replace(self.train, **train))
+
+    def settings(self) -> dict[str, Any]:
+        """What a study records and checks on resume: every field that changes a result.
+
+        The data location is left out (the same data may live elsewhere on another machine), and the
+        device is its kind: trials on any CPU, or on any CUDA GPU, are trained alike.
+        """
+        train = dataclasses.asdict(self.train)
+        train["device"] = resolve_device(self.train.device).type
+        own = {key: value for key, value in dataclasses.asdict(self).items() if key not in ("data_dir", "train")}
+        return {**own, **train}
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    """What one proxy evaluation measured; the same fields whichever evaluator produced it."""
+
+    accuracy: float  # validation accuracy after the last epoch (zero-cost: the mapped naswot score)
+    accuracy_history: tuple[float, ...]  # after each epoch (zero-cost: the one score)
+    wall_time: float  # seconds for the whole evaluation, data loading included
+    images_per_second: float  # training images per second (zero-cost: images scored per second)
+    device: str  # "cpu" or the GPU's name
+    epochs: int  # epochs trained (0 for zero-cost)
+    zero_cost: dict[str, float]  # scores at initialisation (empty when skipped)
+    mfu: float | None  # model-FLOPs utilisation on CUDA, when the device's peak is known
+    loss: float | None  # mean training loss of the last epoch (None for zero-cost)
+    batch_size: int
+    forward_flops: int  # multiply-adds of one forward pass at the proxy resolution
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProxyResult:
+        return cls(**{**data, "accuracy_history": tuple(data["accuracy_history"])})
 
 
 def proxy_genome(genome: Genome, resolution: int, num_classes: int) -> Genome:
@@ -132,24 +157,23 @@ def check_data(config: ProxyConfig, space: str = DEFAULT_SPACE) -> None:
     """Driver-side, before any worker starts: one-line GasError for an unusable dataset or resolution."""
     if config.evaluator not in EVALUATORS:
         raise GasError(f"unknown evaluator {config.evaluator!r}; use one of {', '.join(EVALUATORS)}")
-    if config.epochs < 1:
-        raise GasError(f"epochs must be at least 1, got {config.epochs}")
-    if config.batch_size < 1:
-        raise GasError(f"batch size must be at least 1, got {config.batch_size}")
+    if config.train.epochs < 1:
+        raise GasError(f"epochs must be at least 1, got {config.train.epochs}")
+    if config.train.batch_size < 1:
+        raise GasError(f"batch size must be at least 1, got {config.train.batch_size}")
     check_dataset(config.dataset, config.data_dir)
     check_resolution(config.resolution, space)
-    resolve_device(config.device)
+    resolve_device(config.train.device)
 
 
 def evaluate(
     genome: Genome, config: ProxyConfig, report: Callable[[dict[str, float]], None] | None = None
-) -> dict[str, Any]:
-    """Train (or score without training) `genome` at the proxy resolution and return its numbers.
+) -> ProxyResult:
+    """Train (or score without training) `genome` at the proxy resolution and return what was measured.
 
-    Returns {"accuracy", "wall_time", "images_per_second", "device", "epochs", "zero_cost", "mfu"}.
-    For evaluator "zero-cost", "accuracy" is the naswot score mapped monotonically into [0, 1]
-    (see `gas.evaluate.zero_cost.normalised_primary`), not a trained accuracy. Raises TrialFailed if training
-    diverges or runs out of memory, GasError if the data or resolution is unusable.
+    For evaluator "zero-cost", the accuracy is the naswot score mapped monotonically into [0, 1]
+    (see `gas.evaluate.zero_cost.normalised_primary`), not a trained accuracy. Raises TrialFailed if
+    training diverges or runs out of memory, GasError if the data or resolution is unusable.
     """
     started = time.perf_counter()
     if config.evaluator not in EVALUATORS:
@@ -157,8 +181,8 @@ def evaluate(
     splits = load_dataset(config.dataset, config.resolution, config.data_dir, config.train_size, config.val_size)
     trained_genome = proxy_genome(genome, config.resolution, splits.num_classes)
     forward_flops = get_space(genome.space).cost(trained_genome).flops
-    device = resolve_device(config.device)
-    model = build_proxy_model(genome, config.resolution, splits.num_classes, config.seed)
+    device = resolve_device(config.train.device)
+    model = build_proxy_model(genome, config.resolution, splits.num_classes, config.train.seed)
 
     scores: dict[str, float] = {}
     wanted = config.zero_cost_batch or (DEFAULT_ZERO_COST_BATCH if config.evaluator == "zero-cost" else 0)
@@ -169,35 +193,34 @@ def evaluate(
     if config.evaluator == "zero-cost":
         accuracy = normalised_primary(scores, batch)
         wall_time = time.perf_counter() - started
-        entry = {
-            "epoch": 0.0,
-            "accuracy": accuracy,
-            "loss": math.nan,
-            **{f"zero_cost/{k}": v for k, v in scores.items()},
-        }
         if report is not None:
-            report(entry)
-        return {
-            "accuracy": accuracy,
-            "wall_time": wall_time,
-            "images_per_second": batch / wall_time if wall_time > 0 else 0.0,
-            "device": "cpu",
-            "epochs": 0,
-            "zero_cost": scores,
-            "mfu": None,
-        }
+            report({"epoch": 0.0, "accuracy": accuracy})
+        return ProxyResult(
+            accuracy=accuracy,
+            accuracy_history=(accuracy,),
+            wall_time=wall_time,
+            images_per_second=batch / wall_time if wall_time > 0 else 0.0,
+            device="cpu",
+            epochs=0,
+            zero_cost=scores,
+            mfu=None,
+            loss=None,
+            batch_size=batch,
+            forward_flops=forward_flops,
+        )
 
-    result = train(model, splits, config.train_config(), report=report, forward_flops=forward_flops)
+    result = train(model, splits, config.train, report=report, forward_flops=forward_flops)
     mfu_values = [entry["mfu"] for entry in result.history if "mfu" in entry]
-    return {
-        "accuracy": result.accuracy,
-        "wall_time": time.perf_counter() - started,
-        "images_per_second": result.images_per_second,
-        "device": device_name(device),
-        "epochs": config.epochs,
-        "zero_cost": scores,
-        "mfu": sum(mfu_values) / len(mfu_values) if mfu_values else None,
-        "loss": result.loss,
-        "batch_size": result.batch_size,
-        "forward_flops": forward_flops,
-    }
+    return ProxyResult(
+        accuracy=result.accuracy,
+        accuracy_history=tuple(entry["accuracy"] for entry in result.history),
+        wall_time=time.perf_counter() - started,
+        images_per_second=result.images_per_second,
+        device=device_name(device),
+        epochs=config.train.epochs,
+        zero_cost=scores,
+        mfu=sum(mfu_values) / len(mfu_values) if mfu_values else None,
+        loss=result.loss,
+        batch_size=result.batch_size,
+        forward_flops=forward_flops,
+    )

@@ -2,8 +2,9 @@
 
 One call trains one freshly built model on in-memory tensors and returns its validation accuracy per
 epoch. On CPU it is deterministic: the seed fixes initialisation and batch order, and nothing else draws
-random numbers. On CUDA it trains in bf16 autocast with channels-last inputs, can compile the model, can
-grow the batch to fill the device, and measures model-FLOPs utilisation (MFU).
+random numbers. On CUDA it trains in bf16 autocast with channels-last inputs, can compile the model, and
+measures model-FLOPs utilisation (MFU). The batch and learning rate are the configured ones on every
+device: a result must not depend on how much memory the device (or its neighbours) left free.
 
 MFU = achieved training FLOP/s / the device's peak dense bf16 FLOP/s, where one training image costs
 3 x the forward multiply-accumulates (forward, plus backward ≈ 2 x forward) x 2 FLOP per multiply-accumulate.
@@ -50,21 +51,19 @@ class TrialFailed(GasError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one proxy training run."""
+    """Hyper-parameters of one proxy training run; the defaults are the CPU proxy's (see gas.evaluate.proxy)."""
 
     epochs: int = 4
-    batch_size: int = 64
-    lr: float = 1e-3
+    batch_size: int = 32
+    lr: float = 1e-4
     weight_decay: float = 0.05
     warmup_fraction: float = 0.1  # share of all steps spent warming up linearly from 0
     label_smoothing: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; short schedules at a high lr need it
     pos_embed_lr_scale: float = 10.0  # learning-rate multiplier for position embeddings (see param_groups)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # "auto" -> cuda if available else cpu
     compile: bool = False
-    fill_device: bool = True  # on CUDA: grow the batch (and scale lr) to use the device's memory
-    max_batch_size: int = 1024
     eval_batch_size: int = 256
 
 
@@ -115,20 +114,27 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, pos_embed_lr_scale: float) -> list[dict]:
-    """Decay matrices only; position embeddings get no decay and a larger learning rate.
+    """Parameter groups as the model family asks: what it names gets no decay, its position embeddings a larger rate.
+
+    A model family says which of its parameters take no weight decay with `no_weight_decay()` (as
+    Hiera's official code and timm do: position embeddings, relative-position biases) and which are
+    position embeddings with `position_embeddings()`; both return parameter names. Vectors (norms,
+    biases) never decay.
 
     Why the larger rate: position embeddings start tiny (std 0.02, as in Hiera) next to the patch
     embeddings (std ~0.5), and Adam moves a weight by about lr per step, so in a proxy's hundred-odd steps
     they would stay too small for the network to use where things are. Scaling their rate lets a short run
     learn position as a long run would.
     """
+    no_decay_names = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    position_names = set(model.position_embeddings()) if hasattr(model, "position_embeddings") else set()
     decay, no_decay, position = [], [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        if "pos_embed" in name:
+        if name in position_names:
             position.append(parameter)
-        elif parameter.ndim >= 2:
+        elif parameter.ndim >= 2 and name not in no_decay_names:
             decay.append(parameter)
         else:
             no_decay.append(parameter)
@@ -198,39 +204,6 @@ def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
 
 
-def _fill_batch(model: nn.Module, splits: Splits, config: TrainConfig, device: torch.device) -> int:
-    """Largest power-of-two multiple of the configured batch that trains a step within 80% of free memory.
-
-    Capped so an epoch still has at least 8 steps: a bigger batch on a small proxy set would cut the number
-    of optimiser steps and change what the proxy measures.
-    """
-    cap = min(config.max_batch_size, max(config.batch_size, len(splits.train_labels) // 8))
-    free, _ = torch.cuda.mem_get_info(device)
-    chosen = config.batch_size
-    candidate = config.batch_size * 2
-    while candidate <= cap:
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        try:
-            images = _to_device(splits.train_images[:1].expand(candidate, -1, -1, -1), device)
-            with _autocast(device):
-                loss = model(images).float().logsumexp(dim=1).mean()
-            loss.backward()
-        except (RuntimeError, torch.OutOfMemoryError) as error:
-            if not _is_out_of_memory(error):
-                raise
-            break
-        finally:
-            model.zero_grad(set_to_none=True)
-        used = torch.cuda.max_memory_allocated(device) - before
-        torch.cuda.empty_cache()
-        if used > 0.8 * free:
-            break
-        chosen = candidate
-        candidate *= 2
-    return chosen
-
-
 def train(
     model: nn.Module,
     splits: Splits,
@@ -249,11 +222,6 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     batch_size = min(config.batch_size, len(splits.train_labels))
     lr = config.lr
-    if device.type == "cuda" and config.fill_device:
-        with _failures_as_trial_failed(device, batch_size):
-            batch_size = _fill_batch(model, splits, config, device)
-        # Square-root scaling keeps AdamW's effective step noise comparable to the configured batch.
-        lr = config.lr * math.sqrt(batch_size / config.batch_size)
     steps_per_epoch = len(splits.train_labels) // batch_size
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_fraction * total_steps)

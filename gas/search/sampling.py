@@ -1,4 +1,4 @@
-"""Random genomes from a space, optionally within a FLOPs and params budget (for `gas sample`)."""
+"""Random genomes from a space, optionally within a budget (for `gas sample` and benchmark harnesses)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import optuna
 from gas.cost import Cost
 from gas.errors import GasError
 from gas.genome import Genome
+from gas.search.budget import Budget
 from gas.space import get_space
 
 MAX_DRAWS_PER_GENOME = 2000
@@ -24,6 +25,7 @@ def sample_genomes(
     if n < 1:
         raise GasError(f"--n must be at least 1, got {n}")
     space = get_space(space_name)
+    limits = Budget(budget, max_params) if budget is not None else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     found: dict[str, tuple[Genome, Cost]] = {}
@@ -32,14 +34,13 @@ def sample_genomes(
         genome = space.sample(trial, resolution=resolution)
         study.tell(trial, 0.0)
         cost = space.cost(genome)
-        if (budget is None or cost.flops <= budget) and (max_params is None or cost.params <= max_params):
+        within = limits.allows(cost) if limits else max_params is None or cost.params <= max_params
+        if within:
             found.setdefault(genome.to_json(), (genome, cost))
             if len(found) == n:
                 return list(found.values())
-    limits = " and ".join(
-        text for text in (budget and f"{budget:,} FLOPs", max_params and f"{max_params:,} params") if text
-    )
+    described = limits.describe() if limits else f"{max_params:,} params"
     raise GasError(
-        f"found only {len(found)} of {n} genomes within {limits} in {n * MAX_DRAWS_PER_GENOME} draws "
+        f"found only {len(found)} of {n} genomes within {described} in {n * MAX_DRAWS_PER_GENOME} draws "
         f"from the {space.name} space at {resolution}px; raise the budget"
     )

@@ -1,0 +1,274 @@
+"""The search engine: ask-and-tell on the study, proposing feasible new genomes and recording their results.
+
+Drivers (the Ray Tune one in `gas.search.ray_tune`, the in-process one in `gas.search.local`) decide only
+where and when a proposal is evaluated; everything a search decides lives here:
+
+    propose()  ask the sampler until a genome is within budget and new; every rejection is recorded
+               (over budget: PRUNED with its reasons; a repeat: the earlier result, not a second training)
+    record()   a worker's result or error, told to the study by this process alone
+    requeue()  trials interrupted before they finished go back in the queue with the same genome
+
+The budget is known before training, so a genome over it never reaches a worker; Optuna's samplers see its
+positive constraint and learn to avoid the region. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from gas import study as record
+from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS
+from gas.errors import GasError
+from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data, evaluate
+from gas.search.budget import Budget
+from gas.search.sampling import sample_genomes
+from gas.space import SearchSpace, get_space, load_genome
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+# Rejected proposals cost microseconds, but a sampler stuck outside the budget must not spin forever.
+MAX_REJECTIONS_IN_A_ROW = 5000
+
+Report = Callable[[dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything `gas search` takes; defaults are the embedded ones."""
+
+    budget: int
+    space: str = DEFAULT_SPACE
+    study: str | None = None
+    storage: str | None = None
+    trials: int = DEFAULT_TRIALS
+    sampler: str = "tpe"
+    seed: int = 0
+    max_params: int | None = None
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    ray_address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: one GPU per trial when the cluster has any
+    max_concurrent: int | None = None
+    progress: bool = True
+
+    @property
+    def study_name(self) -> str:
+        return self.study or record.default_study_name(get_space(self.space).name, self.budget, self.max_params)
+
+    @property
+    def limits(self) -> Budget:
+        return Budget(self.budget, self.max_params)
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        # constant_liar keeps concurrent proposals apart; multivariate TPE models widths jointly.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=10)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise GasError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def prepare(config: SearchConfig) -> SearchConfig:
+    """Check a search's settings before anything starts; one-line GasError for the first problem."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = get_space(config.space)
+    if config.trials < 1:
+        raise GasError(f"--trials must be at least 1, got {config.trials}")
+    if config.cpus_per_trial <= 0:
+        raise GasError(f"--cpus-per-trial must be positive, got {config.cpus_per_trial}")
+    make_sampler(config.sampler, config.seed)
+    check_data(config.proxy, space.name)
+    try:
+        sample_genomes(space.name, 1, config.seed, 224, config.budget, config.max_params)
+    except GasError as error:
+        raise GasError(f"no genome of the {space.name} space fits this budget: {error}") from None
+    return config
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A feasible, new genome on its way to a worker: plain data, so it travels to any machine."""
+
+    number: int  # the study's trial number
+    genome: dict[str, Any]
+    proxy: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def evaluate_proposal(proposal: Proposal, report: Report | None = None) -> ProxyResult | str:
+    """What a worker does with a proposal: its result, or its error in one line. Never raises.
+
+    A failure is returned, not raised: a raise would make Ray retry the trial, which is right only when
+    the worker itself died.
+    """
+    try:
+        genome = load_genome(proposal.genome)
+        return evaluate(genome, ProxyConfig.from_dict(proposal.proxy), report=report)
+    except GasError as error:
+        return str(error)
+    except Exception as error:  # a trial that raises is recorded with its error; the search goes on
+        return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+class Engine:
+    """One search on one study: proposals out, results in. Drivers call `propose` and `record`."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        self.config = config
+        self.space: SearchSpace = get_space(config.space)
+        self.budget = config.limits
+        self.study = record.create_or_resume(
+            config.study_name,
+            config.storage,
+            make_sampler(config.sampler, config.seed),
+            self.settings(),
+            {
+                record.StudyKey.SPACE: self.space.name,
+                record.StudyKey.BUDGET: config.budget,
+                record.StudyKey.MAX_PARAMS: config.max_params,
+                record.StudyKey.SEED: config.seed,
+                record.StudyKey.SAMPLER: config.sampler,
+            },
+        )
+        self.live: dict[int, optuna.Trial] = {}
+        self.stopped_reason: str | None = None
+        self.driver_seconds = 0.0  # time spent proposing and recording, outside any trial
+        self.trained_before = len(record.trained_trials(self.study))
+        self.completed_here = 0
+        self.failed_here: list[str] = []
+        self.evaluated = record.trained_genomes(self.study)
+
+    def settings(self) -> dict[str, Any]:
+        """What makes two runs part of the same search; a resumed study must match it."""
+        return {
+            "space": self.space.name,
+            "budget": self.config.budget,
+            "max_params": self.config.max_params,
+            "proxy": self.config.proxy.settings(),
+        }
+
+    def remaining(self) -> int:
+        """Trained trials still to go before the study holds `config.trials`."""
+        return self.config.trials - len(record.trained_trials(self.study))
+
+    def requeue(self) -> int:
+        """Trials a killed search left RUNNING go back in the queue with the same genome; returns how many."""
+        stale = [trial.number for trial in record.running_trials(self.study) if trial.number not in self.live]
+        for number in stale:
+            record.requeue(self.study, number)
+        return len(stale)
+
+    def abandon(self) -> bool:
+        """Trials still in flight when the search stops go back in the queue; True if there were any."""
+        numbers = sorted(self.live)
+        for number in numbers:
+            record.requeue(self.study, number)
+        self.live.clear()
+        return bool(numbers)
+
+    def propose(self) -> Proposal | None:
+        """The next feasible genome not trained before, or None when the sampler cannot find one."""
+        started = time.perf_counter()
+        try:
+            return self._propose()
+        finally:
+            self.driver_seconds += time.perf_counter() - started
+
+    def _propose(self) -> Proposal | None:
+        for _ in range(MAX_REJECTIONS_IN_A_ROW):
+            trial = self.study.ask()
+            genome = self.space.sample(trial)
+            cost = self.space.cost(genome)
+            constraints, reasons = self.budget.check(cost)
+            record.write_proposal(trial, genome, cost, self.budget.flops, constraints)
+            if reasons:
+                record.write_infeasible(self.study, trial, reasons)
+                continue
+            earlier = self.evaluated.get(record.genome_key(genome.to_dict()))
+            if earlier is not None:  # same genome, same settings: same result, no need to train it again
+                record.write_duplicate(self.study, trial, earlier)
+                continue
+            record.write_dispatch(trial, self.config.proxy)
+            self.live[trial.number] = trial
+            return Proposal(trial.number, genome.to_dict(), self.config.proxy.to_dict())
+        self.stopped_reason = (
+            f"{MAX_REJECTIONS_IN_A_ROW} proposals in a row were over budget; the sampler cannot find feasible "
+            "genomes (raise the budget or try --sampler random)"
+        )
+        return None
+
+    def record(self, number: int, outcome: ProxyResult | str) -> FrozenTrial | None:
+        """Tell the study a proposal's result, or its error; a trial not in flight here is ignored."""
+        started = time.perf_counter()
+        try:
+            trial = self.live.pop(number, None)
+            if trial is None:
+                return None
+            if isinstance(outcome, str):
+                record.write_failure(self.study, trial, outcome)
+                self.failed_here.append(outcome)
+                return None
+            frozen = record.write_result(self.study, trial, outcome)
+            self.evaluated[record.genome_key(frozen.user_attrs[record.TrialKey.GENOME])] = frozen
+            self.completed_here += 1
+            return frozen
+        finally:
+            self.driver_seconds += time.perf_counter() - started
+
+    def failure_verdict(self) -> str | None:
+        """Why this run failed as a whole (every trial it trained failed), or None."""
+        if self.failed_here and not self.completed_here:
+            count = len(self.failed_here)
+            return f"all {count} trials of this run failed; the first: {self.failed_here[0]}"
+        if not self.complete():
+            return f"no trial was trained to the end{f': {self.stopped_reason}' if self.stopped_reason else ''}"
+        return None
+
+    def trained(self) -> list[FrozenTrial]:
+        return record.trained_trials(self.study)
+
+    def complete(self) -> list[FrozenTrial]:
+        return [t for t in self.trained() if t.state == TrialState.COMPLETE]
+
+
+@dataclass
+class SearchOutcome:
+    """What a driver reports when a search stops."""
+
+    study: optuna.Study
+    trained: int  # trained trials in the study, counting earlier runs
+    interrupted: bool
+    stopped_reason: str | None
+    elapsed: float  # seconds this run took, Ray start-up included
+    driver_seconds: float = 0.0  # of which proposing genomes and recording results
+    concurrency: float = 1.0  # trials that fit on the cluster at once
+    failures: str | None = None  # 'N failed: ...' over the whole study, or None
+    failed_run: str | None = None  # set when every trial this run trained failed
+
+    @classmethod
+    def of(cls, engine: Engine, interrupted: bool, elapsed: float, concurrency: float = 1.0) -> SearchOutcome:
+        failed = record.failed_trials(engine.study)
+        return cls(
+            engine.study,
+            len(engine.trained()),
+            interrupted,
+            engine.stopped_reason,
+            elapsed,
+            engine.driver_seconds,
+            concurrency,
+            record.failure_summary(failed) if failed else None,
+            engine.failure_verdict(),
+        )
