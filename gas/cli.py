@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -301,6 +302,29 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latency(args: argparse.Namespace) -> int:
+    from gas.latency import DEFAULT_RUNS, DEFAULT_WARMUP, LatencySettings, fingerprint, measure_many
+
+    settings = LatencySettings(args.device, args.threads, args.batch, args.dtype, args.compile)
+    settings.check_available()  # before loading anything: the answer does not depend on the models
+    runs = DEFAULT_RUNS if args.runs is None else args.runs
+    warmup = DEFAULT_WARMUP if args.warmup is None else args.warmup
+    measured = measure_many(args.models, settings, runs, warmup)
+    if args.json:
+        models = [{"model": name, **measurement.to_dict()} for name, measurement in measured.items()]
+        print(json.dumps({"settings": fingerprint(settings), "models": models}))
+        return 0
+    print(f"end-to-end latency, {settings.describe()}: median of timed runs taken in turns, IQR their spread")
+    width = max(len(name) for name in measured)
+    print(f"{'model':<{width}}  {'median ms':>9}  {'IQR ms':>7}  {'IQR %':>5}  {'runs':>4}")
+    for name, measurement in measured.items():
+        print(
+            f"{name:<{width}}  {1000 * measurement.median:>9.2f}  {1000 * measurement.spread:>7.2f}  "
+            f"{measurement.relative_spread:>5.0%}  {measurement.runs:>4}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gas", description="Generate fast vision transformers by constrained architecture search."
@@ -415,11 +439,35 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baseline", default="hiera_tiny", help="ratios against this model (default: hiera_tiny)")
     bench.add_argument("--csv", help="also write the rows to this CSV file")
     bench.set_defaults(run=_bench)
+
+    latency = commands.add_parser(
+        "latency",
+        help="end-to-end inference latency of models on this machine: median and spread of timed runs",
+        description="Measure each MODEL's inference latency: warm-up runs, then timed runs taken in turns; prints "
+        "the median and the interquartile range (IQR) of the runs.",
+    )
+    latency.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="a reference name (e.g. turbovit), a genome .json file or an exported .py file; :fused folds BatchNorms",
+    )
+    latency.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="(default: cpu)")
+    latency.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    latency.add_argument("--batch", type=int, default=1, help="images per call (default: 1)")
+    latency.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="weights and inputs (fp32)")
+    latency.add_argument("--compile", action="store_true", help="run the models under torch.compile")
+    latency.add_argument("--runs", type=int, default=None, help="timed runs per model (default: 20)")
+    latency.add_argument("--warmup", type=int, default=None, help="untimed runs per model first (default: 3)")
+    latency.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    latency.set_defaults(run=_latency)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A warning meant for the user (e.g. images skipped as unreadable) is one line, like an error.
+    warnings.formatwarning = lambda message, category, *_: f"gas {args.command}: warning: {message}\n"
     try:
         return args.run(args)
     except GasError as error:

@@ -76,6 +76,7 @@ class StudyKey:
     MAX_PARAMS = "max_params"
     SEED = "seed"
     SAMPLER = "sampler"
+    DATA = "data"  # what the dataset check found: classes, images, files skipped as unreadable
 
 
 # Proxy settings earlier versions did not record, at the only values those versions could run with: a
@@ -92,6 +93,7 @@ LEGACY_PROXY_SETTINGS = {
     "val_size": 512,
     "zero_cost_batch": 64,
     "compile": False,
+    "eval_batch_size": 256,
 }
 
 
@@ -225,17 +227,25 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
 # ---- opening a search's study ------------------------------------------------------------------------
 
 
-def _with_legacy_defaults(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings as recorded, with the proxy settings earlier versions left out filled in at their values."""
+def _with_legacy_defaults(settings: Mapping[str, Any], seed: int | None) -> dict[str, Any]:
+    """Settings as recorded, with the proxy settings earlier versions left out filled in at their values.
+
+    Those versions trained every trial with the study's seed, on the CPU.
+    """
     filled = dict(settings)
     if isinstance(filled.get("proxy"), Mapping):
-        filled["proxy"] = {**LEGACY_PROXY_SETTINGS, "device": "cpu", **filled["proxy"]}
+        filled["proxy"] = {**LEGACY_PROXY_SETTINGS, "device": "cpu", "seed": seed, **filled["proxy"]}
     return filled
 
 
-def settings_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """Each setting whose recorded value differs from `wanted`, as 'proxy.lr 0.0001 (now 0.001)'."""
-    recorded = _with_legacy_defaults(recorded)
+def settings_differences(
+    recorded: Mapping[str, Any], wanted: Mapping[str, Any], study_seed: int | None = None
+) -> list[str]:
+    """Each setting whose recorded value differs from `wanted`, as 'proxy.lr 0.0001 (now 0.001)'.
+
+    `study_seed` is the study's recorded seed, which earlier versions used as every trial's seed.
+    """
+    recorded = _with_legacy_defaults(recorded, study_seed)
 
     def walk(old: Any, new: Any, path: str) -> list[str]:
         if isinstance(old, Mapping) and isinstance(new, Mapping):
@@ -277,7 +287,7 @@ def create_or_resume(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(OBJECTIVES))
         return study
-    differences = settings_differences(recorded, settings)
+    differences = settings_differences(recorded, settings, study.user_attrs.get(StudyKey.SEED))
     if differences:
         raise GasError(f"study {name!r} was run with other settings: {', '.join(differences)}; pass another --study")
     return study

@@ -1,8 +1,14 @@
-"""`gas search` end to end: the real CLI, a real SQLite study and a real local Ray cluster, at tiny sizes."""
+"""`gas search` end to end: the real CLI, a real SQLite study and a real local Ray cluster, at tiny sizes.
+
+What is about Ray (the driver, workers in other directories, signals, joining a cluster) runs the CLI on a
+local cluster; what is about the engine (resume rules, bad input) runs the in-process driver or `main`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,11 +16,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from gas import study as record
+from gas.cli import main
+from gas.errors import GasError
+from gas.evaluate.proxy import ProxyConfig
+from gas.search import Engine, SearchConfig, run_search, search_in_process
 from gas.space import get_space, load_genome
 from tests.conftest import REPO, run_gas
 
@@ -104,7 +116,7 @@ def _count(folder: Path, name: str, state: TrialState) -> int:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["kill", "ctrl-c"])
 def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path, stop_signal):
-    args = [sys.executable, "-m", "gas", "search", "--budget", "1G", "--trials", "16", "--study", "resume", *SCORED]
+    args = [sys.executable, "-m", "gas", "search", "--budget", "1G", "--trials", "6", "--study", "resume", *SCORED]
     process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def finished_a_trial() -> bool:
@@ -128,11 +140,14 @@ def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path, stop_sig
     after = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert all(after[number] == values for number, values in before.items())
     trained = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
-    assert len(trained) == 16
+    assert len(trained) == 6
     assert not study.get_trials(states=(TrialState.RUNNING,))
     requeued = [t for t in study.get_trials() if "requeued_from" in t.user_attrs]
-    interrupted = [t for t in study.get_trials() if t.user_attrs.get("interrupted")]
-    assert len(requeued) == len(interrupted)
+    # Every trial that did not finish was interrupted (nothing failed here), and each was re-queued once.
+    interrupted = {t.number for t in study.get_trials(states=(TrialState.FAIL,))}
+    assert sorted(t.user_attrs["requeued_from"] for t in requeued) == sorted(interrupted)
+    assert record.interrupted_numbers(study.get_trials()) == interrupted
+    assert len(record.trained_trials(study)) == 6
     for trial in requeued:
         assert trial.params == study.trials[trial.user_attrs["requeued_from"]].params
 
@@ -195,17 +210,122 @@ def _port_open(port: int) -> bool:
         (["--budget", "2.5G", "--dataset", "cifar10", "--data-dir", "/no/such/dir"], "/no/such/dir"),
     ],
 )
-def test_search_bad_input_is_one_line(tmp_path, args, message):
-    result = run_gas("search", *args, "--no-progress", cwd=tmp_path, timeout=120)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_search_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", *args, "--no-progress"]) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "ray").exists(), "bad input is refused before anything trains"
+
+
+def test_bad_input_from_a_shell_is_one_line_without_traceback(tmp_path):
+    result = run_gas("search", "--budget", "abc", "--no-progress", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "budget 'abc' is not a count" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _scored_config(tmp_path: Path, **changes) -> SearchConfig:
+    proxy = ProxyConfig(dataset="digits", evaluator="zero-cost", train_size=64, val_size=32).with_overrides(
+        epochs=1, seed=1, device="cpu"
+    )
+    base = dict(budget=1_000_000_000, trials=1, study="same", storage=f"sqlite:///{tmp_path}/gas.db", progress=False)
+    return SearchConfig(**{**base, "proxy": proxy, **changes})
 
 
 def test_resumed_study_must_keep_its_settings(tmp_path):
-    first = run_gas("search", "--budget", "1G", "--trials", "1", "--study", "same", *SCORED, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    again = run_gas("search", "--budget", "2G", "--trials", "2", "--study", "same", *SCORED, cwd=tmp_path)
-    assert again.returncode == 2
-    assert "study 'same' was run with other settings: budget 1000000000 (now 2000000000)" in again.stderr
+    first = _scored_config(tmp_path)
+    assert search_in_process(first).trained == 1
+    proxy = first.proxy
+    changes = {
+        "budget 1000000000 (now 2000000000)": {"budget": 2_000_000_000},
+        "proxy.lr 0.0001 (now 0.001)": {"proxy": proxy.with_overrides(lr=1e-3)},
+        "proxy.batch_size 32 (now 16)": {"proxy": proxy.with_overrides(batch_size=16)},
+        "proxy.train_size 64 (now 128)": {"proxy": proxy.with_overrides(train_size=128)},
+        "proxy.epochs 1 (now 2)": {"proxy": proxy.with_overrides(epochs=2)},
+    }
+    for difference, change in changes.items():
+        with pytest.raises(GasError) as refused:
+            search_in_process(_scored_config(tmp_path, trials=2, **change))
+        assert f"study 'same' was run with other settings: {difference}" in str(refused.value)
+        assert "\n" not in str(refused.value)
+    assert len(record.trained_trials(record.open_study("same", first.storage))) == 1, "nothing trained on refusal"
+
+
+def test_a_study_started_on_gpus_does_not_resume_on_a_cpu(tmp_path):
+    """The device kind is part of the settings: bf16 CUDA training and fp32 CPU training are other proxies."""
+    on_gpus = _scored_config(tmp_path)
+    Engine(dataclasses.replace(on_gpus, proxy=on_gpus.proxy.with_overrides(device="cuda")))  # as a GPU cluster does
+    with pytest.raises(GasError, match=r'proxy.device "cuda" \(now "cpu"\)'):
+        search_in_process(on_gpus)
+
+
+def test_a_study_from_an_earlier_version_opens_and_resumes_only_under_its_settings(tmp_path):
+    committed = REPO / "experiments" / "results" / "default_search.db"
+    copy = tmp_path / "default_search.db"
+    shutil.copy(committed, copy)
+    storage = f"sqlite:///{copy}"
+    study = record.open_study("turbovit-2.5G", storage)
+    assert record.front(study) and record.trained_trials(study)
+    assert main(["pareto", "--study", "turbovit-2.5G", "--storage", storage]) == 0
+    # Its settings predate the recorded learning rate and device; they were the only ones it could run with.
+    recorded = study.user_attrs[record.StudyKey.SETTINGS]
+    assert "lr" not in recorded["proxy"]
+    now = ProxyConfig().with_overrides(device="cpu").settings()
+    seed = study.user_attrs[record.StudyKey.SEED]
+    assert record.settings_differences(recorded, {**recorded, "proxy": now}, seed) == []
+    assert record.settings_differences(recorded, {**recorded, "proxy": {**now, "lr": 1e-3}}, seed) == [
+        "proxy.lr 0.0001 (now 0.001)"
+    ]
+
+
+def test_in_process_and_ray_drivers_write_the_same_study(tmp_path):
+    """One trial at a time and the same seed: the same genomes, states and values, whichever driver runs them."""
+    studies = {}
+    for driver, search in (("local", search_in_process), ("ray", run_search)):
+        config = _scored_config(
+            tmp_path, study=driver, storage=f"sqlite:///{tmp_path}/{driver}.db", trials=4, max_concurrent=1
+        )
+        studies[driver] = search(config).study
+
+    def summary(study):
+        return [
+            (t.state, t.values, t.user_attrs.get(record.TrialKey.GENOME), t.user_attrs.get(record.TrialKey.FLOPS))
+            for t in study.get_trials()
+        ]
+
+    local, ray = summary(studies["local"]), summary(studies["ray"])
+    assert len(record.trained_trials(studies["local"])) == 4
+    assert local == ray
+
+
+def test_a_relative_imagefolder_reaches_the_workers(tmp_path):
+    """Ray runs each trial in a folder of its own: a path the user gave relative to theirs must still be found."""
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / "mydata" / label).mkdir(parents=True)
+        for index in range(20):
+            pixels = generator.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "mydata" / label / f"{index}.png")
+    (tmp_path / "mydata" / "dogs" / "broken.png").write_bytes(b"not an image")
+    args = ["--budget", "1G", "--trials", "2", "--study", "mine", "--dataset", "imagefolder:mydata"]
+    result = run_gas("search", *args, "--resolution", "32", "--evaluator", "zero-cost", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "failures: none" in result.stdout
+    assert "broken.png" in result.stderr and len(result.stderr.strip().splitlines()) == 1  # a one-line warning
+    study = open_study(tmp_path, "mine")
+    assert _count(tmp_path, "mine", TrialState.COMPLETE) == 2
+    data = study.user_attrs[record.StudyKey.DATA]
+    assert data["unreadable"] == ["dogs/broken.png"] and data["images"] == 40
+    assert study.user_attrs[record.StudyKey.SETTINGS]["proxy"]["dataset"] == f"imagefolder:{tmp_path / 'mydata'}"
+
+
+def test_a_search_in_which_every_trial_failed_is_a_failure(tmp_path):
+    env = {"PYTHONPATH": str(REPO)}
+    args = ["search", "--space", "tests.faulty_space:fault=raise", "--budget", "100G", "--trials", "2"]
+    result = run_gas(*args, "--study", "doomed", *TINY, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stdout
+    assert "all 2 trials of this run failed; the first: RuntimeError: injected fault in forward" in result.stderr
+    assert "failures: 2 failed: 2x RuntimeError: injected fault in forward" in result.stdout

@@ -33,7 +33,7 @@ import torch
 
 from gas.defaults import DEFAULT_SPACE
 from gas.errors import GasError, GenomeError
-from gas.evaluate.data import DEFAULT_DATASET, check_dataset, load_dataset
+from gas.evaluate.data import DEFAULT_DATASET, DatasetCheck, check_dataset, load_dataset, resolve_dataset
 from gas.evaluate.train import TrainConfig, TrialFailed, device_name, resolve_device, train
 from gas.evaluate.zero_cost import normalised_primary, zero_cost_scores
 from gas.genome import Genome
@@ -83,7 +83,8 @@ class ProxyConfig:
         device is its kind: trials on any CPU, or on any CUDA GPU, are trained alike.
         """
         train = dataclasses.asdict(self.train)
-        train["device"] = resolve_device(self.train.device).type
+        kind = self.train.device.partition(":")[0]
+        train["device"] = resolve_device("auto").type if kind == "auto" else kind
         own = {key: value for key, value in dataclasses.asdict(self).items() if key not in ("data_dir", "train")}
         return {**own, **train}
 
@@ -153,17 +154,23 @@ def check_resolution(resolution: int, space: str = DEFAULT_SPACE) -> None:
             ) from None
 
 
-def check_data(config: ProxyConfig, space: str = DEFAULT_SPACE) -> None:
-    """Driver-side, before any worker starts: one-line GasError for an unusable dataset or resolution."""
+def check_data(config: ProxyConfig, space: str = DEFAULT_SPACE) -> tuple[ProxyConfig, DatasetCheck]:
+    """Driver-side, before any worker starts: one-line GasError for an unusable dataset or resolution.
+
+    Returns the config with its data paths made absolute (a worker runs in another directory) and what
+    the dataset check found (classes, images, files skipped as unreadable), for the study to record.
+    """
     if config.evaluator not in EVALUATORS:
         raise GasError(f"unknown evaluator {config.evaluator!r}; use one of {', '.join(EVALUATORS)}")
     if config.train.epochs < 1:
         raise GasError(f"epochs must be at least 1, got {config.train.epochs}")
     if config.train.batch_size < 1:
         raise GasError(f"batch size must be at least 1, got {config.train.batch_size}")
-    check_dataset(config.dataset, config.data_dir)
+    dataset, data_dir = resolve_dataset(config.dataset, config.data_dir)
+    found = check_dataset(dataset, data_dir)
     check_resolution(config.resolution, space)
     resolve_device(config.train.device)
+    return dataclasses.replace(config, dataset=dataset, data_dir=data_dir), found
 
 
 def evaluate(

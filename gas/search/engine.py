@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gas import study as record
 from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS
 from gas.errors import GasError
+from gas.evaluate.data import DatasetCheck
 from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data, evaluate
 from gas.search.budget import Budget
 from gas.search.sampling import sample_genomes
@@ -79,8 +80,11 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise GasError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
-def prepare(config: SearchConfig) -> SearchConfig:
-    """Check a search's settings before anything starts; one-line GasError for the first problem."""
+def prepare(config: SearchConfig) -> tuple[SearchConfig, DatasetCheck]:
+    """Check a search's settings before anything starts; one-line GasError for the first problem.
+
+    Returns the config with its data paths made absolute, and what the dataset check found.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = get_space(config.space)
     if config.trials < 1:
@@ -88,12 +92,12 @@ def prepare(config: SearchConfig) -> SearchConfig:
     if config.cpus_per_trial <= 0:
         raise GasError(f"--cpus-per-trial must be positive, got {config.cpus_per_trial}")
     make_sampler(config.sampler, config.seed)
-    check_data(config.proxy, space.name)
+    proxy, data = check_data(config.proxy, space.name)
     try:
         sample_genomes(space.name, 1, config.seed, 224, config.budget, config.max_params)
     except GasError as error:
         raise GasError(f"no genome of the {space.name} space fits this budget: {error}") from None
-    return config
+    return dataclasses.replace(config, proxy=proxy), data
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def evaluate_proposal(proposal: Proposal, report: Report | None = None) -> Proxy
 class Engine:
     """One search on one study: proposals out, results in. Drivers call `propose` and `record`."""
 
-    def __init__(self, config: SearchConfig) -> None:
+    def __init__(self, config: SearchConfig, data: DatasetCheck | None = None) -> None:
         self.config = config
         self.space: SearchSpace = get_space(config.space)
         self.budget = config.limits
@@ -141,6 +145,7 @@ class Engine:
                 record.StudyKey.MAX_PARAMS: config.max_params,
                 record.StudyKey.SEED: config.seed,
                 record.StudyKey.SAMPLER: config.sampler,
+                record.StudyKey.DATA: dataclasses.asdict(data) if data else None,
             },
         )
         self.live: dict[int, optuna.Trial] = {}

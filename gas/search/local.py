@@ -15,7 +15,7 @@ from gas.search.progress import Progress
 def search_in_process(config: SearchConfig) -> SearchOutcome:
     """Run (or resume) a search here until the study holds `config.trials` trained trials."""
     started = time.monotonic()
-    engine = Engine(prepare(config))
+    engine = Engine(*prepare(config))
     engine.requeue()
     progress = Progress(engine.study, config.trials, config.progress)
     interrupted = False

@@ -9,6 +9,7 @@ workers are on other machines.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import time
@@ -38,10 +39,11 @@ def run_trial(config: dict[str, Any]) -> None:
     torch.set_num_threads(config["threads"])
     proposal = Proposal(**config["proposal"])
     outcome = evaluate_proposal(proposal, report=lambda metrics: tune.report(dict(metrics)))
+    # The result travels as one JSON string: Tune flattens nested metrics ("zero_cost/naswot") on the way.
     if isinstance(outcome, str):
         tune.report({"error": outcome})
     else:
-        tune.report({"result": outcome.to_dict()})
+        tune.report({"result": json.dumps(outcome.to_dict())})
 
 
 class EngineSearcher(Searcher):
@@ -80,7 +82,7 @@ class EngineSearcher(Searcher):
         elif "result" not in result:
             outcome = "stopped before its last epoch; not a fully trained result"
         else:
-            outcome = ProxyResult.from_dict(result["result"])
+            outcome = ProxyResult.from_dict(json.loads(result["result"]))
         self.engine.record(number, outcome)
         if self.progress is not None:
             self.progress.refresh(completed=1)
@@ -102,7 +104,7 @@ def _terminate_like_interrupt() -> Iterator[None]:
 
 def run_search(config: SearchConfig) -> SearchOutcome:
     """Run (or resume) the search on Ray until the study holds `config.trials` trained trials."""
-    config = prepare(config)
+    config, data = prepare(config)
     started = time.monotonic()
     with ray_cluster(config.ray_address) as cluster:
         gpus = config.gpus_per_trial if config.gpus_per_trial is not None else (1.0 if cluster.gpus else 0.0)
@@ -114,7 +116,7 @@ def run_search(config: SearchConfig) -> SearchOutcome:
             )
         if config.proxy.train.device == "auto":  # the workers' device, not the driver's, decides
             config = dataclasses.replace(config, proxy=config.proxy.with_overrides(device="cuda" if gpus else "cpu"))
-        engine = Engine(config)
+        engine = Engine(config, data)
         engine.requeue()
         remaining = engine.remaining()
         if remaining <= 0:
