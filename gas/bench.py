@@ -144,34 +144,51 @@ def settings_for(device: str = "auto", compile: bool = True) -> list[Setting]:
 # ---- timing ------------------------------------------------------------------------------------------
 
 
+def time_call(call: Callable[[], object], device: str = "cpu") -> float:
+    """Seconds one call takes on `device` ("cpu" or "cuda"), counting the work it queued there.
+
+    On the CPU it reads the wall clock around the call. On CUDA, where a call returns before its kernels
+    finish, a pair of CUDA events brackets the call on the current stream, and the reading waits for the
+    second one: the figure is the stream's time from the first kernel's launch to the last one's end,
+    which includes any gap the host's launches leave (what a batch-1 caller waits for) but not the time
+    before the call started.
+    """
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000  # elapsed_time is in milliseconds
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
 def time_in_turns(
     calls: Mapping[str, Callable[[], object]],
     repeats: int,
     warmup: int = 1,
-    synchronize: Callable[[], None] | None = None,
+    device: str = "cpu",
 ) -> dict[str, list[float]]:
     """Seconds per call of each callable, `repeats` times each, the callables taking turns.
 
     Each callable first runs `warmup` untimed calls (allocation, caches, compilation). Then every round
     calls each one once, starting one further along each round, so no callable always runs right after
-    the same other one. `synchronize` (e.g. torch.cuda.synchronize) runs before a clock is read, so
-    asynchronous work is counted.
+    the same other one. Each call is timed by `time_call` on `device` ("cpu" or "cuda"); on CUDA the
+    warm-up's queued work finishes before the first timed call.
     """
     names = list(calls)
     for name in names:
         for _ in range(warmup):
             calls[name]()
-    if synchronize is not None:
-        synchronize()
+    if device == "cuda":
+        torch.cuda.synchronize()
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for round_number in range(repeats):
         for offset in range(len(names)):
             name = names[(round_number + offset) % len(names)]
-            started = time.perf_counter()
-            calls[name]()
-            if synchronize is not None:
-                synchronize()
-            seconds[name].append(time.perf_counter() - started)
+            seconds[name].append(time_call(calls[name], device))
     return seconds
 
 
@@ -194,7 +211,6 @@ def run_benchmark(
     rows = []
     for setting in settings:
         device = torch.device(setting.device)
-        synchronize = torch.cuda.synchronize if device.type == "cuda" else None
         prepared = {}
         for entry in models:
             module = copy.deepcopy(entry.model).to(device=device, dtype=setting.dtype)
@@ -209,7 +225,7 @@ def run_benchmark(
                 name: (lambda module=module, images=inputs[name]: module(images)) for name, module in prepared.items()
             }
             with torch.inference_mode():
-                seconds = time_in_turns(calls, repeats if batch == 1 else batch_repeats, warmup, synchronize)
+                seconds = time_in_turns(calls, repeats if batch == 1 else batch_repeats, warmup, device.type)
             for entry in models:
                 median = statistics.median(seconds[entry.name])
                 rows.append(

@@ -46,3 +46,32 @@ def compact_count(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:g}{suffix}"
     return f"{value:g}"
+
+
+_DURATION = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([a-zµ]*)\s*$", re.IGNORECASE)
+_PER_SECOND = {"s": 1, "ms": 1000, "us": 1_000_000, "µs": 1_000_000}  # dividing keeps 800us exactly 0.0008
+
+
+def parse_duration(text: str, what: str = "latency") -> float:
+    """Parse '25ms', '800us' or '0.1s' into positive seconds; the unit is required.
+
+    A bare number is refused rather than guessed: '25' could mean seconds or milliseconds, and a latency
+    budget off by 1000x would silently let everything through or nothing.
+
+    >>> parse_duration("25ms")
+    0.025
+    """
+    match = _DURATION.match(str(text))
+    example = "write it like 25ms, 800us or 0.1s"
+    if match is None:
+        raise GasError(f"{what} {text!r} is not a duration; {example}")
+    number, unit = match.groups()
+    if not unit:
+        raise GasError(f"{what} {text!r} has no unit; {example}")
+    per_second = _PER_SECOND.get(unit.lower())
+    if per_second is None:
+        raise GasError(f"{what} {text!r} has an unknown unit {unit!r}; {example}")
+    value = float(number) / per_second
+    if not math.isfinite(value) or value <= 0:
+        raise GasError(f"{what} {text!r} must be a positive duration")
+    return value

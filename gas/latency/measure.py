@@ -1,0 +1,155 @@
+"""Measured inference latency: warm-up runs, then the median and interquartile range of timed runs.
+
+The clock is `gas.bench.time_in_turns`, the one `gas bench` uses: wall time on the CPU, CUDA events on a
+GPU. Several networks measured together take turns, one call each per round, so a change in the machine's
+load during the measurement touches all of them alike. The median of the timed runs is the figure; the
+interquartile range (IQR) says how much the runs scattered, and so how far to trust it.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gas.bench import load_model, time_in_turns
+from gas.errors import GasError
+from gas.genome import Genome
+from gas.latency.device import LatencySettings, running_with
+from gas.space import get_space
+
+#: Timed runs per measurement; experiments/bench_latency measures how far repeated medians of N runs agree.
+DEFAULT_RUNS = 20
+#: Untimed runs first: allocation, caches, the one-time work of oneDNN and cuDNN kernel selection.
+DEFAULT_WARMUP = 3
+
+#: What `measure` accepts: a built module, a genome, or a name as `gas bench` takes one (a reference,
+#: a genome file, an exported .py file, any of them with ":fused").
+Target = nn.Module | Genome | str
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Latency of one network: the median of `runs` timed calls and their interquartile range, in seconds."""
+
+    median: float
+    spread: float
+    runs: int
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Measurement:
+        """The median and IQR of timed runs (a single run has no spread)."""
+        if not seconds:
+            raise GasError("a measurement needs at least one timed run")
+        spread = 0.0
+        if len(seconds) > 1:
+            lower, _, upper = statistics.quantiles(seconds, n=4, method="inclusive")
+            spread = upper - lower
+        return cls(statistics.median(seconds), spread, len(seconds))
+
+    @property
+    def relative_spread(self) -> float:
+        """IQR over the median: 0.05 means the middle half of the runs lay within 5% of the median's size."""
+        return self.spread / self.median if self.median > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median_s": self.median, "spread_s": self.spread, "runs": self.runs}
+
+
+def prepare(module: nn.Module, settings: LatencySettings) -> nn.Module:
+    """A copy of `module` in eval mode on the settings' device and dtype, compiled if they say so.
+
+    A copy, so measuring never moves or converts the caller's module.
+    """
+    module = copy.deepcopy(module).eval().to(device=settings.device, dtype=settings.torch_dtype)
+    # Static shapes: one graph for the one input shape this module is timed at.
+    return torch.compile(module, dynamic=False) if settings.compile else module
+
+
+def time_modules(
+    modules: Mapping[str, tuple[nn.Module, tuple[int, ...]]],
+    settings: LatencySettings,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+) -> dict[str, Measurement]:
+    """Latency of each module on a random input of shape (batch, *shape), measured in turns.
+
+    `modules` maps a name to (module, per-example input shape); this is the primitive both end-to-end
+    measurements and the latency model's part timings rest on.
+    """
+    if runs < 1 or warmup < 0:
+        raise GasError(f"runs must be at least 1 and warm-up runs at least 0, got {runs} and {warmup}")
+    settings.check_available()
+    with running_with(settings):
+        calls = {}
+        for name, (module, shape) in modules.items():
+            prepared = prepare(module, settings)
+            inputs = torch.randn(settings.batch, *shape, device=settings.device, dtype=settings.torch_dtype)
+            calls[name] = lambda prepared=prepared, inputs=inputs: prepared(inputs)
+        try:
+            seconds = time_in_turns(calls, runs, warmup, settings.device)
+        except torch.OutOfMemoryError:
+            raise GasError(f"out of memory at batch {settings.batch} on {settings.device}") from None
+        except Exception as error:
+            if not settings.compile:
+                raise
+            # Compilation happens in the first call; whatever it raises, the user needs one line naming it.
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            raise GasError(f"torch.compile failed: {reason}") from None
+        finally:
+            del calls
+            if settings.device == "cuda":
+                torch.cuda.empty_cache()
+    return {name: Measurement.of(times) for name, times in seconds.items()}
+
+
+def _resolve(target: Target, resolution: int) -> tuple[nn.Module, tuple[int, ...]]:
+    """The module a target names and the shape of one input image."""
+    if isinstance(target, str):
+        loaded = load_model(target)
+        return loaded.model, (3, loaded.resolution, loaded.resolution)
+    if isinstance(target, Genome):
+        return get_space(target.space).build(target), (3, target.resolution, target.resolution)
+    if isinstance(target, nn.Module):
+        return target, (3, resolution, resolution)
+    raise GasError(f"cannot measure a {type(target).__name__}: give a module, a genome or a model name")
+
+
+def measure_many(
+    targets: Mapping[str, Target] | Sequence[str],
+    settings: LatencySettings | None = None,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    resolution: int = 224,
+) -> dict[str, Measurement]:
+    """End-to-end latency of several networks, measured in turns; names as `gas latency` takes them, or a mapping.
+
+    Genomes and named models run at their own resolution (224px for references and searched genomes);
+    bare modules at `resolution`.
+    """
+    named = dict(targets) if isinstance(targets, Mapping) else {name: name for name in dict.fromkeys(targets)}
+    if not named:
+        raise GasError("give at least one model to measure")
+    modules = {name: _resolve(target, resolution) for name, target in named.items()}
+    return time_modules(modules, settings or LatencySettings(), runs, warmup)
+
+
+def measure(
+    target: Target,
+    settings: LatencySettings | None = None,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    resolution: int = 224,
+) -> Measurement:
+    """End-to-end inference latency of one network: `warmup` untimed calls, then `runs` timed ones.
+
+    >>> from gas.latency import LatencySettings, measure
+    >>> measure("turbovit", LatencySettings(threads=1), runs=3).median > 0
+    True
+    """
+    return measure_many({"model": target}, settings, runs, warmup, resolution)["model"]

@@ -1,0 +1,300 @@
+"""The latency model of one device: a genome's inference latency predicted in microseconds, before training.
+
+How it predicts. A genome is split into the parts its network runs (`gas.latency.parts`: stem, blocks,
+head). Each part's seconds come from its kind's regression on work figures (multiply-adds, elements moved,
+attention problems), fitted to timings of real part modules; their sum then passes through a per-space
+calibration line fitted to end-to-end measurements of whole networks. No network is built to predict.
+
+How it is built. Lazily, per space, the first time a genome of that space is predicted: the parts of a
+seeded sample of random genomes of the space are timed on this device (the table), the kinds' weights
+fitted, and a few of those genomes measured end to end for the calibration. The table, the observations
+and the build record are kept in one JSON file per device fingerprint (`gas.latency.device`), so the next
+run on the same machine starts with them; a file made on another machine is refused.
+
+>>> from gas.latency import LatencyModel, LatencySettings
+>>> from gas.space import load_genome
+>>> model = LatencyModel.for_device(LatencySettings(threads=1))     # loads the cache or starts empty
+>>> seconds = model.predict(load_genome("turbovit"))                 # builds the turbovit part on first need
+>>> model.observe(load_genome("turbovit"), 0.061)                    # a new end-to-end figure recalibrates
+>>> model.save()                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gas.errors import GasError
+from gas.genome import Genome
+from gas.latency import parts as partlib
+from gas.latency.device import LatencySettings, difference, fingerprint, fingerprint_id
+from gas.latency.fit import Calibration, fit_calibration, fit_weights
+from gas.latency.measure import DEFAULT_RUNS, DEFAULT_WARMUP, Measurement, measure_many, time_modules
+from gas.latency.parts import Part, decompose, family
+from gas.space import load_genome
+
+#: Version of the cache file's layout and of the decomposition; a file of another version is rebuilt.
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How much a space's share of the latency model measures when it is built.
+
+    `genomes` random genomes of the space (drawn with `seed`, within `max_flops` at `resolution` if given)
+    have every part timed with `part_runs` runs; the first `calibrate` of them are also measured end to end
+    with `runs` runs. Defaults suit the search: about a minute per space on one CPU thread.
+    """
+
+    genomes: int = 24
+    calibrate: int = 8
+    part_runs: int = 7
+    runs: int = DEFAULT_RUNS
+    warmup: int = DEFAULT_WARMUP
+    seed: int = 0
+    max_flops: int | None = None
+    resolution: int = 224
+
+    def __post_init__(self) -> None:
+        if self.genomes < 1 or not 0 <= self.calibrate <= self.genomes:
+            raise GasError(f"a build plan needs genomes ≥ 1 and 0 ≤ calibrate ≤ genomes, got {self}")
+        if self.part_runs < 1 or self.runs < 1 or self.warmup < 0:
+            raise GasError(f"a build plan needs runs ≥ 1 and warm-up runs ≥ 0, got {self}")
+
+
+def default_path(settings: LatencySettings, folder: str | Path | None = None) -> Path:
+    """Where the model of this device is cached: FOLDER/<fingerprint id>.json, FOLDER by default
+    $GAS_CACHE_DIR/latency (else ~/.cache/gas/latency), as the dataset cache does."""
+    if folder is None:
+        from gas.evaluate.data import cache_dir
+
+        folder = cache_dir() / "latency"
+    return Path(folder) / f"{fingerprint_id(fingerprint(settings))}.json"
+
+
+class LatencyModel:
+    """Predicts a genome's inference latency on one device; see the module docstring for how.
+
+    Build one with `LatencyModel.for_device(settings)`; `predict(genome)` gives seconds, `observe(genome,
+    seconds)` adds an end-to-end figure and refits the calibration, `save()` keeps it for the next run.
+    """
+
+    def __init__(self, settings: LatencySettings, plan: BuildPlan | None = None, path: Path | None = None) -> None:
+        self.settings = settings
+        self.fingerprint = fingerprint(settings)
+        self.plan = plan or BuildPlan()
+        self.path = path
+        #: kind → part key → measured seconds of one call (a batch of `settings.batch`).
+        self.table: dict[str, dict[partlib.Key, float]] = {}
+        #: space family → end-to-end figures: (genome, measured seconds).
+        self.observations: dict[str, list[tuple[Genome, float]]] = {}
+        #: space family → how its share was built (genomes, parts timed, seconds it took).
+        self.builds: dict[str, dict[str, Any]] = {}
+        self._weights: dict[str, tuple[float, ...]] = {}
+        self._calibrations: dict[str, Calibration] = {}
+
+    # ---- making, saving, loading ---------------------------------------------------------------
+
+    @classmethod
+    def for_device(
+        cls, settings: LatencySettings | None = None, plan: BuildPlan | None = None, cache: str | Path | None = None
+    ) -> LatencyModel:
+        """The model for these settings on this machine: from the cache if there is one, else empty (it
+        builds itself per space on first need). `cache` is the folder (default: see `default_path`)."""
+        settings = settings or LatencySettings()
+        path = default_path(settings, cache)
+        if path.exists():
+            try:
+                return cls.load(path, settings, plan)
+            except _StaleFile:
+                pass  # made by another version of gas: start again and overwrite it on save
+        return cls(settings, plan, path)
+
+    @classmethod
+    def load(cls, path: str | Path, settings: LatencySettings, plan: BuildPlan | None = None) -> LatencyModel:
+        """The model saved at `path`; GasError (one line) if it was made for another device or settings."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as error:
+            raise GasError(f"cannot read latency model {path}: {error.strerror}") from None
+        except json.JSONDecodeError as error:
+            raise GasError(f"{path} is not a latency model: {error.msg} at line {error.lineno}") from None
+        if not isinstance(data, dict) or "fingerprint" not in data:
+            raise GasError(f"{path} is not a latency model (no fingerprint)")
+        if data.get("format") != FORMAT:
+            raise _StaleFile(f"{path} holds a latency model of format {data.get('format')}, gas reads {FORMAT}")
+        model = cls(settings, plan, path)
+        mismatch = difference(model.fingerprint, data["fingerprint"])
+        if mismatch is not None:
+            raise GasError(f"latency model {path} was made for another device or settings: {mismatch}")
+        try:
+            for kind, rows in data["table"].items():
+                if kind in partlib.KINDS:
+                    model.table[kind] = {tuple(key): float(seconds) for key, seconds in rows}
+            for space_family, rows in data["observations"].items():
+                model.observations[space_family] = [(load_genome(row["genome"]), float(row["seconds"])) for row in rows]
+            model.builds = dict(data["builds"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise GasError(f"{path} is not a readable latency model: {type(error).__name__}: {error}") from None
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "fingerprint": self.fingerprint,
+            "table": {
+                kind: [[list(key), seconds] for key, seconds in rows.items()] for kind, rows in self.table.items()
+            },
+            "observations": {
+                space_family: [{"genome": genome.to_dict(), "seconds": seconds} for genome, seconds in rows]
+                for space_family, rows in self.observations.items()
+            },
+            "builds": self.builds,
+        }
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the model (atomically) to `path`, else where it was loaded from or will be cached."""
+        target = Path(path) if path is not None else self.path or default_path(self.settings)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(self.to_dict()) + "\n")
+            partial.replace(target)  # a reader never sees half a file
+        except OSError as error:
+            raise GasError(f"cannot write latency model {target}: {error.strerror}") from None
+        self.path = target
+        return target
+
+    # ---- measuring ------------------------------------------------------------------------------
+
+    def time_parts(self, parts: Iterable[Part], runs: int | None = None) -> int:
+        """Time every part not yet in the table (real modules, in turns); return how many were timed."""
+        missing = {part: None for part in parts if part.key not in self.table.get(part.kind, {})}
+        if not missing:
+            return 0
+        modules = {str(index): partlib.build(part) for index, part in enumerate(missing)}
+        timed = time_modules(modules, self.settings, runs or self.plan.part_runs, self.plan.warmup)
+        for index, part in enumerate(missing):
+            self.table.setdefault(part.kind, {})[part.key] = timed[str(index)].median
+        self._weights.clear()
+        self._calibrations.clear()
+        return len(missing)
+
+    def build(self, space: str) -> dict[str, Any]:
+        """Build (or extend) this model's share for `space` by the plan; returns the build record.
+
+        Times the parts of `plan.genomes` random genomes of the space, then measures `plan.calibrate` of
+        them end to end. Takes about a minute on one CPU thread with the default plan.
+        """
+        from gas.search.sampling import sample_genomes  # the search imports this module, not the reverse
+
+        plan = self.plan
+        started = time.perf_counter()
+        genomes = [
+            genome for genome, _ in sample_genomes(space, plan.genomes, plan.seed, plan.resolution, plan.max_flops)
+        ]
+        timed = sum(self.time_parts(decompose(genome)) for genome in genomes)
+        self.calibrate(genomes[: plan.calibrate])
+        record = {"genomes": len(genomes), "parts_timed": timed, "seconds": time.perf_counter() - started}
+        record["plan"] = asdict(plan)
+        self.builds[partlib.family(genomes[0])] = record
+        return record
+
+    def calibrate(self, genomes: Sequence[Genome], runs: int | None = None) -> dict[int, Measurement]:
+        """Measure `genomes` end to end (in turns) and observe each; returns the measurements by index."""
+        if not genomes:
+            return {}
+        measured = measure_many(
+            {str(index): genome for index, genome in enumerate(genomes)},
+            self.settings,
+            runs or self.plan.runs,
+            self.plan.warmup,
+        )
+        for index, genome in enumerate(genomes):
+            self.observe(genome, measured[str(index)])
+        return {index: measured[str(index)] for index in range(len(genomes))}
+
+    def observe(self, genome: Genome, measured: float | Measurement) -> None:
+        """Add an end-to-end figure (seconds, or a `Measurement`'s median) for `genome`; refits the
+        calibration of its space at the next prediction."""
+        seconds = measured.median if isinstance(measured, Measurement) else float(measured)
+        if not seconds > 0:
+            raise GasError(f"a measured latency must be positive seconds, got {seconds!r}")
+        decompose(genome)  # refuses a space the model does not know before anything is recorded
+        self.observations.setdefault(family(genome), []).append((genome, seconds))
+        self._calibrations.pop(family(genome), None)
+
+    # ---- predicting -----------------------------------------------------------------------------
+
+    def is_built(self, space: str) -> bool:
+        """Whether the share of `space` (a name, options allowed) exists, so predictions measure nothing."""
+        return space.partition(":")[0] in self.builds
+
+    def _kind_weights(self, kind: str) -> tuple[float, ...]:
+        weights = self._weights.get(kind)
+        if weights is None:
+            rows = self.table.get(kind, {})
+            describe = partlib.KINDS[kind].features
+            weights = fit_weights([describe(key) for key in rows], list(rows.values()))
+            self._weights[kind] = weights
+        return weights
+
+    def part_seconds(self, part: Part) -> float:
+        """Predicted seconds of one part, before calibration: its kind's regression on its work figures.
+
+        Parts that are in the table are priced by the regression too: a table entry is one noisy timing,
+        and a genome priced partly from timings and partly from the regression would sit off the
+        calibration line, which was fitted on regression-priced sums.
+        """
+        weights = self._kind_weights(part.kind)
+        return sum(weight * figure for weight, figure in zip(weights, partlib.features(part), strict=True))
+
+    def calibration(self, space: str) -> Calibration:
+        """The current calibration line of `space` (fitted on its observations)."""
+        space_family = space.partition(":")[0]
+        line = self._calibrations.get(space_family)
+        if line is None:
+            rows = self.observations.get(space_family, [])
+            summed = [self._summed(decompose(genome)) for genome, _ in rows]
+            line = fit_calibration(summed, [seconds for _, seconds in rows])
+            self._calibrations[space_family] = line
+        return line
+
+    def predict(self, genome: Genome) -> float:
+        """Predicted end-to-end latency of `genome` in seconds, at its resolution, on this device.
+
+        Builds the space's share first if it has none (timing parts on this machine, about a minute);
+        after that a prediction takes microseconds and builds nothing.
+        """
+        parts = self._parts(genome)
+        return self.calibration(genome.space)(self._summed(parts))
+
+    def breakdown(self, genome: Genome) -> list[tuple[Part, float]]:
+        """Each part of `genome` with its predicted seconds, before calibration."""
+        return [(part, self.part_seconds(part)) for part in self._parts(genome)]
+
+    def _summed(self, parts: Iterable[Part]) -> float:
+        return sum(self.part_seconds(part) for part in parts)
+
+    def _parts(self, genome: Genome) -> list[Part]:
+        """`genome`'s parts, after building what predicting them needs (only the first time)."""
+        parts = decompose(genome)
+        if family(genome) not in self.builds:
+            self.build(genome.space)
+            if self.path is not None:
+                self.save()
+        unknown = [part for part in parts if not self.table.get(part.kind)]
+        if unknown:
+            # A kind no build genome had (a space option the sample missed): time this genome's now.
+            self.time_parts(unknown)
+        return parts
+
+
+class _StaleFile(GasError):
+    """A cache file of another format version: rebuilt rather than read."""

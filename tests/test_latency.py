@@ -1,0 +1,201 @@
+"""Latency: measuring it (`gas latency`), the latency model's parts, cache and speed, and duration budgets.
+
+Real timing of real modules throughout, at sizes that keep every test to seconds: the latency model is
+built from two small genomes at 64px with one timed run per part.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from gas.cli import main as gas_main
+from gas.errors import GasError
+from gas.latency import (
+    DEFAULT_RUNS,
+    BuildPlan,
+    LatencyModel,
+    LatencySettings,
+    Measurement,
+    decompose,
+    fingerprint,
+    measure,
+)
+from gas.latency.parts import build
+from gas.search.sampling import sample_genomes
+from gas.space import get_space, load_genome
+from gas.units import parse_duration
+from tests.conftest import run_gas
+
+ONE_THREAD = LatencySettings(device="cpu", threads=1)
+# Two genomes at 64px, one timed run per part and per network: a build takes about a second.
+TINY_PLAN = BuildPlan(genomes=2, calibrate=2, part_runs=1, runs=1, warmup=0, resolution=64)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A turbovit latency model built from nothing into a fresh cache folder, and that folder."""
+    cache = tmp_path_factory.mktemp("latency_cache")
+    model = LatencyModel.for_device(ONE_THREAD, TINY_PLAN, cache=cache)
+    assert not model.is_built("turbovit")
+    model.predict(sample_genomes("turbovit", 1, seed=5, resolution=64)[0][0])  # builds on first need
+    assert model.is_built("turbovit") and model.path is not None and model.path.parent == cache
+    return model, cache
+
+
+# ---- durations -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("25ms", 0.025), ("800us", 0.0008), ("0.1s", 0.1), (" 2.5 MS ", 0.0025), ("25µs", 25e-6)]
+)
+def test_parse_duration_accepts_seconds_milliseconds_microseconds(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("25", "has no unit"),
+        ("fast", "is not a duration"),
+        ("-3ms", "must be a positive duration"),
+        ("0s", "must be a positive duration"),
+        ("3min", "unknown unit 'min'"),
+        ("", "is not a duration"),
+    ],
+)
+def test_parse_duration_rejects_with_one_line(text, message):
+    with pytest.raises(GasError) as error:
+        parse_duration(text)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+# ---- measuring -----------------------------------------------------------------------------------
+
+
+def test_measurement_is_the_median_and_interquartile_range():
+    measured = Measurement.of([0.010, 0.012, 0.011, 0.030, 0.013])
+    assert measured.median == 0.012 and measured.runs == 5
+    assert measured.spread == pytest.approx(0.013 - 0.011)  # the outlier moves neither figure
+    assert Measurement.of([0.5]).spread == 0.0
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"dtype": "fp8"}, "unknown dtype 'fp8'"),
+        ({"batch": 0}, "batch must be at least 1"),
+        ({"threads": 0}, "threads must be at least 1"),
+    ],
+)
+def test_bad_settings_are_one_line(settings, message):
+    with pytest.raises(GasError, match=message):
+        LatencySettings(**settings)
+
+
+def test_measure_times_a_genome_and_leaves_the_threads_as_they_were():
+    threads = torch.get_num_threads()
+    measured = measure(load_genome("turbovit").at_resolution(64), LatencySettings(threads=1), runs=3, warmup=1)
+    assert measured.median > 0 and measured.spread >= 0 and measured.runs == 3
+    assert torch.get_num_threads() == threads
+
+
+def test_gas_latency_json_prints_a_median_and_spread(tmp_path):
+    args = ["latency", "turbovit", "--device", "cpu", "--threads", "1", "--json", "--runs", "3", "--warmup", "1"]
+    result = run_gas(*args, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["settings"]["threads"] == 1 and report["settings"]["device"] == "cpu"
+    (row,) = report["models"]
+    assert row["model"] == "turbovit" and row["runs"] == 3
+    assert row["median_s"] > 0 and row["spread_s"] >= 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_gas_latency_on_cuda_without_cuda_is_one_line(capsys):
+    assert gas_main(["latency", "turbovit", "--device", "cuda"]) == 2
+    error = capsys.readouterr().err
+    assert "CUDA is not available" in error and len(error.strip().splitlines()) == 1
+
+
+def test_gas_latency_help_states_the_default_runs(capsys):
+    with pytest.raises(SystemExit):
+        gas_main(["latency", "--help"])
+    assert f"(default: {DEFAULT_RUNS})" in capsys.readouterr().out
+
+
+# ---- the parts of a genome -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["turbovit", "efficientvit_m0", "efficientvit_m5"])
+def test_parts_chain_into_the_whole_network(name):
+    """The part modules, run one after another, take the image to the logits with the model's parameters."""
+    genome = load_genome(name)
+    genome = genome.at_resolution(64) if genome.space == "turbovit" else genome
+    model = get_space(genome.space).build(genome)
+    features = torch.randn(1, 3, genome.resolution, genome.resolution)
+    params = 0
+    with torch.inference_mode():
+        for part in decompose(genome):
+            module, shape = build(part)
+            assert tuple(features.shape[1:]) == shape, part
+            features = module.eval()(features)
+            params += sum(parameter.numel() for parameter in module.parameters())
+    assert features.shape == (1, genome.num_classes)
+    assert params == sum(parameter.numel() for parameter in model.parameters())
+
+
+# ---- the latency model ---------------------------------------------------------------------------
+
+
+def test_latency_model_predicts_fast_and_positive(built):
+    model, _ = built
+    genomes = [genome for genome, _ in sample_genomes("turbovit", 20, seed=11, resolution=64)]
+    model.predict(genomes[0])
+    started = time.perf_counter()
+    predictions = [model.predict(genome) for genome in genomes * 5]
+    per_genome = (time.perf_counter() - started) / len(predictions)
+    assert per_genome < 1e-3, f"{per_genome * 1e6:.0f} us per prediction"
+    assert all(seconds > 0 for seconds in predictions)
+
+
+def test_latency_model_cache_round_trips(built):
+    model, cache = built
+    genomes = [genome for genome, _ in sample_genomes("turbovit", 3, seed=12, resolution=64)]
+    model.save()
+    again = LatencyModel.for_device(ONE_THREAD, TINY_PLAN, cache=cache)
+    assert again.path == model.path and again.is_built("turbovit")
+    assert [again.predict(genome) for genome in genomes] == pytest.approx([model.predict(g) for g in genomes])
+    assert again.table == model.table and again.builds == model.builds
+
+
+def test_latency_model_of_another_device_is_refused(built):
+    model, _ = built
+    path = model.save()
+    with pytest.raises(GasError) as error:
+        LatencyModel.load(path, LatencySettings(device="cpu", threads=2))
+    message = str(error.value)
+    assert "made for another device or settings" in message and "threads" in message and "\n" not in message
+    assert fingerprint(LatencySettings(threads=2)) != fingerprint(ONE_THREAD)
+
+
+def test_a_broken_cache_file_is_one_line(tmp_path):
+    broken = tmp_path / "model.json"
+    broken.write_text("{not json")
+    with pytest.raises(GasError, match="is not a latency model"):
+        LatencyModel.load(broken, ONE_THREAD)
+
+
+def test_observe_recalibrates(tmp_path):
+    model = LatencyModel(ONE_THREAD, TINY_PLAN)
+    genome = sample_genomes("turbovit", 1, seed=13, resolution=64)[0][0]
+    before = model.predict(genome)
+    for _ in range(3):  # a device three times slower than the build measured, as far as this genome says
+        model.observe(genome, 3 * model.predict(genome))
+    assert model.predict(genome) > 2 * before
+    with pytest.raises(GasError, match="must be positive"):
+        model.observe(genome, 0.0)
