@@ -1,17 +1,17 @@
 """The EfficientViT space: sandwich blocks and cascaded group attention (MSRA, arXiv 2305.07027).
 
 A genome is the stride-16 conv stem, a list of stages (a width and its blocks, each block with its own
-heads, key width, attention window, FFN ratio and depthwise kernels) and the subsample blocks that join
-the stages. The design rules are EfficientViT's: three stages (configurable), and a width that never
-shrinks from one stage to the next. References `efficientvit_m0` … `efficientvit_m5` are the published
-networks, layer for layer.
+heads, key width, attention window, FFN ratio, token-interaction kernel and one query kernel per head)
+and the subsample blocks that join the stages. The design rules are EfficientViT's: three stages
+(configurable), and a width that never shrinks from one stage to the next. References `efficientvit_m0`
+… `efficientvit_m5` are the published networks, layer for layer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 import optuna
 from torch import nn
@@ -48,6 +48,11 @@ class EfficientViTGenome(Genome):
 
     item_names: ClassVar[Mapping[str, str]] = {"stages": "stage", "subsamples": "subsample"}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Parse a genome document; blocks written before kernels were per head still load (see below)."""
+        return super().from_dict(_with_q_kernel_lists(data))
+
 
 # What the space admits: wide enough for EfficientViT-M5 and well beyond; the sampler draws from less.
 DIM_RANGE = (8, 1024)
@@ -72,8 +77,52 @@ WINDOWS = (4, 8)
 FFN_RATIOS = (1.0, 3.0, 0.5)
 EXPAND_RATIOS = (2.0, 4.0, 1.0)
 DW_KERNELS = (3, 5)
+# Drawn per head, not once per block: the published networks give their heads different kernels (7, 5,
+# 3, 3 in M1/M2/M4/M5), a pattern one draw per block could never reach. Names stay stable per head
+# position (`stage1.block0.head2.q_kernel`), which is what TPE needs, and a block adds at most six draws.
 Q_KERNELS = (3, 5, 7)
 SE_RATIOS = (0.0, 0.25)
+
+
+# Blocks written before query kernels were per head carry one `q_kernel` for every head, or none when it
+# was the default of that time, 5.
+LEGACY_Q_KERNEL = 5
+
+
+def _with_q_kernel_lists(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`data` with each block's older `q_kernel` (or its absence) spelled as `q_kernels`, one per head.
+
+    Anything malformed is passed on untouched, so the parser names it as it would any other mistake.
+    """
+    stages = data.get("stages")
+    if not isinstance(stages, list | tuple):
+        return data
+    upgraded_stages = []
+    for index, stage in enumerate(stages):
+        blocks = stage.get("blocks") if isinstance(stage, Mapping) else None
+        if not isinstance(blocks, list | tuple):
+            upgraded_stages.append(stage)
+            continue
+        upgraded = [
+            _with_q_kernel_list(f"stage {index} block {position}", block) for position, block in enumerate(blocks)
+        ]
+        upgraded_stages.append({**stage, "blocks": upgraded})
+    return {**data, "stages": upgraded_stages}
+
+
+def _with_q_kernel_list(where: str, block: Any) -> Any:
+    if not isinstance(block, Mapping):
+        return block
+    if "q_kernels" in block:
+        if "q_kernel" in block:
+            raise GenomeError(f"{where}: give q_kernels (one per head) or the older q_kernel, not both")
+        return block
+    heads = block.get("heads")
+    # Past the widest stage no head count can be valid; the rules name that, so no list is built for it.
+    if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= DIM_RANGE[1]:
+        heads = 1
+    kernel = block.get("q_kernel", LEGACY_Q_KERNEL)
+    return {**{key: value for key, value in block.items() if key != "q_kernel"}, "q_kernels": [kernel] * heads}
 
 
 class EfficientViTSpace(SearchSpace):
@@ -131,14 +180,18 @@ class EfficientViTSpace(SearchSpace):
             for position in range(depth):
                 block = f"{name}.block{position}"
                 drawn_heads = trial.suggest_int(f"{block}.heads", *MAX_HEADS)
+                heads = max(h for h in range(1, drawn_heads + 1) if dim % h == 0)
                 blocks.append(
                     BlockSpec(
-                        heads=max(h for h in range(1, drawn_heads + 1) if dim % h == 0),
+                        heads=heads,
                         key_dim=trial.suggest_int(f"{block}.key_dim", *KEY_DIMS[:2], step=KEY_DIMS[2]),
                         window=trial.suggest_int(f"{block}.window", *WINDOWS),
                         ffn_ratio=_suggest_ratio(trial, f"{block}.ffn_ratio", FFN_RATIOS),
                         dw_kernel=trial.suggest_categorical(f"{block}.dw_kernel", DW_KERNELS),
-                        q_kernel=trial.suggest_categorical(f"{block}.q_kernel", Q_KERNELS),
+                        q_kernels=tuple(
+                            trial.suggest_categorical(f"{block}.head{head}.q_kernel", Q_KERNELS)
+                            for head in range(heads)
+                        ),
                     )
                 )
             stages.append(StageSpec(dim=dim, blocks=tuple(blocks)))
@@ -187,7 +240,11 @@ class EfficientViTSpace(SearchSpace):
                     "STEM_WIDTHS", list(genome.stem.widths), "Output widths of the stem's four 3x3 stride-2 convs."
                 ),
                 ExportConstant("STAGE_DIMS", [stage.dim for stage in genome.stages], "Width of each stage."),
-                ExportConstant("BLOCKS", blocks, f"One row per sandwich block, in order: stage, {block_columns}."),
+                ExportConstant(
+                    "BLOCKS",
+                    blocks,
+                    f"One row per sandwich block, in order: stage, {block_columns} (a kernel per head, head 0 first).",
+                ),
                 ExportConstant(
                     "SUBSAMPLES",
                     [dataclasses.astuple(spec) for spec in genome.subsamples],
@@ -306,10 +363,15 @@ def _check_block(where: str, dim: int, block: BlockSpec) -> None:
             f"{where}: ffn_ratio={block.ffn_ratio:g} is outside the space's range "
             f"{FFN_RATIO_RANGE[0]:g}..{FFN_RATIO_RANGE[1]:g}"
         )
-    for field in ("dw_kernel", "q_kernel"):
-        kernel = getattr(block, field)
+    if _bad_kernel(block.dw_kernel):
+        raise GenomeError(f"{where}: dw_kernel={block.dw_kernel} must be odd and from 1 to {KERNEL_RANGE[1]}")
+    if len(block.q_kernels) != block.heads:
+        raise GenomeError(
+            f"{where}: q_kernels has {len(block.q_kernels)} kernels for heads={block.heads}; give one per head"
+        )
+    for head, kernel in enumerate(block.q_kernels):
         if _bad_kernel(kernel):
-            raise GenomeError(f"{where}: {field}={kernel} must be odd and from 1 to {KERNEL_RANGE[1]}")
+            raise GenomeError(f"{where}: q_kernels[{head}]={kernel} must be odd and from 1 to {KERNEL_RANGE[1]}")
 
 
 # ---- the cost model: one function per module of gas.models.efficientvit ----------------------
@@ -363,10 +425,11 @@ def _window_attention(dim: int, block: BlockSpec, grid: int, fused: bool) -> cou
     pixels = windows * tokens
     heads, key_dim, value_dim = block.heads, block.key_dim, dim // block.heads
     qkv = _conv_bn(dim // heads, 2 * key_dim + value_dim, 1, pixels, fused=fused)
-    q_conv = _conv_bn(key_dim, key_dim, block.q_kernel, pixels, groups=key_dim, fused=fused)
+    q_convs = [_conv_bn(key_dim, key_dim, kernel, pixels, groups=key_dim, fused=fused) for kernel in block.q_kernels]
     return count.total(
         [
-            *[qkv + q_conv] * heads,
+            *[qkv] * heads,
+            *q_convs,
             count.attention(pixels, tokens, heads * key_dim, heads * value_dim),
             _conv_bn(heads * value_dim, dim, 1, pixels, fused=fused),
             count.parameter(heads * tokens),  # one bias per head and (|dy|, |dx|) offset
@@ -408,26 +471,38 @@ def _stem(dim: int) -> StemSpec:
     return StemSpec(widths=(dim // 8, dim // 4, dim // 2, dim))
 
 
-def _published(dims: tuple[int, ...], depths: tuple[int, ...], heads: tuple[int, ...]) -> EfficientViTGenome:
-    """A published EfficientViT from its per-stage widths, depths and heads.
+def _published(
+    dims: tuple[int, ...], depths: tuple[int, ...], heads: tuple[int, ...], kernels: tuple[int, ...]
+) -> EfficientViTGenome:
+    """A published EfficientViT from its per-stage widths, depths and heads and its query-kernel list.
 
-    Everything else is shared by M0-M5: key width 16, 7x7 windows, FFN ratio 2, 3x3 token mixers, 5x5
-    query convs, and subsample blocks with a 4x inverted residual and a quarter-width squeeze-excite.
+    Everything else is shared by M0-M5: key width 16, 7x7 windows, FFN ratio 2, 3x3 token mixers, and
+    subsample blocks with a 4x inverted residual and a quarter-width squeeze-excite.
+
+    One kernel list serves every block of every stage, and a block with h heads uses its first h entries.
+    In microsoft/Cream `EfficientViT/classification/model/efficientvit.py` (and timm's
+    `efficientvit_msra.py`, adapted from it) `CascadedGroupAttention` loops over its heads only, giving
+    head i a depthwise query conv of kernel `kernels[i]` (padding `kernels[i] // 2`), and `EfficientViT`
+    passes the one `kernels` list to every block. So M1's two-head first stage has query kernels 7, 5 and
+    its three-head stages 7, 5, 3; M2's two-head last stage 7, 5; M5's three-head stages 7, 5, 3 and its
+    four-head stage 7, 5, 3, 3. No published config has more heads than kernels.
     """
     stages = tuple(
-        StageSpec(dim=dim, blocks=tuple(BlockSpec(heads=count_) for _ in range(depth)))
+        StageSpec(dim=dim, blocks=tuple(BlockSpec(heads=count_, q_kernels=kernels[:count_]) for _ in range(depth)))
         for dim, depth, count_ in zip(dims, depths, heads, strict=True)
     )
     return EfficientViTGenome(stem=_stem(dims[0]), stages=stages, subsamples=(SubsampleSpec(), SubsampleSpec()))
 
 
-PUBLISHED = {  # dims, depths, heads per stage (arXiv 2305.07027 Table, microsoft/Cream EfficientViT)
-    "efficientvit_m0": ((64, 128, 192), (1, 2, 3), (4, 4, 4)),
-    "efficientvit_m1": ((128, 144, 192), (1, 2, 3), (2, 3, 3)),
-    "efficientvit_m2": ((128, 192, 224), (1, 2, 3), (4, 3, 2)),
-    "efficientvit_m3": ((128, 240, 320), (1, 2, 3), (4, 3, 4)),
-    "efficientvit_m4": ((128, 256, 384), (1, 2, 3), (4, 4, 4)),
-    "efficientvit_m5": ((192, 288, 384), (1, 3, 4), (3, 3, 4)),
+# dims, depths, heads per stage, query kernels per head position: arXiv 2305.07027 Table 1 and
+# microsoft/Cream EfficientViT `classification/model/build.py` (timm `efficientvit_msra.py` agrees).
+PUBLISHED = {
+    "efficientvit_m0": ((64, 128, 192), (1, 2, 3), (4, 4, 4), (5, 5, 5, 5)),
+    "efficientvit_m1": ((128, 144, 192), (1, 2, 3), (2, 3, 3), (7, 5, 3, 3)),
+    "efficientvit_m2": ((128, 192, 224), (1, 2, 3), (4, 3, 2), (7, 5, 3, 3)),
+    "efficientvit_m3": ((128, 240, 320), (1, 2, 3), (4, 3, 4), (5, 5, 5, 5)),
+    "efficientvit_m4": ((128, 256, 384), (1, 2, 3), (4, 4, 4), (7, 5, 3, 3)),
+    "efficientvit_m5": ((192, 288, 384), (1, 3, 4), (3, 3, 4), (7, 5, 3, 3)),
 }
 
 SPACE = EfficientViTSpace

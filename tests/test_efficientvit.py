@@ -110,8 +110,12 @@ def test_sample_respects_budget_and_is_seeded(space, sampled_genomes, tmp_path):
 def test_sampled_genomes_vary_every_searched_field(sampled_genomes):
     genomes = [load_genome(path) for path in sampled_genomes[:30]]
     blocks = [block for genome in genomes for stage in genome.stages for block in stage.blocks]
-    for field in ("heads", "key_dim", "window", "ffn_ratio", "dw_kernel", "q_kernel"):
+    for field in ("heads", "key_dim", "window", "ffn_ratio", "dw_kernel", "q_kernels"):
         assert len({getattr(block, field) for block in blocks}) > 1, field
+    # Query kernels are drawn per head: one per head, and heads of one block do not all share one kernel.
+    assert all(len(block.q_kernels) == block.heads for block in blocks)
+    assert {kernel for block in blocks for kernel in block.q_kernels} == {3, 5, 7}
+    assert any(len(set(block.q_kernels)) > 1 for block in blocks)
     subsamples = [spec for genome in genomes for spec in genome.subsamples]
     assert len({spec.se_ratio for spec in subsamples}) == 2
     assert len({tuple(stage.dim for stage in genome.stages) for genome in genomes}) > 20
@@ -198,7 +202,7 @@ def test_reference_has_the_published_layer_shapes(space):
 
 def test_window_attention_pads_to_whole_windows():
     torch.manual_seed(0)
-    spec = BlockSpec(heads=2, key_dim=8, window=4, q_kernel=3)
+    spec = BlockSpec(heads=2, key_dim=8, window=4, q_kernels=(3, 3))
     attention = WindowAttention(16, spec, grid=9).eval()  # 9x9 is padded to 12x12: nine 4x4 windows
     _randomize(attention)
     x = torch.randn(2, 16, 9, 9)
@@ -213,7 +217,7 @@ def test_window_attention_pads_to_whole_windows():
 
 
 def test_a_grid_smaller_than_the_window_is_one_window_of_its_own_size():
-    attention = WindowAttention(16, BlockSpec(heads=2, window=7), grid=4).eval()
+    attention = WindowAttention(16, BlockSpec(heads=2, window=7, q_kernels=(5, 5)), grid=4).eval()
     assert attention.attn.attention_biases.shape == (2, 16)
     x = torch.randn(1, 16, 4, 4)
     with torch.no_grad():
@@ -233,7 +237,8 @@ def test_relative_position_index_is_one_bias_per_offset():
 def test_attention_heads_cascade():
     """Head 1 sees head 0's output, so its input split alone does not decide it; head 0 never sees split 1."""
     torch.manual_seed(0)
-    attention = WindowAttention(16, BlockSpec(heads=2, key_dim=8, window=4), grid=4).eval().attn
+    spec = BlockSpec(heads=2, key_dim=8, window=4, q_kernels=(5, 3))
+    attention = WindowAttention(16, spec, grid=4).eval().attn
     _randomize(attention)
     captured = []
     attention.act.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
@@ -261,6 +266,29 @@ def test_json_round_trip_is_exact(tmp_path, sampled_genomes):
         again = load_genome(path)
         assert again == genome
         assert again.to_json() == genome.to_json()
+
+
+def test_a_genome_with_one_q_kernel_per_block_still_loads(space, tmp_path):
+    """Files written before query kernels were per head: `q_kernel` means that kernel on every head, and a
+    block without one had the default of that time, 5."""
+    older = load_genome("efficientvit_m0").to_dict()
+    for stage in older["stages"]:
+        for block in stage["blocks"]:
+            del block["q_kernels"]
+            block["q_kernel"] = 5
+    del older["stages"][0]["blocks"][0]["q_kernel"]
+    older["stages"][2]["blocks"][1]["q_kernel"] = 3
+    path = tmp_path / "older.json"
+    path.write_text(json.dumps(older))
+    genome = load_genome(path)
+    kernels = [[block.q_kernels for block in stage.blocks] for stage in genome.stages]
+    assert kernels == [[(5, 5, 5, 5)], [(5, 5, 5, 5)] * 2, [(5, 5, 5, 5), (3, 3, 3, 3), (5, 5, 5, 5)]]
+    model = space.build(genome)
+    assert [conv.conv.kernel_size for conv in model.stages[2].blocks[1].attn.attn.q_convs] == [(3, 3)] * 4
+    # Saved again, it is written in the current form, which loads to the same genome.
+    block = json.loads(genome.to_json())["stages"][2]["blocks"][1]
+    assert "q_kernel" not in block and block["q_kernels"] == [3, 3, 3, 3]
+    assert load_genome(json.loads(genome.to_json())) == genome
 
 
 def test_references_follow_the_published_structure():
@@ -318,7 +346,22 @@ BROKEN = [
     (lambda d: _block(d, 1, 1).update(window=0), "stage 1 block 1: window=0 is outside the space's range 1..32"),
     (lambda d: _block(d, 2, 2).update(ffn_ratio=9), "stage 2 block 2: ffn_ratio=9 is outside the space's range"),
     (lambda d: _block(d, 0, 0).update(dw_kernel=4), "stage 0 block 0: dw_kernel=4 must be odd and from 1 to 9"),
-    (lambda d: _block(d, 2, 0).update(q_kernel=11), "stage 2 block 0: q_kernel=11 must be odd and from 1 to 9"),
+    (lambda d: _block(d, 2, 0).update(q_kernels=[5, 11, 5, 5]), "stage 2 block 0: q_kernels[1]=11 must be odd"),
+    (lambda d: _block(d, 2, 0).update(q_kernels=[7, 5, 4, 3]), "stage 2 block 0: q_kernels[2]=4 must be odd and from"),
+    (
+        lambda d: _block(d, 1, 1).update(q_kernels=[7, 5, 3]),
+        "stage 1 block 1: q_kernels has 3 kernels for heads=4; give one per head",
+    ),
+    (lambda d: _block(d, 0, 0).update(q_kernels=5), "stage 0 block 0.q_kernels: must be a list"),
+    # A block in the older form: one q_kernel, meaning that kernel on every head.
+    (
+        lambda d: (_block(d, 2, 0).pop("q_kernels"), _block(d, 2, 0).update(q_kernel=11)),
+        "stage 2 block 0: q_kernels[0]=11 must be odd and from 1 to 9",
+    ),
+    (
+        lambda d: _block(d, 2, 0).update(q_kernel=3),
+        "stage 2 block 0: give q_kernels (one per head) or the older q_kernel, not both",
+    ),
     (lambda d: d["subsamples"][0].update(expand_ratio=0.5), "subsample 0: expand_ratio=0.5 is outside"),
     (lambda d: d["subsamples"][1].update(se_ratio=2), "subsample 1: se_ratio=2 is outside the space's range 0..1"),
     (lambda d: d["subsamples"][1].update(ffn_ratio=0.25), "subsample 1: ffn_ratio=0.25 is outside"),

@@ -26,7 +26,8 @@ class BlockSpec:
     """One sandwich block: attention heads, query/key width, window side, FFN ratio and conv kernels.
 
     Values are `dim // heads` wide per head, so heads must divide the stage's width. `dw_kernel` is the
-    depthwise token-interaction conv before each FFN; `q_kernel` the depthwise conv on each head's queries.
+    depthwise token-interaction conv before each FFN; `q_kernels` holds one kernel per head for the
+    depthwise conv on that head's queries (EfficientViT-M1/M2/M4/M5 give their heads 7, 5, 3, 3).
     """
 
     heads: int
@@ -34,7 +35,11 @@ class BlockSpec:
     window: int = 7
     ffn_ratio: float = 2.0
     dw_kernel: int = 3
-    q_kernel: int = 5
+    q_kernels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        # Rows of an exported table may hold a list here; a tuple keeps the frozen spec hashable.
+        object.__setattr__(self, "q_kernels", tuple(self.q_kernels))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,18 +198,21 @@ class CascadedGroupAttention(nn.Module):
     """Attention over one window, [B, C, side, side] → same shape, with each head on its own channel split.
 
     Head i sees split i plus the output of head i-1 (the cascade), so later heads refine earlier ones while
-    each projection is only C/heads wide. Queries pass a depthwise conv; scores get a learned bias per
-    (|dy|, |dx|) offset. Attention is written as explicit matmuls, which fvcore counts as they are.
+    each projection is only C/heads wide. Head i's queries pass a depthwise conv of kernel `q_kernels[i]`;
+    scores get a learned bias per (|dy|, |dx|) offset. Attention is written as explicit matmuls, which
+    fvcore counts as they are.
     """
 
-    def __init__(self, dim: int, heads: int, key_dim: int, q_kernel: int, side: int) -> None:
+    def __init__(self, dim: int, heads: int, key_dim: int, q_kernels: Sequence[int], side: int) -> None:
         super().__init__()
+        if len(q_kernels) != heads:
+            raise ValueError(f"{heads} heads need one query kernel each, got {list(q_kernels)}")
         self.heads = heads
         self.key_dim = key_dim
         self.value_dim = dim // heads
         self.scale = key_dim**-0.5
         self.qkvs = nn.ModuleList(ConvBN(dim // heads, 2 * key_dim + self.value_dim) for _ in range(heads))
-        self.q_convs = nn.ModuleList(ConvBN(key_dim, key_dim, q_kernel, groups=key_dim) for _ in range(heads))
+        self.q_convs = nn.ModuleList(ConvBN(key_dim, key_dim, kernel, groups=key_dim) for kernel in q_kernels)
         self.act = nn.ReLU()
         self.proj = ConvBN(self.value_dim * heads, dim, bn_weight=0.0)
         self.attention_biases = nn.Parameter(torch.zeros(heads, side * side))
@@ -236,7 +244,7 @@ class WindowAttention(nn.Module):
     def __init__(self, dim: int, spec: BlockSpec, grid: int) -> None:
         super().__init__()
         self.side, _ = window_layout(grid, spec.window)
-        self.attn = CascadedGroupAttention(dim, spec.heads, spec.key_dim, spec.q_kernel, self.side)
+        self.attn = CascadedGroupAttention(dim, spec.heads, spec.key_dim, spec.q_kernels, self.side)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
@@ -379,6 +387,14 @@ class EfficientViT(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(images).mean(dim=(2, 3)))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters a trainer should not decay: the attention's relative-position biases (as Cream's recipe)."""
+        return {name for name, _ in self.named_parameters() if name.endswith("attention_biases")}
+
+    def position_embeddings(self) -> set[str]:
+        """No absolute position embedding: position enters through the convolutions and attention biases."""
+        return set()
 
     def fuse(self) -> EfficientViT:
         """Fold every BatchNorm into its conv or linear layer, in place, and switch to eval mode.
