@@ -61,14 +61,33 @@ STEM_KERNELS = (3, 5, 7)
 MASK_UNITS = (4, 8)
 
 
+def most_q_pools(resolution: int = 224) -> int:
+    """The most Q-pools the sampler can place at `resolution`: the `q_pools` option's upper bound at 224px.
+
+    Two limits, whichever binds first: every pool needs an even token grid (the sampler's stride-4 stems
+    make 56x56 at 224px, odd after three pools), and stage s draws widths up to 2**s times stage 0's, which
+    must stay inside the space's width range (128 · 2**3 = 1024).
+    """
+    grids = {stem_grid(resolution, kernel, Stem.stride, kernel // 2) for kernel in STEM_KERNELS}
+    by_grid = min((grid & -grid).bit_length() - 1 for grid in grids)  # times each grid halves evenly
+    by_width = (DIM_RANGE[1] // STAGE0_WIDTHS[1]).bit_length() - 1
+    return min(by_grid, by_width)
+
+
+MAX_Q_POOLS = most_q_pools(224)
+
+
 class TurboViTSpace(SearchSpace):
     """The `turbovit` space; `q_pools` sets how many blocks Q-pool (TurboViT and Hiera use 3)."""
 
     genome_type = TurboViTGenome
 
     def __init__(self, q_pools: int = 3) -> None:
-        if not isinstance(q_pools, int) or not 1 <= q_pools <= 5:
-            raise GasError(f"turbovit: q_pools must be an integer from 1 to 5, got {q_pools!r}")
+        if isinstance(q_pools, bool) or not isinstance(q_pools, int) or not 1 <= q_pools <= MAX_Q_POOLS:
+            raise GasError(
+                f"turbovit: q_pools must be an integer from 1 to {MAX_Q_POOLS} ({MAX_Q_POOLS} is the most that "
+                f"samples at 224px), got {q_pools!r}"
+            )
         self.q_pools = q_pools
         self.name = "turbovit" if q_pools == 3 else f"turbovit:q_pools={q_pools}"
 

@@ -3,10 +3,13 @@
 import copy
 import json
 
+import optuna
 import pytest
+import torch
 
 from gas.errors import GasError, GenomeError
 from gas.space import get_space, load_genome
+from search_spaces.turbovit import MAX_Q_POOLS
 
 
 def turbovit_dict():
@@ -81,6 +84,36 @@ def test_q_pools_option_changes_the_design_rule():
     assert get_space(genome.space).q_pools == 2
 
 
+@pytest.mark.parametrize("q_pools", range(1, MAX_Q_POOLS + 1))
+def test_every_accepted_q_pools_value_samples_at_224(q_pools):
+    space = get_space(f"turbovit:q_pools={q_pools}")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=q_pools))
+    for _ in range(8):
+        genome = space.sample(study.ask(), resolution=224)
+        assert genome.resolution == 224 and sum(block.q_pool for block in genome.blocks) == q_pools
+        assert load_genome(json.loads(genome.to_json())) == genome
+        assert space.cost(genome).flops > 0
+    with torch.no_grad():
+        assert space.build(genome).eval()(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_a_fourth_q_pool_cannot_happen_at_224():
+    """The 56x56 grid of a 224px image is 7x7 after three pools, which is why the option stops at 3."""
+    assert MAX_Q_POOLS == 3
+    data = load_genome("hiera_tiny").to_dict()
+    data["blocks"] = [*data["blocks"], {**data["blocks"][-1], "q_pool": True}]
+    with pytest.raises(GenomeError, match=r"block 12: Q-pool needs an even token grid, but it is 7x7 here"):
+        load_genome(data)
+
+
+@pytest.mark.parametrize("q_pools", [4, 5, 0, "true"])
+def test_q_pools_values_that_cannot_sample_at_224_are_refused(q_pools):
+    with pytest.raises(GasError) as error:
+        get_space(f"turbovit:q_pools={q_pools}")
+    expected = "turbovit: q_pools must be an integer from 1 to 3 (3 is the most that samples at 224px), got "
+    assert str(error.value) == expected + {"true": "True"}.get(q_pools, str(q_pools))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -88,6 +121,7 @@ def test_q_pools_option_changes_the_design_rule():
         (["cost", "missing.json"], "cannot read genome missing.json"),
         (["sample", "--budget", "abc", "--out", "x"], "budget 'abc' is not a count"),
         (["sample", "--space", "nope", "--out", "x"], "unknown space 'nope'"),
+        (["sample", "--space", "turbovit:q_pools=4", "--out", "x"], "q_pools must be an integer from 1 to 3"),
         (["sample", "--budget", "1M", "--n", "1", "--out", "x"], "found only 0 of 1 genomes"),
         (["cost", "hiera_tiny", "--resolution", "100"], "mask_unit=8 does not divide the 25x25 token grid"),
     ],

@@ -86,3 +86,47 @@ def test_width_change_without_pooling_projects_the_shortcut():
     model = space.build(genome.at_resolution(64))
     assert model.blocks[1].proj is not None and model.blocks[3].proj is None
     assert isinstance(genome.blocks[0], BlockSpec)
+
+
+def _all_global(space: str, resolution: int, mask_unit: int) -> dict:
+    """A small network of global blocks only, one per stage, with a mask unit its token grid does not hold."""
+    pools = get_space(space).q_pools
+    blocks = [
+        {"dim": 16 * 2**stage, "heads": 2**stage, "mlp_ratio": 2.0, "attention": "global", "q_pool": stage > 0}
+        for stage in range(pools + 1)
+    ]
+    stem = {"dim": 16, "kernel": 7, "stride": 4, "padding": 3}
+    return {"space": space, "resolution": resolution, "mask_unit": mask_unit, "stem": stem, "blocks": blocks}
+
+
+# Unrolled for a unit the grid does not hold, the 56x56 grid at 224px (16x16 units) failed at batches 1-8
+# and at batch 9 let the last image's tokens into the attention of the one before it; the 10x10 grid at
+# 40px (8x8 units, one pool) failed at batches 1-3.
+@pytest.mark.parametrize(
+    ("space", "resolution", "mask_unit", "batch"),
+    [
+        *[("turbovit", 224, 16, batch) for batch in (1, 2, 3, 9)],
+        *[("turbovit:q_pools=1", 40, 8, batch) for batch in (1, 2, 3)],
+    ],
+)
+def test_an_accepted_global_genome_never_mixes_images(space, resolution, mask_unit, batch):
+    genome = load_genome(_all_global(space, resolution, mask_unit))  # accepted: no block uses the mask unit
+    torch.manual_seed(0)
+    model = get_space(space).build(genome).eval()
+    images = torch.randn(batch, 3, resolution, resolution)
+    perturbed = images.clone()
+    perturbed[-1] = torch.randn(3, resolution, resolution)
+    with torch.no_grad():
+        together, after = model(images), model(perturbed)
+        alone = torch.cat([model(images[index : index + 1]) for index in range(batch)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(after[:-1], together[:-1], atol=0, rtol=0)
+    assert not torch.allclose(after[-1], together[-1])  # the perturbation reached its own image's output
+
+
+def test_unroll_refuses_a_grid_it_cannot_split():
+    """A 6x6 grid with 4x4 units: refused, where a reshape with -1 would have mixed the four images."""
+    with pytest.raises(ValueError, match=r"cannot unroll 36 tokens as a 6x6 grid split by \[4\] per side"):
+        unroll(torch.randn(4, 36, 8), grid=6, pool_steps=0, mask_unit=4)
+    with pytest.raises(ValueError, match="cannot unroll 35 tokens as a 6x6 grid"):
+        unroll(torch.randn(1, 35, 8), grid=6, pool_steps=1, mask_unit=2)
