@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import itertools
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +19,10 @@ import torch
 from optuna.trial import TrialState
 
 from experiments.common.results import update_summary
+from gas import study as record
 from gas.bench import time_in_turns
 from gas.cli import main as gas_main
 from gas.space import get_space, load_genome
-from gas.study import trained_trials
 from tests.conftest import REPO, run_gas
 
 BUDGET = 2_500_000_000
@@ -107,10 +110,13 @@ def test_search_efficiency_harness_end_to_end(search_run, bench_search):
             study_name=f"bench_search_zero-cost-{sampler}-s{seed}",
             storage=f"sqlite:///{search_run / 'bench_search_zero-cost_studies' / f'{sampler}-s{seed}.db'}",
         )
-        trained = trained_trials(study)
+        trained = record.trained_trials(study)
         assert sorted(curve["trial"]) == sorted(t.number for t in trained)
-        assert all(t.state == TrialState.COMPLETE and t.user_attrs["evaluator"] == "zero-cost" for t in trained)
-        assert study.user_attrs["sampler"] == sampler and study.user_attrs["budget"] == BUDGET
+        assert all(
+            t.state == TrialState.COMPLETE and t.user_attrs[record.TrialKey.EVALUATOR] == "zero-cost" for t in trained
+        )
+        assert study.user_attrs[record.StudyKey.SAMPLER] == sampler
+        assert study.user_attrs[record.StudyKey.BUDGET] == BUDGET
         points = list(zip(curve["accuracy"], curve["flops"], strict=True))
         assert curve["hypervolume"].iloc[-1] == pytest.approx(bench_search.hypervolume(points, BUDGET))
 
@@ -366,3 +372,36 @@ def test_committed_summary_names_a_command_for_every_section():
     for name in ("bench_search_zero-cost", "bench_search_train", "bench_quality", "bench_speed", "bench_scale"):
         start, end = text.index(f"<!-- {name}:start -->"), text.index(f"<!-- {name}:end -->")
         assert "python experiments/" in text[start:end]
+
+
+# Each harness with --report-only, the markdown it writes and the committed tables it redraws it from.
+REDRAWN = {
+    "bench_search": ("bench_search_train.md", ("bench_search_train.csv", "bench_search_train_runs.csv")),
+    "bench_quality": ("bench_quality.md", ("bench_quality.csv",)),
+    "bench_scale": ("bench_scale.md", ("bench_scale.csv",)),
+    "fidelity": ("fidelity.md", ("fidelity.csv",)),
+}
+
+
+@pytest.mark.parametrize("harness", sorted(REDRAWN))
+def test_committed_results_redraw_to_the_committed_figures(harness, tmp_path, monkeypatch):
+    """--report-only with the committed command redraws the committed markdown from the committed CSVs."""
+    markdown, tables = REDRAWN[harness]
+    results = REPO / "experiments" / "results"
+    for table in tables:
+        shutil.copy(results / table, tmp_path / table)
+    committed = (results / markdown).read_text()
+    command = re.search(rf"Command: `python experiments/{harness}/run.py ?([^`]*)`", committed)
+    assert command is not None
+    argv = [*shlex.split(command.group(1)), "--out", str(tmp_path), "--report-only"]
+    module = load_script(harness)
+    if harness == "fidelity":  # its main() reads sys.argv
+        monkeypatch.setattr(sys, "argv", [f"experiments/{harness}/run.py", *argv])
+        module.main()
+    else:
+        assert module.main(argv) == 0
+
+    def figures(text: str) -> list[str]:  # the machine line is the redrawing machine's, the command gains --out
+        return [line for line in text.splitlines() if not line.startswith(("Machine:", "Command:"))]
+
+    assert figures((tmp_path / markdown).read_text()) == figures(committed)

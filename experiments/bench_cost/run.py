@@ -23,11 +23,10 @@ import pandas as pd
 import torch
 
 from experiments.common.machine import machine_line
+from experiments.common.results import RESULTS
 from gas.fvcore_count import fvcore_flops
 from gas.search.sampling import sample_genomes
 from gas.space import get_space
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def main() -> None:

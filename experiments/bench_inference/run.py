@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from experiments.common.machine import machine_line
+from experiments.common.results import RESULTS
 from gas.bench import time_in_turns
 from gas.space import get_space, load_genome
 from gas.units import format_count
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 BASELINE = "efficientvit_m5 (fused)"
 
 

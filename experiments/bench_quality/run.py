@@ -43,12 +43,12 @@ import pandas as pd
 
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from experiments.common.workers import worker_pool
+from gas import study as record
 from gas.errors import GasError, GenomeError
 from gas.evaluate.proxy import DEFAULT_DATASET, ProxyConfig, check_data, evaluate
-from gas.front import pick_trial, study_budget
+from gas.front import pick_trial
 from gas.genome import Genome
 from gas.space import get_space, load_genome
-from gas.study import open_study, trial_genome
 from gas.units import compact_count, format_count, parse_count
 from search_spaces.turbovit import DEPTH_RANGE, TurboViTGenome
 
@@ -147,8 +147,8 @@ def depth_text(genome: TurboViTGenome) -> str:
 
 
 def candidates(study_name: str, storage: str | None, picks: Sequence[str], budget: int) -> list[Candidate]:
-    study = open_study(study_name, storage)
-    searched_budget = study_budget(study)
+    study = record.open_study(study_name, storage)
+    searched_budget = record.study_budget(study)
     if searched_budget is not None and searched_budget != budget:
         raise GasError(
             f"study {study_name!r} searched under {compact_count(searched_budget)} FLOPs, not the "
@@ -161,7 +161,10 @@ def candidates(study_name: str, storage: str | None, picks: Sequence[str], budge
             continue
         found.append(
             Candidate(
-                f"searched ({pick})", "searched", trial_genome(trial), f"study {study_name}, trial {trial.number}"
+                f"searched ({pick})",
+                "searched",
+                record.trial_genome(trial),
+                f"study {study_name}, trial {trial.number}",
             )
         )
     hiera = load_genome("hiera_tiny")
@@ -203,10 +206,10 @@ def train_one(job: Job) -> dict:
         "origin": job.candidate.origin,
         "dataset": job.dataset,
         "seed": job.seed,
-        "accuracy": result["accuracy"],
+        "accuracy": result.accuracy,
         "params": cost.params,
         "flops": cost.flops,
-        "wall_time_s": result["wall_time"],
+        "wall_time_s": result.wall_time,
     }
 
 
@@ -317,12 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ProxyConfig(
             dataset=dataset,
             resolution=args.resolution,
-            epochs=args.epochs,
-            seed=seed,
             train_size=args.train_size,
             val_size=args.val_size,
             zero_cost_batch=0,  # scores at initialisation are not what this compares
-        )
+        ).with_overrides(epochs=args.epochs, seed=seed)
 
     out = args.out.resolve()
     try:
@@ -358,9 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     proxy = proxy_for(args.datasets[0], 0)
     setup = (
         f"Budget {compact_count(budget)} FLOPs at 224px; searched genomes from study `{args.study}`. Every "
-        f"candidate trained from scratch at {proxy.resolution}px for {proxy.epochs} epochs on {proxy.train_size} "
-        f"training images (lr {proxy.lr:g}, batch {proxy.batch_size}), scored on {proxy.val_size} validation "
-        f"images, seeds 0..{args.seeds - 1}. Params and FLOPs at 224px with a 1000-class head."
+        f"candidate trained from scratch at {proxy.resolution}px for {proxy.train.epochs} epochs on "
+        f"{proxy.train_size} training images (lr {proxy.train.lr:g}, batch {proxy.train.batch_size}), scored on "
+        f"{proxy.val_size} validation images, seeds 0..{args.seeds - 1}. Params and FLOPs at 224px with a "
+        "1000-class head."
     )
     command = command_line(SCRIPT, argv)
     (out / "bench_quality.md").write_text(

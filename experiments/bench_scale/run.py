@@ -35,7 +35,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
-import dataclasses
 import itertools
 import statistics
 import sys
@@ -48,11 +47,11 @@ import torch
 from optuna.trial import TrialState
 
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
-from gas import study as keys
+from gas import study as record
 from gas.errors import GasError
 from gas.evaluate.data import load_dataset
 from gas.evaluate.proxy import ProxyConfig
-from gas.search.ray_tune import SearchConfig, run_search, trained_trials
+from gas.search import SearchConfig, run_search
 from gas.units import compact_count, format_count, parse_count
 
 SCRIPT = "experiments/bench_scale/run.py"
@@ -72,8 +71,8 @@ def run_level(concurrency: int, gpus_per_trial: float | None, args: argparse.Nam
         "train_size": args.train_size,
         "val_size": args.val_size,
     }
-    proxy = dataclasses.replace(
-        ProxyConfig(seed=args.seed), **{key: value for key, value in overrides.items() if value is not None}
+    proxy = ProxyConfig().with_overrides(
+        seed=args.seed, **{key: value for key, value in overrides.items() if value is not None}
     )
     config = SearchConfig(
         budget=parse_count(args.budget),
@@ -90,7 +89,7 @@ def run_level(concurrency: int, gpus_per_trial: float | None, args: argparse.Nam
     print(f"concurrency {concurrency}, GPUs per trial {gpus_per_trial or 0:g}: {args.trials} trials", flush=True)
     started_at = datetime.now()
     outcome = run_search(config)
-    trained = trained_trials(outcome.study)
+    trained = record.trained_trials(outcome.study)
     complete = [trial for trial in trained if trial.state == TrialState.COMPLETE]
     if not complete:
         raise GasError(f"no trial completed at concurrency {concurrency}; first error: {_first_error(trained)}")
@@ -103,8 +102,10 @@ def run_level(concurrency: int, gpus_per_trial: float | None, args: argparse.Nam
         return statistics.fmean(float(trial.user_attrs[key]) for trial in complete)
 
     train_steps = statistics.fmean(
-        trial.user_attrs["epochs_completed"] * train_images / trial.user_attrs[keys.IMAGES_PER_SECOND]
-        if trial.user_attrs.get(keys.IMAGES_PER_SECOND)
+        trial.user_attrs[record.TrialKey.EPOCHS_COMPLETED]
+        * train_images
+        / trial.user_attrs[record.TrialKey.IMAGES_PER_SECOND]
+        if trial.user_attrs.get(record.TrialKey.IMAGES_PER_SECOND)
         else 0.0
         for trial in complete
     )
@@ -122,18 +123,19 @@ def run_level(concurrency: int, gpus_per_trial: float | None, args: argparse.Nam
         "driver_s": outcome.driver_seconds,
         "driver_share": outcome.driver_seconds / outcome.elapsed,
         "slot_s_per_trial": slot_per_trial,
-        "trial_s": mean(keys.WALL_TIME),
+        "trial_s": mean(record.TrialKey.WALL_TIME),
         "train_steps_s": train_steps,
-        "rest_of_trial_s": mean(keys.WALL_TIME) - train_steps,
-        "outside_trials_s": slot_per_trial - mean(keys.WALL_TIME),
-        "train_images_per_s": mean(keys.IMAGES_PER_SECOND),
-        "mean_flops": mean(keys.FLOPS),
-        "device": complete[0].user_attrs.get(keys.DEVICE, "?"),
+        "rest_of_trial_s": mean(record.TrialKey.WALL_TIME) - train_steps,
+        "outside_trials_s": slot_per_trial - mean(record.TrialKey.WALL_TIME),
+        "train_images_per_s": mean(record.TrialKey.IMAGES_PER_SECOND),
+        "mean_flops": mean(record.TrialKey.FLOPS),
+        "device": complete[0].user_attrs.get(record.TrialKey.DEVICE, "?"),
     }
 
 
 def _first_error(trials: list) -> str:
-    return next((str(trial.user_attrs.get(keys.ERROR)) for trial in trials if trial.user_attrs.get(keys.ERROR)), "?")
+    failed = [trial for trial in trials if trial.state == TrialState.FAIL]
+    return record.trial_error(failed[0]) if failed else "?"
 
 
 def diagnose(rows: list[dict]) -> list[str]:
@@ -251,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"`gas search --budget {compact_count(parse_count(args.budget))}` with --max-concurrent at each level, "
         f"{args.trials} trials per level from an empty study, seed {args.seed}, {args.cpus_per_trial:g} CPU per "
         f"trial, device {first['device']}; proxy: {args.dataset or proxy.dataset}, "
-        f"{args.resolution or proxy.resolution}px, {args.epochs or proxy.epochs} epochs, "
+        f"{args.resolution or proxy.resolution}px, {args.epochs or proxy.train.epochs} epochs, "
         f"{args.train_size or proxy.train_size} training images. `slots`: trials the cluster ran at once. Seconds "
         "per trial are one slot's: train steps + rest of trial + outside trials = slot_s_per_trial. The genomes "
         "differ between levels (the sampler sees results in another order), hence `mean_flops`."

@@ -407,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup = (
         f"{args.space} space, budget {compact_count(budget)} FLOPs at 224px, evaluator `{args.evaluator}` "
         f"({proxy.dataset}, {proxy.resolution}px"
-        + (f", {proxy.epochs} epochs" if args.evaluator == "train" else "")
+        + (f", {proxy.train.epochs} epochs" if args.evaluator == "train" else "")
         + f"), {len(seeds)} seeds, {trials} evaluations per run ({random_trials} for random), {driver} driver."
         + (
             " Here 'accuracy' is the normalised NASWOT score at initialisation, the objective this evaluator gives"

@@ -32,10 +32,10 @@ import pandas as pd
 import torch
 
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from gas import study as record
 from gas.bench import add_ratios, load_model, run_benchmark, settings_for
 from gas.errors import GasError
 from gas.front import pick_trial
-from gas.study import open_study
 from gas.units import format_count
 
 SCRIPT = "experiments/bench_speed/run.py"
@@ -53,7 +53,7 @@ PAPER_CONTEXT = (
 
 def searched_specs(study_name: str, storage: str | None, picks: Sequence[str], folder: Path) -> dict[str, str]:
     """Display name → genome file for each front pick of the study (written so the run can be repeated)."""
-    study = open_study(study_name, storage)
+    study = record.open_study(study_name, storage)
     specs: dict[str, str] = {}
     folder.mkdir(parents=True, exist_ok=True)
     for pick in picks:
@@ -61,7 +61,7 @@ def searched_specs(study_name: str, storage: str | None, picks: Sequence[str], f
         path = folder / f"{study.study_name}-trial{trial.number}.json"
         if str(path) in specs.values():
             continue
-        genome = trial.user_attrs.get("genome")
+        genome = trial.user_attrs.get(record.TrialKey.GENOME)
         if genome is None:
             raise GasError(f"trial {trial.number} of {study_name!r} carries no genome")
         path.write_text(json.dumps(genome, indent=2) + "\n")

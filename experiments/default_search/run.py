@@ -27,10 +27,11 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from experiments.common.machine import machine_line
-from gas.search.ray_tune import SearchConfig, feasible_share_by_half, run_search, trained_trials
+from experiments.common.results import RESULTS
+from gas import study as record
+from gas.search import SearchConfig, run_search
 from gas.units import compact_count
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 STORAGE_FILE = RESULTS / "default_search.db"
 
 
@@ -48,11 +49,11 @@ def main() -> None:
     )
     outcome = run_search(config)
     study = outcome.study
-    trained = trained_trials(study)
+    trained = record.trained_trials(study)
     completed = [t for t in trained if t.state == TrialState.COMPLETE]
-    first_half, second_half = feasible_share_by_half(study)
-    proposals = [t for t in study.get_trials(deepcopy=False) if "feasible" in t.user_attrs]
-    trial_seconds = sum(t.user_attrs.get("wall_time", 0.0) for t in completed)
+    first_half, second_half = record.feasible_share_by_half(study)
+    proposals = record.proposals(study)
+    trial_seconds = sum(t.user_attrs.get(record.TrialKey.WALL_TIME, 0.0) for t in completed)
     idle_slot_seconds = outcome.elapsed * outcome.concurrency - trial_seconds
     figures = {
         "trained_trials": len(trained),
@@ -63,8 +64,10 @@ def main() -> None:
         "trials_per_hour": round(len(trained) / outcome.elapsed * 3600, 1),
         "feasible_share_first_half": round(first_half, 3),
         "feasible_share_second_half": round(second_half, 3),
-        "mean_budget_utilisation": round(statistics.fmean(t.user_attrs["budget_utilisation"] for t in completed), 3),
-        "median_trial_s": round(statistics.median(t.user_attrs["wall_time"] for t in completed), 1),
+        "mean_budget_utilisation": round(
+            statistics.fmean(t.user_attrs[record.TrialKey.BUDGET_UTILISATION] for t in completed), 3
+        ),
+        "median_trial_s": round(statistics.median(t.user_attrs[record.TrialKey.WALL_TIME] for t in completed), 1),
         "driver_s_per_trial": round(outcome.driver_seconds / max(len(trained), 1), 2),
         "slot_s_outside_trials_per_trial": round(idle_slot_seconds / max(len(trained), 1), 2),
         "best_accuracy": round(max(t.values[0] for t in completed), 4),

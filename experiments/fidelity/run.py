@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
 import csv
-import dataclasses
 import hashlib
 import json
 import math
@@ -31,9 +30,13 @@ import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+from experiments.common.results import RESULTS
+
+if TYPE_CHECKING:
+    from gas.evaluate.proxy import ProxyConfig
+
 FIELDS = (
     "dataset",
     "genome",
@@ -60,9 +63,23 @@ def _run_one(genome_json: str, config_fields: dict[str, Any]) -> dict[str, Any]:
 
     genome = load_genome(json.loads(genome_json))
     try:
-        return evaluate(genome, ProxyConfig(**config_fields))
+        result = evaluate(genome, ProxyConfig.from_dict(config_fields))
     except TrialFailed as error:
         return {"accuracy": math.nan, "wall_time": math.nan, "images_per_second": math.nan, "error": str(error)}
+    return {
+        "accuracy": result.accuracy,
+        "wall_time": result.wall_time,
+        "images_per_second": result.images_per_second,
+        "zero_cost": dict(result.zero_cost),
+    }
+
+
+def base_config(args: argparse.Namespace) -> ProxyConfig:
+    """The default proxy on CPU, at --epochs if given: the 'proxy' schedule; 'long' is --long-factor x its epochs."""
+    from gas.evaluate.proxy import ProxyConfig
+
+    config = ProxyConfig().with_overrides(device="cpu")
+    return config.with_overrides(epochs=args.epochs) if args.epochs else config
 
 
 def genome_key(genome_json: str) -> str:
@@ -87,7 +104,6 @@ def append_row(csv_path: Path, row: dict[str, Any]) -> None:
 
 def run_study(args: argparse.Namespace) -> None:
     from experiments.common.workers import worker_pool
-    from gas.evaluate.proxy import ProxyConfig
     from gas.search.sampling import sample_genomes
     from gas.units import parse_count
 
@@ -98,8 +114,8 @@ def run_study(args: argparse.Namespace) -> None:
     (args.out / "fidelity_genomes.json").write_text(
         json.dumps([json.loads(text) for text, _ in genomes], indent=1) + "\n"
     )
-    base = ProxyConfig(device="cpu", epochs=args.epochs or ProxyConfig.epochs)
-    schedules = {"proxy": base.epochs, "long": base.epochs * args.long_factor}
+    base = base_config(args)
+    schedules = {"proxy": base.train.epochs, "long": base.train.epochs * args.long_factor}
     csv_path = args.out / "fidelity.csv"
     done = done_runs(csv_path)
     jobs = []
@@ -109,9 +125,9 @@ def run_study(args: argparse.Namespace) -> None:
             for schedule in ("long", "proxy"):
                 if (dataset, genome_key(text), schedule) in done:
                     continue
-                fields = dataclasses.asdict(base) | {"dataset": dataset, "epochs": schedules[schedule]}
+                config = base.with_overrides(dataset=dataset, epochs=schedules[schedule])
                 meta = {"dataset": dataset, "genome": index, "genome_key": genome_key(text), "schedule": schedule}
-                jobs.append((text, fields, meta | {"params": cost.params, "flops": cost.flops}))
+                jobs.append((text, config, meta | {"params": cost.params, "flops": cost.flops}))
     print(f"{len(jobs)} runs to do ({len(done)} already in {csv_path}), {args.workers} workers", flush=True)
     started = time.perf_counter()
     with worker_pool(args.workers, threads=1) as pool:  # one core per worker: workers run side by side
@@ -119,8 +135,8 @@ def run_study(args: argparse.Namespace) -> None:
         queue = list(jobs)
         while queue or pending:
             while queue and len(pending) < args.workers:
-                text, fields, meta = queue.pop(0)
-                pending[pool.submit(_run_one, text, fields)] = meta | {"epochs": fields["epochs"]}
+                text, config, meta = queue.pop(0)
+                pending[pool.submit(_run_one, text, config.to_dict())] = meta | {"epochs": config.train.epochs}
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 meta = pending.pop(future)
@@ -218,7 +234,6 @@ def report(args: argparse.Namespace) -> None:
 
     from experiments.common.machine import machine_line
     from experiments.common.results import command_line
-    from gas.evaluate.proxy import ProxyConfig
 
     frame = pd.read_csv(args.out / "fidelity.csv")
     frame["genome_key"] = frame["genome_key"].astype(str)
@@ -243,7 +258,7 @@ def report(args: argparse.Namespace) -> None:
     figure.tight_layout()
     figure.savefig(args.out / "fidelity.png", dpi=110)
 
-    config = ProxyConfig(device="cpu", epochs=args.epochs or ProxyConfig.epochs)
+    config = base_config(args)
     timing = (
         frame.groupby(["dataset", "schedule"])
         .agg(runs=("accuracy", "size"), mean_accuracy=("accuracy", "mean"), mean_seconds=("wall_time", "mean"))
@@ -255,10 +270,10 @@ def report(args: argparse.Namespace) -> None:
         "# Proxy ranking fidelity\n\n"
         f"{frame.genome_key.nunique()} genomes sampled at random from the turbovit space within "
         f"{args.budget} FLOPs at 224px (seed {args.seed}), each trained on every dataset with the default proxy "
-        f"(`ProxyConfig()`: {config.resolution}px, {config.epochs} epochs of {config.train_size} images, batch "
-        f"{config.batch_size}, AdamW lr {config.lr:g}, seed {config.seed}) and with {args.long_factor}x the "
-        "epochs, all else equal. Each signal is ranked against the long schedule's validation accuracy; "
-        "the zero-cost scores come from the proxy's model at initialisation (one batch of "
+        f"(`ProxyConfig()`: {config.resolution}px, {config.train.epochs} epochs of {config.train_size} images, "
+        f"batch {config.train.batch_size}, AdamW lr {config.train.lr:g}, seed {config.train.seed}) and with "
+        f"{args.long_factor}x the epochs, all else equal. Each signal is ranked against the long schedule's "
+        "validation accuracy; the zero-cost scores come from the proxy's model at initialisation (one batch of "
         f"{config.zero_cost_batch} training images). Params and FLOPs alone are the baselines a proxy must "
         "beat.\n\n"
         + table.to_markdown(index=False, floatfmt=".3f")

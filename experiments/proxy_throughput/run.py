@@ -4,8 +4,8 @@
 
 Measures, for each thread count: training images/s (AdamW steps at the default batch and resolution,
 median over timed steps after warm-up), validation images/s (forward only), and the wall time of whole
-default proxy evaluations (`gas.evaluate.proxy.evaluate(turbovit, ProxyConfig(device="cpu"))`: data loading,
-zero-cost scores, training and per-epoch validation), the figure the search's time budget rests on.
+default proxy evaluations (`gas.evaluate.proxy.evaluate(turbovit, ProxyConfig().with_overrides(device="cpu"))`:
+data loading, zero-cost scores, training and per-epoch validation), the figure the search's time budget rests on.
 Writes experiments/results/proxy_throughput.{csv,md}.
 """
 
@@ -29,36 +29,37 @@ import torch
 import torch.nn.functional as F
 
 from experiments.common.machine import machine_line
+from experiments.common.results import RESULTS
 from gas.evaluate.data import load_dataset
 from gas.evaluate.proxy import ProxyConfig, build_proxy_model, evaluate
-from gas.evaluate.train import TrainConfig, param_groups
+from gas.evaluate.train import param_groups
 from gas.space import get_space, load_genome
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 GENOME = "turbovit"
 
 
 def training_rate(config: ProxyConfig, steps: int) -> tuple[float, float]:
     """(train images/s, eval images/s) of the reference genome, from the median step time."""
     splits = load_dataset(config.dataset, config.resolution, None, config.train_size, config.val_size)
-    model = build_proxy_model(load_genome(GENOME), config.resolution, splits.num_classes, config.seed)
-    train_config = TrainConfig(lr=config.lr, weight_decay=config.weight_decay)
+    train_config = config.train
+    model = build_proxy_model(load_genome(GENOME), config.resolution, splits.num_classes, train_config.seed)
     optimizer = torch.optim.AdamW(
-        param_groups(model, config.lr, config.weight_decay, config.pos_embed_lr_scale), lr=config.lr
+        param_groups(model, train_config.lr, train_config.weight_decay, train_config.pos_embed_lr_scale),
+        lr=train_config.lr,
     )
-    images = splits.train_images[: config.batch_size]
-    labels = splits.train_labels[: config.batch_size]
+    images = splits.train_images[: train_config.batch_size]
+    labels = splits.train_labels[: train_config.batch_size]
     times = []
     for step in range(steps + 3):  # the first steps allocate buffers
         started = time.perf_counter()
-        loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
+        loss = F.cross_entropy(model(images), labels, label_smoothing=train_config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
         optimizer.step()
         if step >= 3:
             times.append(time.perf_counter() - started)
-    train_rate = config.batch_size / statistics.median(times)
+    train_rate = train_config.batch_size / statistics.median(times)
     model.eval()
     batch = splits.val_images[: train_config.eval_batch_size]
     eval_times = []
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed training steps (default: 30)")
     parser.add_argument("--evaluations", type=int, default=1, help="whole default evaluations to time (default: 1)")
     args = parser.parse_args()
-    config = ProxyConfig(device="cpu")
+    config = ProxyConfig().with_overrides(device="cpu")
     genome = load_genome(GENOME)
     space = get_space(genome.space)
     flops_224 = space.cost(genome).flops
@@ -87,13 +88,13 @@ def main() -> None:
     for threads in [int(value) for value in args.threads.split(",")]:
         torch.set_num_threads(threads)
         train_rate, eval_rate = training_rate(config, args.steps)
-        walls = [evaluate(genome, config)["wall_time"] for _ in range(args.evaluations)]
+        walls = [evaluate(genome, config).wall_time for _ in range(args.evaluations)]
         rows.append(
             {
                 "genome": GENOME,
                 "threads": threads,
                 "resolution": config.resolution,
-                "batch": config.batch_size,
+                "batch": config.train.batch_size,
                 "train_images_per_s": train_rate,
                 "eval_images_per_s": eval_rate,
                 "train_gflop_per_s": train_rate * 3 * flops_proxy * 2 / 1e9,
@@ -110,11 +111,11 @@ def main() -> None:
         "# Proxy training throughput on CPU\n\n"
         f"The `{GENOME}` reference genome ({flops_224 / 1e9:.2f} GFLOPs at 224px, {flops_proxy / 1e6:.1f} MFLOPs "
         f"at {config.resolution}px) trained as the default proxy trains it: {config.resolution}px, batch "
-        f"{config.batch_size}, AdamW with gradient clipping, fp32. `train_images_per_s` is the median over "
+        f"{config.train.batch_size}, AdamW with gradient clipping, fp32. `train_images_per_s` is the median over "
         f"{args.steps} steps after 3 warm-up steps; `eval_images_per_s` forward only in batches of 256; "
         "`train_gflop_per_s` counts 3 x forward multiply-adds x 2 FLOP each (the MFU convention of "
         "`gas.evaluate.train`); "
-        f"`evaluation_s` is the wall time of a whole default proxy evaluation ({config.epochs} epochs of "
+        f"`evaluation_s` is the wall time of a whole default proxy evaluation ({config.train.epochs} epochs of "
         f"{config.train_size} {config.dataset} images, validation on {config.val_size} after every epoch, "
         f"zero-cost scores, data from the cache), median of {args.evaluations}.\n\n"
         + table.to_markdown(index=False, floatfmt=".3g")
