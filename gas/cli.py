@@ -8,10 +8,14 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS
 from gas.errors import GasError
 from gas.units import format_count, parse_count
+
+if TYPE_CHECKING:
+    from gas.search.early_stop import EarlyStopping
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -132,6 +136,7 @@ def _search(args: argparse.Namespace) -> int:
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
         progress=not args.no_progress,
+        early_stop=_early_stop(args),
     )
     outcome = run_search(config)
     study = outcome.study
@@ -158,6 +163,18 @@ def _search(args: argparse.Namespace) -> int:
     if outcome.failed_run:
         raise GasError(outcome.failed_run)
     return 0
+
+
+def _early_stop(args: argparse.Namespace) -> EarlyStopping | None:
+    from gas.search.early_stop import DEFAULT_MAX_EPOCHS, EarlyStopping
+
+    if not args.early_stop:
+        if args.max_epochs is not None:
+            raise GasError("--max-epochs is the longest schedule of --early-stop; without it, use --epochs")
+        return None
+    if args.epochs is not None:
+        raise GasError("with --early-stop, say the longest schedule with --max-epochs, not --epochs")
+    return EarlyStopping(max_epochs=args.max_epochs or DEFAULT_MAX_EPOCHS)
 
 
 def _storage_flag(storage: str | None) -> str:
@@ -222,10 +239,11 @@ def _pareto(args: argparse.Namespace) -> int:
     import shlex
 
     from gas.front import format_table, front_rows, pick_trial, write_csv, write_plot
-    from gas.study import StudyKey, open_study, state_counts, study_budget
+    from gas.study import StudyKey, audit_of, open_study, state_counts, study_budget
 
     study = open_study(args.study, args.storage)
     rows = front_rows(study)
+    audit = audit_of(study)
     name = shlex.quote(study.study_name)
     storage = _storage_flag(args.storage)
     module = re.sub(r"\W", "_", study.study_name)
@@ -248,6 +266,7 @@ def _pareto(args: argparse.Namespace) -> int:
                     "trials": counts,
                     "picks": picks,
                     "front": rows,
+                    "audit": audit,
                 }
             )
         )
@@ -267,11 +286,38 @@ def _pareto(args: argparse.Namespace) -> int:
         print(f"most accurate: trial {picks['best']}   knee: trial {picks['knee']}")
     else:
         print("Pareto front: empty (no feasible, fully trained trials yet)")
+    if audit:
+        from gas.search.audit import audit_line
+
+        print(audit_line(audit))
     for path in written:
         print(f"wrote {path}")
     example = str(rows[-1]["trial"]) if rows else "N"
     print(f"export a row:       {export_template.replace('TRIAL', example)}")
     print(f"open the dashboard: gas dashboard --study {name}{storage}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import functools
+
+    from gas.search import audit as fidelity
+    from gas.study import open_study
+
+    config = fidelity.AuditConfig(
+        trials=args.trials, epoch_factor=args.epoch_factor, resolution=args.resolution, data_dir=args.data_dir
+    )
+    study = open_study(args.study, args.storage)
+    evaluate: fidelity.Evaluate
+    if args.in_process:
+        evaluate = functools.partial(fidelity.evaluate_in_process, report=fidelity.print_outcome)
+    else:
+        evaluate = functools.partial(
+            fidelity.evaluate_on_ray, address=args.ray_address, cpus_per_trial=args.cpus_per_trial
+        )
+    audit = fidelity.run_audit(study, config, evaluate, progress=lambda line: print(line, flush=True))
+    print(f"study {study.study_name}: fidelity audit recorded")
+    print("\n".join(fidelity.format_audit(audit)))
     return 0
 
 
@@ -375,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--resolution", type=int, help="proxy training resolution in px")
     search.add_argument("--epochs", type=int, help="proxy training epochs")
     search.add_argument("--evaluator", choices=["train", "zero-cost"], help="train proxies, or score them at init")
+    search.add_argument(
+        "--early-stop",
+        action="store_true",
+        help="stop trials at rungs (1, 3, 9... epochs) unless they rank in the best third by Pareto rank",
+    )
+    search.add_argument("--max-epochs", type=int, help="with --early-stop: the longest schedule (default: 12)")
     search.add_argument("--compile", action="store_true", help="train proxies under torch.compile (pays off on CUDA)")
     search.add_argument("--ray-address", help="join a running Ray cluster (host:port); default starts a local one")
     search.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
@@ -408,6 +460,23 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--plot", help="also draw the front against all trials: .png/.svg/.pdf, or .html (no network)")
     pareto.add_argument("--json", action="store_true", help="print the front as one JSON object instead of a table")
     pareto.set_defaults(run=_pareto)
+
+    audit = commands.add_parser(
+        "audit",
+        help="retrain a sample of a study longer and record how well the proxy ranked it (Kendall tau)",
+        description="Retrain the front and trials spread over the accuracy range with a longer schedule; record "
+        "Kendall's tau between the search's and the long runs' accuracies, and whether the front's order held.",
+    )
+    audit.add_argument("--study", required=True, help="study name")
+    audit.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
+    audit.add_argument("--trials", type=int, default=4, help="trials to retrain, at least 3 (default: 4)")
+    audit.add_argument("--epoch-factor", type=int, default=3, help="times the search's epochs (default: 3)")
+    audit.add_argument("--resolution", type=int, help="long-run resolution in px (default: 2x the proxy's if it fits)")
+    audit.add_argument("--data-dir", help="where the study's dataset lives, when it needs a folder (cifar10)")
+    audit.add_argument("--ray-address", help="join a running Ray cluster (host:port); default starts a local one")
+    audit.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per long run on Ray (default: 1)")
+    audit.add_argument("--in-process", action="store_true", help="train here, one run after another, without Ray")
+    audit.set_defaults(run=_audit)
 
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on a study's storage")
     dashboard.add_argument("--study", required=True, help="study name (its URL is printed)")

@@ -2,7 +2,8 @@
 
 A trial's state says what happened to its genome:
     COMPLETE  trained to the end within budget; values are (accuracy, FLOPs)
-    PRUNED    rejected before training: over budget (constraint > 0, reason in `infeasible_reason`)
+    PRUNED    rejected before training: over budget (constraint > 0, reason in `infeasible_reason`); or
+              stopped early at a rung (feasible constraint, `stopped_at` and `accuracy_history`)
     FAIL      raised, ran out of memory or diverged while training (reason in `error`), or interrupted
               (another trial carries `requeued_from` = its number and trains the same genome again)
     RUNNING   in flight (a search that was killed leaves these; the next run re-queues them)
@@ -50,6 +51,7 @@ class TrialKey:
     INFEASIBLE_REASON = "infeasible_reason"
     ACCURACY = "accuracy"  # final proxy validation accuracy in [0, 1]
     ACCURACY_HISTORY = "accuracy_history"  # validation accuracy after each epoch
+    STOPPED_AT = "stopped_at"  # epochs trained when early stopping ended the trial at a rung
     DATASET = "dataset"
     PROXY_RESOLUTION = "proxy_resolution"
     PROXY_EPOCHS = "proxy_epochs"
@@ -77,6 +79,9 @@ class StudyKey:
     SEED = "seed"
     SAMPLER = "sampler"
     DATA = "data"  # what the dataset check found: classes, images, files skipped as unreadable
+    # The fidelity audit (gas.search.audit): a sample retrained longer, both accuracies of each, Kendall's
+    # tau; a study attribute because finished trials take no new attributes.
+    AUDIT = "audit"
 
 
 # Proxy settings earlier versions did not record, at the only values those versions could run with: a
@@ -355,6 +360,24 @@ def write_result(study: optuna.Study, trial: optuna.Trial, result: ProxyResult) 
     return study.tell(trial, [result.accuracy, float(trial.user_attrs[TrialKey.FLOPS])])
 
 
+def write_stopped(study: optuna.Study, trial: optuna.Trial, result: ProxyResult) -> None:
+    """A trial early stopping ended at a rung: PRUNED, feasible, with its accuracy after each epoch.
+
+    Never COMPLETE, so never on the front (Optuna's `best_trials`, `gas pareto`, `gas export`). Optuna's
+    TPE sorts a feasible PRUNED trial of a multi-objective study after every COMPLETE one when it splits
+    trials into good and bad (`_split_trials` in optuna/samplers/_tpe/sampler.py: pruned trials join the
+    good group only when there are fewer complete trials than it needs), so a stopped genome's region
+    counts as bad; the positive constraints of over-budget proposals rank them below both.
+    """
+    trial.set_user_attr(TrialKey.STOPPED_AT, result.epochs)
+    trial.set_user_attr(TrialKey.ACCURACY_HISTORY, list(result.accuracy_history))
+    trial.set_user_attr(TrialKey.WALL_TIME, result.wall_time)
+    trial.set_user_attr(TrialKey.IMAGES_PER_SECOND, result.images_per_second)
+    trial.set_user_attr(TrialKey.DEVICE, result.device)
+    trial.set_user_attr(TrialKey.EPOCHS_COMPLETED, result.epochs)
+    study.tell(trial, state=TrialState.PRUNED)
+
+
 def write_failure(study: optuna.Study, trial: optuna.Trial, error: str) -> None:
     """A trial that raised, ran out of memory or diverged: FAIL with the error's first line."""
     trial.set_user_attr(TrialKey.ERROR, error)
@@ -393,14 +416,33 @@ def is_requeued(trial: FrozenTrial) -> bool:
     return TrialKey.REQUEUED_FROM in trial.user_attrs
 
 
+def is_stopped(trial: FrozenTrial) -> bool:
+    """A trial early stopping ended at a rung."""
+    return trial.state == TrialState.PRUNED and TrialKey.STOPPED_AT in trial.user_attrs
+
+
 def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that spent a worker's time (trained or failed; not interrupted, not repeats): what --trials counts."""
+    """Trials that spent a worker's time (trained, stopped early or failed; not interrupted, not repeats).
+
+    What --trials counts.
+    """
     trials = study.get_trials(deepcopy=False)
     interrupted = interrupted_numbers(trials)
     return [
         t
         for t in trials
-        if t.state in (TrialState.COMPLETE, TrialState.FAIL) and t.number not in interrupted and not is_duplicate(t)
+        if (t.state in (TrialState.COMPLETE, TrialState.FAIL) or is_stopped(t))
+        and t.number not in interrupted
+        and not is_duplicate(t)
+    ]
+
+
+def rung_histories(study: optuna.Study) -> list[tuple[int, list[float], float]]:
+    """(trial, accuracy after each epoch, FLOPs) of every trial trained to the end or stopped at a rung."""
+    return [
+        (t.number, list(t.user_attrs[TrialKey.ACCURACY_HISTORY]), float(t.user_attrs[TrialKey.FLOPS]))
+        for t in trained_trials(study)
+        if t.state != TrialState.FAIL and TrialKey.ACCURACY_HISTORY in t.user_attrs
     ]
 
 
@@ -441,18 +483,18 @@ def feasible_share_by_half(study: optuna.Study) -> tuple[float, float]:
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    """How many trials are complete, infeasible, failed, interrupted, pruned otherwise, running or waiting."""
+    """How many trials are complete, stopped early, infeasible, failed, interrupted, running or waiting."""
     trials = study.get_trials(deepcopy=False)
     interrupted = interrupted_numbers(trials)
     counts: Counter[str] = Counter()
     for trial in trials:
         if trial.state == TrialState.PRUNED:
-            counts["infeasible" if is_infeasible(trial) else "pruned"] += 1
+            counts["infeasible" if is_infeasible(trial) else "stopped" if is_stopped(trial) else "pruned"] += 1
         elif trial.state == TrialState.FAIL:
             counts["interrupted" if trial.number in interrupted else "failed"] += 1
         else:
             counts[trial.state.name.lower()] += 1
-    order = ("complete", "infeasible", "failed", "interrupted", "pruned", "running", "waiting")
+    order = ("complete", "stopped", "infeasible", "failed", "interrupted", "pruned", "running", "waiting")
     return {name: counts[name] for name in order if counts[name] or name in ("complete", "infeasible", "failed")}
 
 
@@ -467,6 +509,12 @@ def study_budget(study: optuna.Study) -> int | None:
         except GasError:
             return None
     return None
+
+
+def audit_of(study: optuna.Study) -> dict[str, Any] | None:
+    """The study's latest fidelity audit (see gas.search.audit), or None if it has not been audited."""
+    audit = study.user_attrs.get(StudyKey.AUDIT)
+    return dict(audit) if isinstance(audit, Mapping) else None
 
 
 def genome_key(genome_data: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ model family, copied from gas.models.hiera.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -88,21 +89,26 @@ def unroll(x: torch.Tensor, grid: int, pool_steps: int, mask_unit: int) -> torch
     Each of the `pool_steps` rounds moves the 2x2 offsets within a cell to the slowest axis, so the
     next Q-pool is a max over the slowest 4-way split. When a mask unit spans more than the grid left
     after those rounds, one last round moves the offset inside the unit ahead of the unit's position,
-    which leaves the mask-unit index as the fastest axis everywhere.
+    which leaves the mask-unit index as the fastest axis everywhere. A grid the rounds do not divide is
+    refused (ValueError) rather than reshaped across images.
     """
-    batch, _, channels = x.shape
+    batch, tokens, channels = x.shape
     strides = [2] * pool_steps
     leftover = mask_unit // 2**pool_steps
     if leftover > 1:
         strides.append(leftover)
-    size = grid
-    x = x.reshape(batch, size, size, channels)
+    if tokens != grid * grid or grid % math.prod(strides):
+        raise ValueError(f"cannot unroll {tokens} tokens as a {grid}x{grid} grid split by {strides} per side")
+    size, lead = grid, batch
+    x = x.reshape(lead, size, size, channels)
     for stride in strides:
         size //= stride
-        x = x.reshape(-1, size, stride, size, stride, channels)
-        x = x.permute(0, 2, 4, 1, 3, 5).reshape(-1, size, size, channels)
+        # Sizes are spelled out, never -1: a wrong one must fail here, not move tokens between images.
+        x = x.reshape(lead, size, stride, size, stride, channels).permute(0, 2, 4, 1, 3, 5)
+        lead = lead * stride * stride  # not *=: under tracing, `lead` starts as the batch tensor itself
+        x = x.reshape(lead, size, size, channels)
     # The leading axis is now (batch, offsets of the first round, ..., offsets of the last round).
-    return x.reshape(batch, -1, channels)
+    return x.reshape(batch, tokens, channels)
 
 
 def q_pool(x: torch.Tensor) -> torch.Tensor:
@@ -187,6 +193,10 @@ class Hiera(nn.Module):
         self.grid = stem_grid(resolution, stem_kernel, stem_stride, stem_padding)
         self.pool_steps = sum(spec.q_pool for spec in blocks)
         self.mask_unit = mask_unit
+        # Only mask-unit attention needs each unit contiguous. A network of global blocks alone unrolls for
+        # its pools only, so a mask unit that does not divide the grid (unused there) cannot break it.
+        uses_mask_units = any(spec.attention == "mask_unit" for spec in blocks)
+        self.unroll_unit = mask_unit if uses_mask_units else 1
         self.patch_embed = nn.Conv2d(3, embed_dim, stem_kernel, stem_stride, stem_padding)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, embed_dim))
         # Mask units cover fixed image regions, so their count is the same in every block.
@@ -210,10 +220,18 @@ class Hiera(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters a trainer should not decay (Hiera's official recipe: the position embedding)."""
+        return {"pos_embed"}
+
+    def position_embeddings(self) -> set[str]:
+        """Parameters that hold absolute position, for trainers that give them their own learning rate."""
+        return {"pos_embed"}
+
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Tokens after the last block, [B, N, C], in unrolled (not raster) order."""
         x = self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos_embed
-        x = unroll(x, self.grid, self.pool_steps, self.mask_unit)
+        x = unroll(x, self.grid, self.pool_steps, self.unroll_unit)
         return self.blocks(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

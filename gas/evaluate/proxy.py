@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +33,7 @@ import torch
 from gas.defaults import DEFAULT_SPACE
 from gas.errors import GasError, GenomeError
 from gas.evaluate.data import DEFAULT_DATASET, DatasetCheck, check_dataset, load_dataset, resolve_dataset
-from gas.evaluate.train import TrainConfig, TrialFailed, device_name, resolve_device, train
+from gas.evaluate.train import Report, TrainConfig, TrialFailed, device_name, resolve_device, train
 from gas.evaluate.zero_cost import normalised_primary, zero_cost_scores
 from gas.genome import Genome
 from gas.space import get_space
@@ -98,7 +97,7 @@ class ProxyResult:
     wall_time: float  # seconds for the whole evaluation, data loading included
     images_per_second: float  # training images per second (zero-cost: images scored per second)
     device: str  # "cpu" or the GPU's name
-    epochs: int  # epochs trained (0 for zero-cost)
+    epochs: int  # epochs trained: fewer than configured when early stopping ended it (0 for zero-cost)
     zero_cost: dict[str, float]  # scores at initialisation (empty when skipped)
     mfu: float | None  # model-FLOPs utilisation on CUDA, when the device's peak is known
     loss: float | None  # mean training loss of the last epoch (None for zero-cost)
@@ -173,14 +172,13 @@ def check_data(config: ProxyConfig, space: str = DEFAULT_SPACE) -> tuple[ProxyCo
     return dataclasses.replace(config, dataset=dataset, data_dir=data_dir), found
 
 
-def evaluate(
-    genome: Genome, config: ProxyConfig, report: Callable[[dict[str, float]], None] | None = None
-) -> ProxyResult:
+def evaluate(genome: Genome, config: ProxyConfig, report: Report | None = None) -> ProxyResult:
     """Train (or score without training) `genome` at the proxy resolution and return what was measured.
 
     For evaluator "zero-cost", the accuracy is the naswot score mapped monotonically into [0, 1]
     (see `gas.evaluate.zero_cost.normalised_primary`), not a trained accuracy. Raises TrialFailed if
-    training diverges or runs out of memory, GasError if the data or resolution is unusable.
+    training diverges or runs out of memory, GasError if the data or resolution is unusable. `report`
+    receives each epoch's validation accuracy and may return False to stop training there.
     """
     started = time.perf_counter()
     if config.evaluator not in EVALUATORS:
@@ -216,7 +214,11 @@ def evaluate(
             forward_flops=forward_flops,
         )
 
-    result = train(model, splits, config.train, report=report, forward_flops=forward_flops)
+    def report_with_device(entry: dict[str, Any]) -> bool | None:
+        # A driver that stops this trial early records its device from the last report.
+        return None if report is None else report({**entry, "device": device_name(device)})
+
+    result = train(model, splits, config.train, report=report_with_device, forward_flops=forward_flops)
     mfu_values = [entry["mfu"] for entry in result.history if "mfu" in entry]
     return ProxyResult(
         accuracy=result.accuracy,
@@ -224,7 +226,7 @@ def evaluate(
         wall_time=time.perf_counter() - started,
         images_per_second=result.images_per_second,
         device=device_name(device),
-        epochs=config.train.epochs,
+        epochs=len(result.history),
         zero_cost=scores,
         mfu=sum(mfu_values) / len(mfu_values) if mfu_values else None,
         loss=result.loss,

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ from torch import nn
 from gas.errors import GasError
 from gas.evaluate.data import Splits
 
-Report = Callable[[dict[str, float]], None]
+Report = Callable[[dict[str, Any]], bool | None]
 
 # Peak dense bf16 tensor-core FLOP/s by device-name fragment (vendor data sheets; no sparsity).
 # Override with GAS_PEAK_FLOPS for a device not listed. Checked in order: more specific names first.
@@ -213,6 +214,9 @@ def train(
 ) -> TrainResult:
     """Train `model` on `splits.train_*`, report validation accuracy after every epoch, return the last.
 
+    `report` receives each epoch's entry; if it returns False, training stops after that epoch (the
+    learning-rate schedule stays the full run's, as successive halving compares partial runs of it).
+
     `forward_flops` (multiply-accumulates of one forward pass at the training resolution) enables MFU in
     the per-epoch reports on CUDA. Raises TrialFailed if the loss stops being finite or memory runs out.
     """
@@ -294,8 +298,9 @@ def train(
             entry["mfu"] = images_per_second * 3 * forward_flops * 2 / peak
         result.history.append(entry)
         result.accuracy, result.loss = accuracy, mean_loss
-        if report is not None:
-            report(dict(entry))
-    total_images = steps_per_epoch * batch_size * config.epochs
+        # A report that returns False stops training here: early stopping on the driver said so.
+        if report is not None and report(dict(entry)) is False:
+            break
+    total_images = steps_per_epoch * batch_size * len(result.history)
     result.images_per_second = total_images / result.train_seconds if result.train_seconds > 0 else 0.0
     return result

@@ -60,7 +60,7 @@ def unroll(x: torch.Tensor, grid: int, pool_steps: int, mask_unit: int) -> torch
         size //= stride
         # Sizes are spelled out, never -1: a wrong one must fail here, not move tokens between images.
         x = x.reshape(lead, size, stride, size, stride, channels).permute(0, 2, 4, 1, 3, 5)
-        lead *= stride * stride
+        lead = lead * stride * stride  # not *=: under tracing, `lead` starts as the batch tensor itself
         x = x.reshape(lead, size, size, channels)
     # The leading axis is now (batch, offsets of the first round, ..., offsets of the last round).
     return x.reshape(batch, tokens, channels)

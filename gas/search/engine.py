@@ -29,6 +29,7 @@ from gas.errors import GasError
 from gas.evaluate.data import DatasetCheck
 from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data, evaluate
 from gas.search.budget import Budget
+from gas.search.early_stop import EarlyStopping, Rungs
 from gas.search.sampling import sample_genomes
 from gas.space import SearchSpace, get_space, load_genome
 
@@ -57,6 +58,7 @@ class SearchConfig:
     gpus_per_trial: float | None = None  # None: one GPU per trial when the cluster has any
     max_concurrent: int | None = None
     progress: bool = True
+    early_stop: EarlyStopping | None = None  # None: every feasible trial trains its whole schedule
 
     @property
     def study_name(self) -> str:
@@ -92,7 +94,14 @@ def prepare(config: SearchConfig) -> tuple[SearchConfig, DatasetCheck]:
     if config.cpus_per_trial <= 0:
         raise GasError(f"--cpus-per-trial must be positive, got {config.cpus_per_trial}")
     make_sampler(config.sampler, config.seed)
-    proxy, data = check_data(config.proxy, space.name)
+    proxy = config.proxy
+    if config.early_stop is not None:
+        if config.early_stop.max_epochs < 2 or config.early_stop.eta < 2:
+            raise GasError("early stopping needs --max-epochs of at least 2 (and eta of at least 2)")
+        if proxy.evaluator != "train":
+            raise GasError("early stopping needs trained proxies; the zero-cost evaluator has no epochs to stop")
+        proxy = proxy.with_overrides(epochs=config.early_stop.max_epochs)
+    proxy, data = check_data(proxy, space.name)
     try:
         sample_genomes(space.name, 1, config.seed, 224, config.budget, config.max_params)
     except GasError as error:
@@ -153,8 +162,17 @@ class Engine:
         self.driver_seconds = 0.0  # time spent proposing and recording, outside any trial
         self.trained_before = len(record.trained_trials(self.study))
         self.completed_here = 0
+        self.stopped_here = 0
         self.failed_here: list[str] = []
         self.evaluated = record.trained_genomes(self.study)
+        self.rungs: Rungs | None = None
+        if config.early_stop is not None:
+            self.rungs = Rungs(config.early_stop)
+            for number, history, flops in record.rung_histories(self.study):
+                self.rungs.add_history(number, history, flops)
+        self.histories: dict[int, list[float]] = {}  # accuracy per epoch of trials in flight
+        self.stopped: set[int] = set()  # trials in flight that early stopping ended
+        self.dispatched: dict[int, float] = {}  # when each trial in flight left, for stopped trials' wall time
 
     def settings(self) -> dict[str, Any]:
         """What makes two runs part of the same search; a resumed study must match it."""
@@ -163,6 +181,7 @@ class Engine:
             "budget": self.config.budget,
             "max_params": self.config.max_params,
             "proxy": self.config.proxy.settings(),
+            "early_stop": self.config.early_stop.settings() if self.config.early_stop else None,
         }
 
     def remaining(self) -> int:
@@ -177,12 +196,53 @@ class Engine:
         return len(stale)
 
     def abandon(self) -> bool:
-        """Trials still in flight when the search stops go back in the queue; True if there were any."""
+        """Trials still in flight when the search stops go back in the queue; True if there were any.
+
+        A re-queued trial starts again from its first epoch, so its partial rung entries are forgotten.
+        """
         numbers = sorted(self.live)
         for number in numbers:
             record.requeue(self.study, number)
+            self._forget(number)
         self.live.clear()
         return bool(numbers)
+
+    def _forget(self, number: int) -> None:
+        if self.rungs is not None:
+            self.rungs.forget(number)
+        self.histories.pop(number, None)
+        self.stopped.discard(number)
+        self.dispatched.pop(number, None)
+
+    def report(self, number: int, epoch: int, accuracy: float) -> bool:
+        """A trial in flight finished `epoch` with `accuracy`; False when early stopping ends it here."""
+        trial = self.live.get(number)
+        if trial is None:
+            return True
+        self.histories.setdefault(number, []).append(float(accuracy))
+        if self.rungs is None:
+            return True
+        goes_on = self.rungs.report(number, int(epoch), float(accuracy), trial.user_attrs[record.TrialKey.FLOPS])
+        if not goes_on:
+            self.stopped.add(number)
+        return goes_on
+
+    def partial_result(self, number: int, device: str = "") -> ProxyResult:
+        """What a trial stopped at a rung on another machine left: the accuracies its reports carried."""
+        history = tuple(self.histories.get(number, ()))
+        return ProxyResult(
+            accuracy=history[-1] if history else 0.0,
+            accuracy_history=history,
+            wall_time=time.monotonic() - self.dispatched.get(number, time.monotonic()),
+            images_per_second=0.0,
+            device=device,
+            epochs=len(history),
+            zero_cost={},
+            mfu=None,
+            loss=None,
+            batch_size=self.config.proxy.train.batch_size,
+            forward_flops=0,
+        )
 
     def propose(self) -> Proposal | None:
         """The next feasible genome not trained before, or None when the sampler cannot find one."""
@@ -208,6 +268,7 @@ class Engine:
                 continue
             record.write_dispatch(trial, self.config.proxy)
             self.live[trial.number] = trial
+            self.dispatched[trial.number] = time.monotonic()
             return Proposal(trial.number, genome.to_dict(), self.config.proxy.to_dict())
         self.stopped_reason = (
             f"{MAX_REJECTIONS_IN_A_ROW} proposals in a row were over budget; the sampler cannot find feasible "
@@ -222,10 +283,18 @@ class Engine:
             trial = self.live.pop(number, None)
             if trial is None:
                 return None
+            stopped = number in self.stopped
+            self._forget(number)
             if isinstance(outcome, str):
                 record.write_failure(self.study, trial, outcome)
                 self.failed_here.append(outcome)
                 return None
+            if stopped:
+                record.write_stopped(self.study, trial, outcome)
+                self.stopped_here += 1
+                return None
+            if self.rungs is not None:
+                self.rungs.add_history(number, outcome.accuracy_history, trial.user_attrs[record.TrialKey.FLOPS])
             frozen = record.write_result(self.study, trial, outcome)
             self.evaluated[record.genome_key(frozen.user_attrs[record.TrialKey.GENOME])] = frozen
             self.completed_here += 1
@@ -235,7 +304,7 @@ class Engine:
 
     def failure_verdict(self) -> str | None:
         """Why this run failed as a whole (every trial it trained failed), or None."""
-        if self.failed_here and not self.completed_here:
+        if self.failed_here and not self.completed_here and not self.stopped_here:
             count = len(self.failed_here)
             return f"all {count} trials of this run failed; the first: {self.failed_here[0]}"
         if not self.complete():

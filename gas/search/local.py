@@ -24,7 +24,12 @@ def search_in_process(config: SearchConfig) -> SearchOutcome:
             proposal = engine.propose()
             if proposal is None:
                 break
-            engine.record(proposal.number, evaluate_proposal(proposal))
+            number = proposal.number
+
+            def report(entry: dict[str, float], number: int = number) -> bool:
+                return engine.report(number, int(entry["epoch"]), entry["accuracy"])
+
+            engine.record(number, evaluate_proposal(proposal, report=report))
             progress.refresh(completed=1)
     except KeyboardInterrupt:
         interrupted = True

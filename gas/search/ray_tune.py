@@ -20,6 +20,7 @@ from typing import Any
 
 from ray import tune
 from ray.tune.error import TuneError
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from gas.errors import GasError
@@ -44,6 +45,20 @@ def run_trial(config: dict[str, Any]) -> None:
         tune.report({"error": outcome})
     else:
         tune.report({"result": json.dumps(outcome.to_dict())})
+
+
+class RungScheduler(FIFOScheduler):
+    """Early stopping on the driver: each epoch's report goes to the engine, which says whether the trial goes on."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if "epoch" not in result or "accuracy" not in result:
+            return TrialScheduler.CONTINUE
+        goes_on = self.engine.report(trial.config["trial_number"], int(result["epoch"]), float(result["accuracy"]))
+        return TrialScheduler.CONTINUE if goes_on else TrialScheduler.STOP
 
 
 class EngineSearcher(Searcher):
@@ -75,8 +90,10 @@ class EngineSearcher(Searcher):
         number = self.numbers.pop(trial_id, None)
         if number is None:
             return
-        if error or not result:
-            outcome: ProxyResult | str = f"the worker died {WORKER_RETRIES + 1} times running this trial"
+        if number in self.engine.stopped:  # ended at a rung by RungScheduler: its reports are its result
+            outcome: ProxyResult | str = self.engine.partial_result(number, str((result or {}).get("device", "")))
+        elif error or not result:
+            outcome = f"the worker died {WORKER_RETRIES + 1} times running this trial"
         elif "error" in result:
             outcome = str(result["error"])
         elif "result" not in result:
@@ -134,6 +151,7 @@ def run_search(config: SearchConfig) -> SearchOutcome:
                 # Ray's folder for a trial is named after the study's trial it trains.
                 trial_name_creator=_ray_trial_name,
                 trial_dirname_creator=_ray_trial_name,
+                scheduler=RungScheduler(engine) if config.early_stop else None,
             ),
             run_config=tune.RunConfig(
                 name=f"{config.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",

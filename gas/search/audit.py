@@ -1,0 +1,467 @@
+"""The fidelity audit: whether a study's proxy ranking holds when a sample of its trials is trained longer.
+
+A search ranks genomes by a cheap proxy: a few epochs at a low resolution, or a score at initialisation
+(the zero-cost evaluator). The audit takes a few of the study's fully trained trials (COMPLETE, not
+repeats): the Pareto front first, then trials spread over the accuracy range of the rest, so the ranking
+is tested across what the search saw and not only among near-equals at the top. It trains each again with
+a longer schedule: `epoch_factor` times the epochs, at twice the proxy resolution where the space allows
+it, always by training (a zero-cost study is exactly the one whose ranking most needs checking), with the
+study's seed, data and every other setting unchanged, so the schedule is the only difference. Then:
+
+    tau               Kendall's tau-b between the search's accuracies and the long runs' accuracies of the
+                      audited trials. 1: the long schedule orders them exactly as the search did; 0: no
+                      better than chance; -1: reversed. Among n trials one swapped pair moves tau by
+                      4 / (n (n - 1)), a third at n = 4, so a small audit speaks in coarse steps.
+    interval          a 95% percentile bootstrap interval of tau (trials resampled with replacement,
+                      seeded). With the handful of trials an audit can afford it is wide; an interval that
+                      reaches down to 0 says this sample cannot tell the proxy's ranking from chance.
+    front_order_held  whether the audited front trials come out in the same order by accuracy in the long
+                      runs (no two swap places; a tie in the long runs is not a swap). This is what decides
+                      which genome `gas export --pick best` hands over. None with fewer than two of them.
+
+How to read it: a tau near 1 with the front's order held means the proxy's picks stand. A low tau, or a
+broken front order, means the front reflects the proxy's schedule as much as the architectures: train
+the picks longer before trusting the choice, or search again with more epochs or a higher resolution.
+
+Finished Optuna trials take no new attributes, so the audit is one study user attribute
+(`StudyKey.AUDIT`, read with `gas.study.audit_of`) holding both accuracies of each audited trial; a new
+audit replaces the previous one. Only this process writes it; the long runs go through an `evaluate`
+callable: `evaluate_in_process` here, or `evaluate_on_ray` on Ray Tune workers, as the search does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from gas import study as record
+from gas.defaults import DEFAULT_SPACE
+from gas.errors import GasError
+
+if TYPE_CHECKING:  # the proxy imports torch and the Ray driver imports Ray; reading an audit needs neither
+    from gas.evaluate.proxy import ProxyConfig, ProxyResult
+    from gas.search.engine import Proposal
+
+__all__ = [
+    "AuditConfig",
+    "audit_line",
+    "bootstrap_interval",
+    "evaluate_in_process",
+    "evaluate_on_ray",
+    "format_audit",
+    "kendall_tau",
+    "long_schedule",
+    "print_outcome",
+    "run_audit",
+    "select_trials",
+]
+
+# Tau over two trials is +1 or -1 whatever the proxy is worth; three is the least that ranks anything.
+MIN_TRIALS = 3
+
+Evaluate = Callable[[list["Proposal"]], list["ProxyResult | str"]]
+Report = Callable[["Proposal", "ProxyResult | str"], None]
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """How large an audit is and how much longer its schedule; the defaults fit beside a default search."""
+
+    trials: int = 4  # trials retrained: the front first, then spread over the accuracy range
+    epoch_factor: int = 3  # the long schedule trains this many times the search's epochs
+    resolution: int | None = None  # None: twice the search's resolution if the space allows it, else the same
+    seed: int = 0  # the bootstrap's; training keeps the study's seed so that only the schedule differs
+    data_dir: str | None = None  # the dataset's folder where it needs one (a study does not record paths)
+    rounds: int = 1000  # bootstrap resamples
+
+
+# ---- statistics ------------------------------------------------------------------------------------
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b of two equally long sequences; nan when either is constant (no ranking to compare).
+
+    tau-b = (concordant - discordant) / sqrt((pairs - pairs tied in x) (pairs - pairs tied in y)), the
+    variant that stays in [-1, 1] with ties (the same as scipy.stats.kendalltau's default).
+
+    >>> kendall_tau([1, 2, 3], [1, 3, 2])
+    0.3333333333333333
+    """
+    first, second = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if first.ndim != 1 or first.shape != second.shape:
+        raise ValueError(f"kendall_tau needs two sequences of one length, got shapes {first.shape} and {second.shape}")
+    pairs = np.triu_indices(len(first), k=1)
+    # Per pair: +1 if the first element is the larger, -1 if the smaller, 0 for a tie.
+    order_x = np.sign(first[:, None] - first[None, :])[pairs]
+    order_y = np.sign(second[:, None] - second[None, :])[pairs]
+    untied_x, untied_y = np.count_nonzero(order_x), np.count_nonzero(order_y)
+    if untied_x == 0 or untied_y == 0:
+        return math.nan
+    return float(np.dot(order_x, order_y) / math.sqrt(untied_x * untied_y))
+
+
+def bootstrap_interval(
+    x: Sequence[float], y: Sequence[float], rounds: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of tau over pairs resampled with replacement, seeded.
+
+    Resamples whose tau is undefined (every pick the same trial, or tied throughout) are left out; if all
+    are, the interval is (nan, nan).
+    """
+    first, second = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if first.shape != second.shape or len(first) == 0:
+        raise ValueError("bootstrap_interval needs two non-empty sequences of one length")
+    picks = np.random.default_rng(seed).integers(0, len(first), size=(rounds, len(first)))
+    taus = np.array([kendall_tau(first[pick], second[pick]) for pick in picks])
+    taus = taus[~np.isnan(taus)]
+    if taus.size == 0:
+        return math.nan, math.nan
+    low, high = np.percentile(taus, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def front_order_held(pairs: Mapping[str, Mapping[str, float]], front: Sequence[str]) -> bool | None:
+    """Whether no two of the `front` trials swap places between the search and the long runs."""
+    if len(front) < 2:
+        return None
+    for a, b in itertools.combinations(front, 2):
+        search = pairs[a]["search"] - pairs[b]["search"]
+        long = pairs[a]["long"] - pairs[b]["long"]
+        if search * long < 0:
+            return False
+    return True
+
+
+# ---- what to retrain, and how ----------------------------------------------------------------------
+
+
+def candidates(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials trained to the end by the search: COMPLETE, and not the repeat of an earlier genome."""
+    return [trial for trial in record.trained_trials(study) if trial.state == TrialState.COMPLETE]
+
+
+def _spread(trials: Sequence[FrozenTrial], count: int) -> list[FrozenTrial]:
+    """`count` of `trials` at evenly spaced positions, both ends included; the first alone for a count of 1."""
+    if count >= len(trials):
+        return list(trials)
+    if count <= 0:
+        return []
+    if count == 1:
+        return [trials[0]]
+    return [trials[round(index * (len(trials) - 1) / (count - 1))] for index in range(count)]
+
+
+def select_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
+    """The `n` trials an audit retrains: the front (cheapest first), then the rest spread over accuracy.
+
+    A front of more than `n` trials is thinned evenly along its FLOPs, keeping both ends; the places left
+    after the front go to the other trials at evenly spaced accuracy ranks, least accurate first, so the
+    sample spans the accuracies the search produced.
+    """
+    trained = candidates(study)
+    numbers = {trial.number for trial in trained}
+    front = [trial for trial in record.front(study) if trial.number in numbers]
+    on_front = {trial.number for trial in front}
+    rest = sorted((t for t in trained if t.number not in on_front), key=lambda t: (t.values[0], t.number))
+    chosen = _spread(front, n)
+    return chosen + _spread(rest, n - len(chosen))
+
+
+def recorded_proxy(study: optuna.Study) -> dict[str, Any]:
+    """The proxy settings the study's trials were trained under (`ProxyConfig.settings()`, flat)."""
+    settings = study.user_attrs.get(record.StudyKey.SETTINGS)
+    if not isinstance(settings, Mapping) or not isinstance(settings.get("proxy"), Mapping):
+        raise GasError(f"study {study.study_name!r} records no proxy settings, so its trials cannot be retrained")
+    # Earlier versions left out settings they could only run at one value; those versions ran on the CPU
+    # with the study's seed for every trial.
+    seed = study.user_attrs.get(record.StudyKey.SEED, 0)
+    return {**record.LEGACY_PROXY_SETTINGS, "device": "cpu", "seed": seed, **settings["proxy"]}
+
+
+def long_schedule(study: optuna.Study, config: AuditConfig) -> ProxyConfig:
+    """The study's proxy with the longer schedule: more epochs, a higher resolution if it fits, training.
+
+    One-line GasError for settings this version cannot rebuild, a resolution the space refuses or a
+    dataset that is not where `config.data_dir` says.
+    """
+    from gas.evaluate.proxy import ProxyConfig, check_data, check_resolution
+    from gas.evaluate.train import TrainConfig
+
+    settings = study.user_attrs.get(record.StudyKey.SETTINGS) or {}
+    space = settings.get("space") or study.user_attrs.get(record.StudyKey.SPACE) or DEFAULT_SPACE
+    proxy_settings = recorded_proxy(study)
+    known = {f.name for f in dataclasses.fields(ProxyConfig)} | {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(proxy_settings) - known)
+    if unknown:
+        # Retraining without a setting that changed the search's results would compare two different proxies.
+        raise GasError(
+            f"study {study.study_name!r} records proxy settings this version of gas does not know: "
+            f"{', '.join(unknown)}; audit it with the version that ran the search"
+        )
+    proxy = ProxyConfig().with_overrides(**proxy_settings, data_dir=config.data_dir)
+    resolution = config.resolution
+    if resolution is None:
+        resolution = 2 * proxy.resolution
+        try:
+            check_resolution(resolution, space)
+        except GasError:
+            resolution = proxy.resolution
+    long = proxy.with_overrides(
+        evaluator="train",
+        epochs=proxy.train.epochs * config.epoch_factor,
+        resolution=resolution,
+        zero_cost_batch=0,  # the audit reads accuracies only; scores at initialisation would cost time for nothing
+    )
+    # The data and resolution are checked here, once, rather than in every long run. The device is checked
+    # where the runs train (a Ray driver need not have the workers' GPU), so the check sees a CPU.
+    checked, _ = check_data(long.with_overrides(device="cpu"), space)
+    return dataclasses.replace(long, dataset=checked.dataset, data_dir=checked.data_dir)
+
+
+# ---- the audit -------------------------------------------------------------------------------------
+
+
+def run_audit(
+    study: optuna.Study,
+    config: AuditConfig,
+    evaluate: Evaluate,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Retrain a sample of `study` with a longer schedule, record the audit in the study and return it.
+
+    `evaluate` trains the proposals and returns, in their order, each one's result or its error in one
+    line (`evaluate_in_process`, or `evaluate_on_ray` with its address bound). `progress` hears what is
+    about to train. One-line GasError for bad input, or when fewer than three long runs finish.
+
+    >>> audit = run_audit(study, AuditConfig(trials=4), evaluate_in_process)  # doctest: +SKIP
+    >>> audit["tau"], audit["interval"], audit["front_order_held"]  # doctest: +SKIP
+    """
+    from gas.search.engine import Proposal
+
+    started = time.perf_counter()
+    if config.trials < MIN_TRIALS:
+        raise GasError(f"an audit needs at least {MIN_TRIALS} trials to rank, got --trials {config.trials}")
+    if config.epoch_factor < 1:
+        raise GasError(f"--epoch-factor must be at least 1, got {config.epoch_factor}")
+    trained = candidates(study)
+    if len(trained) < MIN_TRIALS:
+        raise GasError(
+            f"study {study.study_name!r} has {len(trained)} fully trained trials; an audit needs at least {MIN_TRIALS}"
+        )
+    long = long_schedule(study, config)
+    chosen = select_trials(study, config.trials)
+    front_numbers = {trial.number for trial in record.front(study)}
+    if progress is not None:
+        on_front = sum(trial.number in front_numbers for trial in chosen)
+        progress(
+            f"retraining trials {', '.join(str(t.number) for t in chosen)} ({on_front} on the front) for "
+            f"{long.train.epochs} epochs at {long.resolution}px on {long.dataset}"
+        )
+    proposals = [Proposal(t.number, dict(t.user_attrs[record.TrialKey.GENOME]), long.to_dict()) for t in chosen]
+    outcomes = evaluate(proposals)
+    if len(outcomes) != len(proposals):
+        raise GasError(f"the audit's evaluator returned {len(outcomes)} results for {len(proposals)} trials")
+
+    # Trial numbers are strings: the study stores the audit as JSON, whose keys are strings.
+    pairs: dict[str, dict[str, float]] = {}
+    failed: dict[str, str] = {}
+    for trial, outcome in zip(chosen, outcomes, strict=True):
+        if isinstance(outcome, str):
+            failed[str(trial.number)] = outcome
+        else:
+            pairs[str(trial.number)] = {"search": float(trial.values[0]), "long": float(outcome.accuracy)}
+    if len(pairs) < MIN_TRIALS:
+        first = next(iter(failed.values()), "no result")
+        raise GasError(
+            f"only {len(pairs)} of {len(chosen)} long runs finished, too few to rank; the first error: {first}"
+        )
+    search = [pair["search"] for pair in pairs.values()]
+    retrained = [pair["long"] for pair in pairs.values()]
+    tau = kendall_tau(search, retrained)
+    low, high = bootstrap_interval(search, retrained, config.rounds, config.seed)
+    front = [number for number in pairs if int(number) in front_numbers]
+    audit = {
+        "settings": {
+            "epochs": long.train.epochs,
+            "resolution": long.resolution,
+            "evaluator": long.evaluator,
+            "epoch_factor": config.epoch_factor,
+            "proxy": recorded_proxy(study),  # what the search trained under, which the long schedule extends
+        },
+        "pairs": pairs,
+        "front": front,
+        "failed": failed,
+        # An undefined tau (every accuracy tied) is None: the study stores JSON, which has no nan.
+        "tau": None if math.isnan(tau) else tau,
+        "interval": None if math.isnan(low) else [low, high],
+        "n": len(pairs),
+        "front_order_held": front_order_held(pairs, front),
+        "bootstrap": {"rounds": config.rounds, "seed": config.seed},
+        "seconds": time.perf_counter() - started,
+    }
+    study.set_user_attr(record.StudyKey.AUDIT, audit)
+    return audit
+
+
+# ---- where the long runs train ---------------------------------------------------------------------
+
+
+def evaluate_in_process(proposals: list[Proposal], report: Report | None = None) -> list[ProxyResult | str]:
+    """Train the proposals one after another in this process; `report` hears each outcome as it comes."""
+    from gas.search.engine import evaluate_proposal
+
+    outcomes = []
+    for proposal in proposals:
+        outcome = evaluate_proposal(proposal)
+        if report is not None:
+            report(proposal, outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def print_outcome(proposal: Proposal, outcome: ProxyResult | str) -> None:
+    """A `report` for `evaluate_in_process` that prints each long run's outcome as it finishes."""
+    shown = outcome if isinstance(outcome, str) else f"long accuracy {outcome.accuracy:.2%} in {outcome.wall_time:.0f}s"
+    print(f"  trial {proposal.number}: {shown}", flush=True)
+
+
+def _audit_trial_name(trial: Any) -> str:
+    return f"audit_{trial.config['proposal']['number']}"
+
+
+def evaluate_on_ray(
+    proposals: list[Proposal], address: str | None = None, cpus_per_trial: float = 1.0
+) -> list[ProxyResult | str]:
+    """Train the proposals as Ray Tune trials on the cluster at `address` (default: a local one started here).
+
+    Each trial runs the search's own trial function, so a long run trains exactly as a search trial
+    does; a study trained on CUDA asks one GPU per trial.
+    """
+    from ray import tune
+    from ray.tune.error import TuneError
+
+    from gas.evaluate.proxy import ProxyResult
+    from gas.search.cluster import ray_cluster
+    from gas.search.ray_tune import WORKER_RETRIES, run_trial
+
+    if cpus_per_trial <= 0:
+        raise GasError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
+    gpus = 1.0 if any(str(p.proxy["train"]["device"]).startswith("cuda") for p in proposals) else 0.0
+    with ray_cluster(address) as cluster:
+        if gpus > cluster.gpus:
+            raise GasError("the study trained on CUDA, so its long runs need a GPU each, and the cluster has none")
+        if cpus_per_trial > cluster.cpus:
+            raise GasError(
+                f"--cpus-per-trial {cpus_per_trial:g} asks for more CPUs than the cluster has ({cluster.cpus:g})"
+            )
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, {"cpu": cpus_per_trial, "gpu": gpus}),
+            param_space={
+                "proposal": tune.grid_search([proposal.to_dict() for proposal in proposals]),
+                "threads": max(1, int(cpus_per_trial)),
+            },
+            tune_config=tune.TuneConfig(
+                reuse_actors=True,  # worker processes and their dataset caches serve one long run after another
+                trial_name_creator=_audit_trial_name,
+                trial_dirname_creator=_audit_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=f"audit-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(Path("runs/ray").resolve()),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=WORKER_RETRIES),
+            ),
+        )
+        try:
+            results = tuner.fit()
+        except TuneError as error:
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            raise GasError(
+                f"Ray Tune stopped the audit: {(lines[-1] if lines else type(error).__name__)[:300]}"
+            ) from None
+    outcomes: dict[int, ProxyResult | str] = {}
+    for result in results:
+        number = int(result.config["proposal"]["number"])
+        metrics = result.metrics or {}
+        if "result" in metrics:
+            outcomes[number] = ProxyResult.from_dict(json.loads(metrics["result"]))
+        elif "error" in metrics:
+            outcomes[number] = str(metrics["error"])
+        elif result.error is not None:
+            outcomes[number] = f"the worker died {WORKER_RETRIES + 1} times running this trial"
+        else:
+            outcomes[number] = "stopped before its last epoch; not a fully trained result"
+    return [outcomes.get(proposal.number, "Ray Tune returned no result for this trial") for proposal in proposals]
+
+
+# ---- showing an audit ------------------------------------------------------------------------------
+
+
+def _tau_text(audit: Mapping[str, Any]) -> str:
+    if audit.get("tau") is None:
+        return "Kendall τ undefined (the accuracies are all tied)"
+    interval = audit.get("interval")
+    within = f" (95% interval {interval[0]:.2f} to {interval[1]:.2f})" if interval else ""
+    return f"Kendall τ {audit['tau']:.2f}{within}"
+
+
+def _front_text(audit: Mapping[str, Any]) -> str:
+    held = audit.get("front_order_held")
+    count = len(audit.get("front", []))
+    if held is None:
+        return f"front order not tested ({count} front trial{'s' if count != 1 else ''} audited)"
+    return f"the front's order {'held' if held else 'did NOT hold'} ({count} front trials)"
+
+
+def audit_line(audit: Mapping[str, Any]) -> str:
+    """One line for `gas pareto`: tau, its interval, n, the long schedule and the front's order."""
+    settings = audit.get("settings", {})
+    return (
+        f"audit: {_tau_text(audit)}, n {audit.get('n')}, against {settings.get('epochs')} epochs at "
+        f"{settings.get('resolution')}px; {_front_text(audit)}"
+    )
+
+
+def format_audit(audit: Mapping[str, Any]) -> list[str]:
+    """What `gas audit` prints: the schedules compared, tau with its interval, the front's order, and a table."""
+    settings = audit.get("settings", {})
+    proxy = settings.get("proxy", {})
+    search = f"{proxy.get('epochs')} epochs at {proxy.get('resolution')}px ({proxy.get('evaluator')})"
+    minutes, seconds = divmod(round(audit.get("seconds", 0.0)), 60)
+    lines = [
+        f"long schedule: {settings.get('epochs')} epochs at {settings.get('resolution')}px (train) against the "
+        f"search's {search} on {proxy.get('dataset')}; took {minutes}m{seconds:02d}s",
+        f"{_tau_text(audit)}, n {audit.get('n')}; {_front_text(audit)}",
+    ]
+    front = set(audit.get("front", []))
+    pairs = audit.get("pairs", {})
+    failed = audit.get("failed", {})
+    rows = [("trial", "front", "search", "long", "")]
+    search_rank = _ranks({number: pair["search"] for number, pair in pairs.items()})
+    long_rank = _ranks({number: pair["long"] for number, pair in pairs.items()})
+    for number, pair in pairs.items():
+        moved = "" if search_rank[number] == long_rank[number] else f"rank {search_rank[number]} -> {long_rank[number]}"
+        rows.append((number, "yes" if number in front else "", f"{pair['search']:.2%}", f"{pair['long']:.2%}", moved))
+    for number, error in failed.items():
+        rows.append((number, "yes" if number in front else "", "", "failed", error))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        cells = [row[0].rjust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]), row[3].rjust(widths[3])]
+        lines.append("  ".join([*cells, row[4]]).rstrip())
+    return lines
+
+
+def _ranks(accuracies: Mapping[str, float]) -> dict[str, int]:
+    """Rank of each trial by accuracy, 1 for the most accurate; equal accuracies share a rank."""
+    return {number: 1 + sum(other > value for other in accuracies.values()) for number, value in accuracies.items()}
