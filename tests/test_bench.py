@@ -18,6 +18,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from experiments.common.hypervolume import hypervolume
 from experiments.common.results import update_summary
 from gas import study as record
 from gas.bench import time_in_turns
@@ -74,9 +75,9 @@ def test_hypervolume_matches_a_hand_computed_front(bench_search):
         (0.95, 1.2 * BUDGET),  # over budget: adds nothing
     ]
     # Strips from FLOPs/budget 0.2 to 0.6 at accuracy 0.5, and from 0.6 to 1.0 at accuracy 0.8.
-    assert bench_search.hypervolume(points, BUDGET) == pytest.approx(0.4 * 0.5 + 0.4 * 0.8)
-    assert bench_search.hypervolume([(1.0, 0.0)], BUDGET) == pytest.approx(1.0)
-    assert bench_search.hypervolume([], BUDGET) == 0.0
+    assert hypervolume(points, BUDGET) == pytest.approx(0.4 * 0.5 + 0.4 * 0.8)
+    assert hypervolume([(1.0, 0.0)], BUDGET) == pytest.approx(1.0)
+    assert hypervolume([], BUDGET) == 0.0
 
 
 def test_hypervolume_curve_never_falls_and_skips_failures(bench_search):
@@ -118,7 +119,7 @@ def test_search_efficiency_harness_end_to_end(search_run, bench_search):
         assert study.user_attrs[record.StudyKey.SAMPLER] == sampler
         assert study.user_attrs[record.StudyKey.BUDGET] == BUDGET
         points = list(zip(curve["accuracy"], curve["flops"], strict=True))
-        assert curve["hypervolume"].iloc[-1] == pytest.approx(bench_search.hypervolume(points, BUDGET))
+        assert curve["hypervolume"].iloc[-1] == pytest.approx(hypervolume(points, BUDGET))
 
     summary = pd.read_csv(search_run / "bench_search_zero-cost_summary.csv")
     assert set(summary["sampler"]) == {"gas (TPE)", "random"}
