@@ -23,7 +23,11 @@ from gas.genome import Genome
 from gas.latency.device import LatencySettings, running_with
 from gas.space import get_space
 
-#: Timed runs per measurement; experiments/bench_latency measures how far repeated medians of N runs agree.
+#: Timed runs per measurement. The median's own scatter shrinks as 1/√runs: with an interquartile range of
+#: 10% of the median (a quiet CPU), 20 runs give the median a standard error of about 2%. On the 2-core
+#: development machine, busy with other jobs (load 6-9), repeated medians of one network spread 6-46% at 20
+#: runs and 10-56% at 40: the load's drift, not the run count, set the spread there.
+#: experiments/bench_latency repeats the check; run it on an idle machine.
 DEFAULT_RUNS = 20
 #: Untimed runs first: allocation, caches, the one-time work of oneDNN and cuDNN kernel selection.
 DEFAULT_WARMUP = 3
