@@ -76,7 +76,7 @@ Report = Callable[["Proposal", "ProxyResult | str"], None]
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """How large an audit is and how much longer its schedule; the defaults fit beside a default search."""
+    """How many trials an audit retrains, how much longer it trains them, and its bootstrap's seed."""
 
     trials: int = 4  # trials retrained: the front first, then spread over the accuracy range
     epoch_factor: int = 3  # the long schedule trains this many times the search's epochs
@@ -209,6 +209,8 @@ def long_schedule(study: optuna.Study, config: AuditConfig) -> ProxyConfig:
             f"study {study.study_name!r} records proxy settings this version of gas does not know: "
             f"{', '.join(unknown)}; audit it with the version that ran the search"
         )
+    # The data's location is this machine's business: the study never holds it (see ProxyConfig.settings).
+    proxy_settings.pop("data_dir", None)
     proxy = ProxyConfig().with_overrides(**proxy_settings, data_dir=config.data_dir)
     resolution = config.resolution
     if resolution is None:
