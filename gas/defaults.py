@@ -6,3 +6,10 @@ DEFAULT_SPACE = "turbovit"
 #: Trained trials of a search: two 1-thread trials at a time finish this many in about ten minutes on
 #: a 2-core machine with the default proxy (experiments/results/default_search.md).
 DEFAULT_TRIALS = 40
+
+#: Proxy trials that share one GPU when `gas search` is not given `--gpus-per-trial`. One trial of the
+#: GPU proxy (gas.evaluate.proxy.GPU_PROXY) cannot keep a GPU busy: each step is a few hundred small
+#: kernels that Python launches one at a time, so the device idles between them, and trials side by side
+#: fill those gaps. 4 is an estimate, to be confirmed by experiments/gpu_check (trials/hour and the
+#: device's busy share at 1, 2, 4 and 8 trials per GPU, experiments/results/gpu_check.md).
+TRIALS_PER_GPU = 4

@@ -15,15 +15,26 @@ reference trains at ~120-160 images/s on one thread, so 4 epochs of 1024 images 
 64 px the same time buys a quarter of the steps, and in that budget the networks barely leave chance.
 The price of 32 px: the grid is 8x8 tokens, so a mask unit of 8 spans the whole image (mask-unit
 attention then equals global attention) and only mask_unit=4 genomes attend within 4 units; Q-pool
-placement still decides at which depth the grid shrinks to 4x4, 2x2 and 1x1. With a GPU, `--resolution
-64` or `96` keeps 4 or 9 mask units of 8 per image. The learning rate is low (1e-4 at batch 32, DeiT's
-rule gives 3e-5) because Hiera-style networks at 1e-3 did not learn at all in ~130 steps.
+placement still decides at which depth the grid shrinks to 4x4, 2x2 and 1x1. The learning rate is low
+(1e-4 at batch 32, DeiT's rule gives 3e-5) because Hiera-style networks at 1e-3 did not learn at all in
+~130 steps.
+
+The GPU proxy. Where trials get GPUs, `gas search` trains `GPU_PROXY` instead (`default_proxy` decides).
+At 64 px the grid is 16x16 tokens, so an image holds 4 mask units of 8 (16 of 4) and mask-unit attention
+is no longer global attention: the proxy sees the design choice the search is about. It trains on 4096
+generated images (`shapes` draws as many as asked) and validates on 1024, so one image moves the accuracy
+by 0.1%, not 0.2%; 8 epochs at batch 64 are 512 AdamW steps, four times the CPU proxy's. The learning
+rate stays at the CPU proxy's tried 1e-4 rather than scaling with the batch: with four times the steps a
+network should get at least as far as there, and a higher rate is untried on these networks. Each step
+is small for a GPU, which is why several trials share one (`gas.defaults.TRIALS_PER_GPU`);
+experiments/gpu_check measures its speed and its ranking fidelity.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +49,17 @@ from gas.evaluate.zero_cost import normalised_primary, zero_cost_scores
 from gas.genome import Genome
 from gas.space import get_space
 
-__all__ = ["DEFAULT_DATASET", "EVALUATORS", "ProxyConfig", "ProxyResult", "TrialFailed", "check_data", "evaluate"]
+__all__ = [
+    "DEFAULT_DATASET",
+    "EVALUATORS",
+    "GPU_PROXY",
+    "ProxyConfig",
+    "ProxyResult",
+    "TrialFailed",
+    "check_data",
+    "default_proxy",
+    "evaluate",
+]
 
 EVALUATORS = ("train", "zero-cost")
 DEFAULT_ZERO_COST_BATCH = 64
@@ -86,6 +107,43 @@ class ProxyConfig:
         train["device"] = resolve_device("auto").type if kind == "auto" else kind
         own = {key: value for key, value in dataclasses.asdict(self).items() if key not in ("data_dir", "train")}
         return {**own, **train}
+
+
+#: The proxy `gas search` trains where its trials get GPUs (see the module docstring for why these values).
+GPU_PROXY = ProxyConfig(resolution=64, train_size=4096, val_size=1024, train=TrainConfig(epochs=8, batch_size=64))
+
+
+def _fields(config: ProxyConfig) -> dict[str, Any]:
+    """Every setting of a proxy by name, its training hyper-parameters alongside its own fields."""
+    own = {key: value for key, value in dataclasses.asdict(config).items() if key != "train"}
+    return {**own, **dataclasses.asdict(config.train)}
+
+
+# What makes the GPU proxy: a user who sets any of these describes a proxy of their own.
+GPU_PROXY_FIELDS = frozenset(
+    name for name, value in _fields(GPU_PROXY).items() if _fields(ProxyConfig())[name] != value
+)
+
+
+def default_proxy(has_gpus: bool, overrides: Mapping[str, Any] | None = None) -> ProxyConfig:
+    """The embedded proxy with the user's `overrides` (ProxyConfig or TrainConfig field names) applied.
+
+    GPU_PROXY where the trials get GPUs, unless the overrides ask for CPU training (device "cpu"), the
+    zero-cost evaluator (nothing to train) or set a field in which GPU_PROXY differs from the CPU proxy
+    (resolution, epochs, split sizes, batch...): whoever shapes the proxy gets the CPU proxy's documented
+    defaults under their settings, the same on any machine.
+
+    >>> default_proxy(True).resolution, default_proxy(True, {"device": "cpu"}).resolution
+    (64, 32)
+    """
+    overrides = dict(overrides or {})
+    on_gpus = (
+        has_gpus
+        and overrides.get("device", "auto") != "cpu"
+        and overrides.get("evaluator", "train") == "train"
+        and not GPU_PROXY_FIELDS & overrides.keys()
+    )
+    return (GPU_PROXY if on_gpus else ProxyConfig()).with_overrides(**overrides)
 
 
 @dataclass(frozen=True)
@@ -218,7 +276,11 @@ def evaluate(genome: Genome, config: ProxyConfig, report: Report | None = None) 
         # A driver that stops this trial early records its device from the last report.
         return None if report is None else report({**entry, "device": device_name(device)})
 
-    result = train(model, splits, config.train, report=report_with_device, forward_flops=forward_flops)
+    # The key names the images exactly: trials in one worker process share their device copy.
+    data_key = (config.dataset, config.data_dir, config.resolution, config.train_size, config.val_size)
+    result = train(
+        model, splits, config.train, report=report_with_device, forward_flops=forward_flops, data_key=data_key
+    )
     mfu_values = [entry["mfu"] for entry in result.history if "mfu" in entry]
     return ProxyResult(
         accuracy=result.accuracy,

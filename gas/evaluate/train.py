@@ -15,10 +15,12 @@ attention matmuls included), so MFU compares architectures on the same footing a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,6 +201,44 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+# Device copies of proxy datasets, kept for the life of the process. A Ray worker serves one trial after
+# another (Tune's reuse_actors), and every trial of a search trains on the same images: one copy per worker
+# process instead of one per trial saves each trial the transfer and the allocation. Two entries cover a
+# worker that alternates between two datasets (a search's proxy and an audit's long run); an evicted copy
+# is freed once no running trial holds it.
+DEVICE_DATA_ENTRIES = 2
+_device_data: OrderedDict[tuple[Hashable, str], Splits] = OrderedDict()
+
+
+def data_on_device(splits: Splits, device: torch.device, key: Hashable | None = None) -> Splits:
+    """`splits` with its four tensors on `device`; with a `key`, the copy this process made for it before.
+
+    The key must name the data exactly (the proxy passes dataset, data dir, resolution and split sizes):
+    a later call with the same key and device returns the first call's tensors and ignores `splits`.
+    """
+    if key is None:
+        return _moved(splits, device)
+    entry = (key, str(device))
+    cached = _device_data.get(entry)
+    if cached is None:
+        cached = _moved(splits, device)
+        _device_data[entry] = cached
+        while len(_device_data) > DEVICE_DATA_ENTRIES:
+            _device_data.popitem(last=False)
+    _device_data.move_to_end(entry)
+    return cached
+
+
+def _moved(splits: Splits, device: torch.device) -> Splits:
+    return dataclasses.replace(
+        splits,
+        train_images=splits.train_images.to(device),
+        train_labels=splits.train_labels.to(device),
+        val_images=splits.val_images.to(device),
+        val_labels=splits.val_labels.to(device),
+    )
+
+
 def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     images = images.to(device, non_blocking=True)
     # Channels-last lets cuDNN run the stem conv without layout transposes; CPU gains nothing from it.
@@ -211,6 +251,7 @@ def train(
     config: TrainConfig,
     report: Report | None = None,
     forward_flops: int | None = None,
+    data_key: Hashable | None = None,
 ) -> TrainResult:
     """Train `model` on `splits.train_*`, report validation accuracy after every epoch, return the last.
 
@@ -218,7 +259,9 @@ def train(
     learning-rate schedule stays the full run's, as successive halving compares partial runs of it).
 
     `forward_flops` (multiply-accumulates of one forward pass at the training resolution) enables MFU in
-    the per-epoch reports on CUDA. Raises TrialFailed if the loss stops being finite or memory runs out.
+    the per-epoch reports on CUDA. `data_key` names `splits` exactly; on CUDA, trials in this process that
+    pass the same key share one device copy of the images (`data_on_device`). Raises TrialFailed if the
+    loss stops being finite or memory runs out.
     """
     device = resolve_device(config.device)
     model = model.to(device)
@@ -237,12 +280,10 @@ def train(
     step_model = torch.compile(model) if config.compile else model
     generator = torch.Generator().manual_seed(config.seed)
     peak = peak_flops(device)
-    if device.type == "cuda":  # move the whole (small) proxy set once instead of every batch
+    if device.type == "cuda":  # the whole (small) proxy set lives on the device, not a batch at a time
         with _failures_as_trial_failed(device, batch_size):
-            train_images = splits.train_images.to(device)
-            train_labels = splits.train_labels.to(device)
-    else:
-        train_images, train_labels = splits.train_images, splits.train_labels
+            splits = data_on_device(splits, device, data_key)
+    train_images, train_labels = splits.train_images, splits.train_labels
 
     result = TrainResult(accuracy=0.0, loss=math.nan, batch_size=batch_size, lr=lr)
     step = 0
