@@ -10,12 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS
+from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS, TRIALS_PER_GPU
 from gas.errors import GasError
 from gas.units import format_count, parse_count
 
 if TYPE_CHECKING:
     from gas.search.early_stop import EarlyStopping
+    from gas.search.latency_limit import LatencyTarget
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -103,10 +104,11 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from gas.evaluate.proxy import ProxyConfig
+    from gas.evaluate.proxy import ProxyConfig, default_proxy
     from gas.front import format_table, front_rows
     from gas.search import SearchConfig, run_search
-    from gas.study import DEFAULT_STORAGE, feasible_share_by_half
+    from gas.search.latency_limit import describe_accuracy
+    from gas.study import DEFAULT_STORAGE, feasible_share_by_half, latency_of
 
     proxy_overrides = {
         name: value
@@ -118,11 +120,12 @@ def _search(args: argparse.Namespace) -> int:
             "evaluator": args.evaluator,
             "seed": args.seed,
             "compile": args.compile or None,
+            "device": args.device,
         }.items()
         if value is not None
     }
     config = SearchConfig(
-        budget=parse_count(args.budget),
+        budget=parse_count(args.budget) if args.budget is not None else None,
         space=args.space,
         study=args.study,
         storage=args.storage,
@@ -131,12 +134,16 @@ def _search(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_params=parse_count(args.max_params, "--max-params") if args.max_params else None,
         proxy=ProxyConfig().with_overrides(**proxy_overrides),
+        # Which one trains is known once the cluster is: the GPU proxy where trials get GPUs.
+        gpu_proxy=default_proxy(True, proxy_overrides),
         ray_address=args.ray_address,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
         progress=not args.no_progress,
         early_stop=_early_stop(args),
+        latency=_latency_target(args),
+        objective=args.objective,
     )
     outcome = run_search(config)
     study = outcome.study
@@ -148,6 +155,9 @@ def _search(args: argparse.Namespace) -> int:
         f"feasible proposals {first:.0%} in the first half, {second:.0%} in the second"
     )
     print(f"failures: {outcome.failures}" if outcome.failures else "failures: none")
+    latency = latency_of(study)
+    if latency is not None:
+        print(describe_accuracy(latency.get("accuracy") or {}))
     if outcome.stopped_reason:
         print(f"stopped early: {outcome.stopped_reason}")
     rows = front_rows(study)
@@ -175,6 +185,25 @@ def _early_stop(args: argparse.Namespace) -> EarlyStopping | None:
     if args.epochs is not None:
         raise GasError("with --early-stop, say the longest schedule with --max-epochs, not --epochs")
     return EarlyStopping(max_epochs=args.max_epochs or DEFAULT_MAX_EPOCHS)
+
+
+def _latency_target(args: argparse.Namespace) -> LatencyTarget | None:
+    """The device and limit of a hardware-aware search, or None when latency plays no part."""
+    from gas.latency import LatencySettings
+    from gas.search.latency_limit import LatencyTarget
+    from gas.units import parse_duration
+
+    limit = parse_duration(args.max_latency, "--max-latency") if args.max_latency is not None else None
+    if limit is None and args.objective != "latency" and args.latency_device is None:
+        return None
+    device = args.latency_device or "cpu"
+    settings = LatencySettings(
+        device=device,
+        threads=args.latency_threads or (1 if device == "cpu" else None),
+        batch=args.latency_batch,
+        dtype="bf16" if device == "cuda" else "fp32",
+    )
+    return LatencyTarget(settings, limit)
 
 
 def _storage_flag(storage: str | None) -> str:
@@ -239,11 +268,12 @@ def _pareto(args: argparse.Namespace) -> int:
     import shlex
 
     from gas.front import format_table, front_rows, pick_trial, write_csv, write_plot
-    from gas.study import StudyKey, audit_of, open_study, state_counts, study_budget
+    from gas.study import StudyKey, audit_of, latency_of, objective_of, open_study, state_counts, study_budget
 
     study = open_study(args.study, args.storage)
     rows = front_rows(study)
     audit = audit_of(study)
+    latency = latency_of(study)
     name = shlex.quote(study.study_name)
     storage = _storage_flag(args.storage)
     module = re.sub(r"\W", "_", study.study_name)
@@ -265,8 +295,10 @@ def _pareto(args: argparse.Namespace) -> int:
                     "budget": budget,
                     "trials": counts,
                     "picks": picks,
+                    "objective": objective_of(study),
                     "front": rows,
                     "audit": audit,
+                    "latency": latency,
                 }
             )
         )
@@ -279,8 +311,13 @@ def _pareto(args: argparse.Namespace) -> int:
     )
     print(f"study {study.study_name}" + (f" ({about})" if about else ""))
     print("trials: " + ", ".join(f"{count} {state}" for state, count in counts.items()))
+    if latency is not None:
+        from gas.search.latency_limit import describe_accuracy, describe_target
+
+        print(f"latency measured on {describe_target(latency)}")
+        print(describe_accuracy(latency.get("accuracy") or {}))
     if rows:
-        print(f"Pareto front: {len(rows)} feasible, fully trained trials, cheapest first")
+        print(f"Pareto front: {len(rows)} feasible, fully trained trials, by {objective_of(study)} ascending")
         for line in format_table(rows):
             print(f"  {line}")
         print(f"most accurate: trial {picks['best']}   knee: trial {picks['knee']}")
@@ -403,7 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="search a space for the most accurate genomes under a budget",
         description="Generate genomes under a budget with an Optuna study and train their proxies on Ray workers.",
     )
-    search.add_argument("--budget", required=True, help="FLOPs at 224px per image, e.g. 2.5G, 500M, 2.5e9")
+    search.add_argument(
+        "--budget", help="FLOPs at 224px per image, e.g. 2.5G, 500M, 2.5e9 (optional with --max-latency)"
+    )
+    search.add_argument("--max-latency", help="measured inference latency limit on the target device, e.g. 25ms")
+    search.add_argument(
+        "--latency-device", choices=["cpu", "cuda"], help="the device latency is measured on (default: cpu)"
+    )
+    search.add_argument("--latency-batch", type=int, default=1, help="images per timed call (default: 1)")
+    search.add_argument("--latency-threads", type=int, help="CPU threads while timing (default: 1 on cpu)")
+    search.add_argument(
+        "--objective",
+        default="flops",
+        choices=["flops", "latency", "params"],
+        help="the front's cost axis against accuracy (default: flops)",
+    )
     search.add_argument("--max-params", help="also cap parameters, e.g. 15M")
     search.add_argument("--space", default=DEFAULT_SPACE, help=f"search space (default: {DEFAULT_SPACE})")
     search.add_argument("--study", help="study name (default: SPACE-BUDGET, e.g. turbovit-2.5G)")
@@ -428,9 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--max-epochs", type=int, help="with --early-stop: the longest schedule (default: 12)")
     search.add_argument("--compile", action="store_true", help="train proxies under torch.compile (pays off on CUDA)")
+    search.add_argument(
+        "--device",
+        choices=["auto", "cpu"],
+        help="cpu: train the CPU proxy on CPUs even where the cluster has GPUs (default: auto, the GPU proxy on GPUs)",
+    )
     search.add_argument("--ray-address", help="join a running Ray cluster (host:port); default starts a local one")
     search.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
-    search.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: 1 if any)")
+    search.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help=f"GPUs per trial, fractions pack trials (default: {1 / TRIALS_PER_GPU:g} where there are GPUs)",
+    )
     search.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as fits)")
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
     search.set_defaults(run=_search)

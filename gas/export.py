@@ -33,7 +33,7 @@ from gas.errors import GasError, GenomeError
 from gas.genome import Genome
 from gas.space import ExportConstant, ExportRecipe, SearchSpace, get_space
 from gas.study import StudyKey, TrialKey
-from gas.units import format_count
+from gas.units import format_count, format_duration
 
 LINE_LENGTH = 120
 INDENT = "    "
@@ -86,6 +86,13 @@ def provenance_for_trial(study: optuna.Study, trial: FrozenTrial, command: str =
         details.append("Search: " + ", ".join(search))
     if TrialKey.SEED in attrs:
         details.append(f"Trial seed: {attrs[TrialKey.SEED]}")
+    if TrialKey.MEASURED_LATENCY in attrs:
+        from gas.search.latency_limit import describe_target
+        from gas.study import latency_of
+
+        where = latency_of(study)
+        on = f" on {describe_target(where)}" if where else ""
+        details.append(f"Measured latency: {format_duration(float(attrs[TrialKey.MEASURED_LATENCY]))}{on}")
     measured = []
     if attrs.get(TrialKey.DATASET):
         measured.append(f"on {attrs[TrialKey.DATASET]}")

@@ -1,4 +1,6 @@
-"""The accuracy/FLOPs Pareto front of a study: which trials are on it, how to pick one, and how to show it.
+"""The Pareto front of a study (accuracy against its cost axis): which trials are on it, picks, and how to show it.
+
+The cost axis is the study's objective: FLOPs unless the search said params or measured latency.
 
 The front is made of feasible, fully trained trials only. The study contract keeps infeasible proposals
 out of COMPLETE (they are PRUNED with a positive constraint), so the front computed here, Optuna's
@@ -6,13 +8,15 @@ out of COMPLETE (they are PRUNED with a positive constraint), so the front compu
 
 Picking one trial off the front (`gas export --pick`):
     best               the most accurate trial on the front.
-    knee               where the front bends: with accuracy and FLOPs each scaled to [0, 1] over the front,
-                       the trial that gains the most scaled accuracy over scaled FLOPs (equivalently, the
+    knee               where the front bends: with accuracy and cost each scaled to [0, 1] over the front,
+                       the trial that gains the most scaled accuracy over scaled cost (equivalently, the
                        one farthest above the straight line from the cheapest to the most accurate trial).
                        Both ends score 0; ties go to the more accurate trial, so a front of one or two
                        trials has its most accurate trial as the knee.
     max-acc-under B    the most accurate front trial with FLOPs <= B (also the most accurate of all
                        feasible trained trials within B, since anything dominating it is cheaper still).
+    fastest-over A     the front trial with the lowest measured latency among those with proxy accuracy
+                       >= A (e.g. 0.9 or 90%); by the cost axis where the study measured no latency.
 """
 
 from __future__ import annotations
@@ -32,12 +36,12 @@ from gas import study as record
 from gas.errors import GasError
 from gas.space import get_space
 from gas.study import TrialKey, is_infeasible, study_budget
-from gas.units import format_count, parse_count
+from gas.units import format_count, format_duration, parse_count
 
 if TYPE_CHECKING:  # annotations only: `gas pareto` without --plot should not wait for matplotlib to import
     from matplotlib.figure import Figure
 
-PICKS = ("best", "knee", "max-acc-under")
+PICKS = ("best", "knee", "max-acc-under", "fastest-over")
 
 
 # ---- choosing a trial ------------------------------------------------------------------------------
@@ -47,8 +51,18 @@ def accuracy_of(trial: FrozenTrial) -> float:
     return float(trial.values[0])
 
 
+def cost_of(trial: FrozenTrial) -> float:
+    """The trial's value on the study's cost axis (FLOPs, params or seconds)."""
+    return float(trial.values[1])
+
+
 def flops_of(trial: FrozenTrial) -> int:
-    return int(trial.values[1])
+    return int(trial.user_attrs.get(TrialKey.FLOPS, trial.values[1]))
+
+
+def latency_of(trial: FrozenTrial) -> float | None:
+    value = trial.user_attrs.get(TrialKey.MEASURED_LATENCY)
+    return None if value is None else float(value)
 
 
 def knee_point(front_trials: Sequence[FrozenTrial]) -> FrozenTrial:
@@ -56,20 +70,20 @@ def knee_point(front_trials: Sequence[FrozenTrial]) -> FrozenTrial:
     if not front_trials:
         raise GasError("the front is empty, so it has no knee")
     accuracies = [accuracy_of(trial) for trial in front_trials]
-    flops = [flops_of(trial) for trial in front_trials]
+    costs = [cost_of(trial) for trial in front_trials]
     accuracy_span = (max(accuracies) - min(accuracies)) or 1.0
-    flops_span = (max(flops) - min(flops)) or 1
+    cost_span = (max(costs) - min(costs)) or 1.0
 
     def gain(trial: FrozenTrial) -> float:
         scaled_accuracy = (accuracy_of(trial) - min(accuracies)) / accuracy_span
-        scaled_flops = (flops_of(trial) - min(flops)) / flops_span
-        return scaled_accuracy - scaled_flops
+        scaled_cost = (cost_of(trial) - min(costs)) / cost_span
+        return scaled_accuracy - scaled_cost
 
-    return max(front_trials, key=lambda trial: (gain(trial), accuracy_of(trial), -flops_of(trial), -trial.number))
+    return max(front_trials, key=lambda trial: (gain(trial), accuracy_of(trial), -cost_of(trial), -trial.number))
 
 
-def parse_pick(words: Sequence[str]) -> tuple[str, int | None]:
-    """('best', None), ('knee', None) or ('max-acc-under', budget) from `--pick` words."""
+def parse_pick(words: Sequence[str]) -> tuple[str, float | None]:
+    """('best', None), ('knee', None), ('max-acc-under', FLOPs) or ('fastest-over', accuracy) from `--pick` words."""
     text = " ".join(words).strip()
     kind, _, rest = text.replace("=", " ", 1).partition(" ")
     rest = rest.strip()
@@ -77,16 +91,27 @@ def parse_pick(words: Sequence[str]) -> tuple[str, int | None]:
         return kind, None
     if kind == "max-acc-under" and rest:
         return kind, parse_count(rest, "max-acc-under budget")
-    raise GasError(f"--pick {text!r} is not one of: best, knee, max-acc-under BUDGET (e.g. max-acc-under 2G)")
+    if kind == "fastest-over" and rest:
+        try:
+            accuracy = float(rest.removesuffix("%")) / (100 if rest.endswith("%") else 1)
+        except ValueError:
+            accuracy = -1.0
+        if not 0.0 <= accuracy <= 1.0:
+            raise GasError(f"--pick fastest-over {rest!r}: give an accuracy like 0.9 or 90%")
+        return kind, accuracy
+    raise GasError(
+        f"--pick {text!r} is not one of: best, knee, max-acc-under BUDGET (e.g. max-acc-under 2G), "
+        "fastest-over ACCURACY (e.g. fastest-over 90%)"
+    )
 
 
-def pick_trial(study: optuna.Study, kind: str, budget: int | None = None) -> FrozenTrial:
-    """The front trial that `--pick kind [budget]` names."""
+def pick_trial(study: optuna.Study, kind: str, budget: float | None = None) -> FrozenTrial:
+    """The front trial that `--pick kind [value]` names (value: FLOPs for max-acc-under, accuracy for fastest-over)."""
     front_trials = record.front(study)
     if not front_trials:
         raise GasError(f"study {study.study_name!r} has no feasible, fully trained trials yet, so nothing to pick")
     if kind == "best":
-        return max(front_trials, key=lambda trial: (accuracy_of(trial), -flops_of(trial), -trial.number))
+        return max(front_trials, key=lambda trial: (accuracy_of(trial), -cost_of(trial), -trial.number))
     if kind == "knee":
         return knee_point(front_trials)
     if kind == "max-acc-under" and budget is not None:
@@ -98,6 +123,19 @@ def pick_trial(study: optuna.Study, kind: str, budget: int | None = None) -> Fro
                 f"trial {cheapest.number}, has {format_count(flops_of(cheapest))}"
             )
         return max(within, key=lambda trial: (accuracy_of(trial), -flops_of(trial), -trial.number))
+    if kind == "fastest-over" and budget is not None:
+        over = [trial for trial in front_trials if accuracy_of(trial) >= budget]
+        if not over:
+            best = max(accuracy_of(trial) for trial in front_trials)
+            raise GasError(
+                f"no front trial of {study.study_name!r} reaches {budget:.2%} proxy accuracy; the best has {best:.2%}"
+            )
+
+        def speed(trial: FrozenTrial) -> float:
+            measured = latency_of(trial)
+            return cost_of(trial) if measured is None else measured
+
+        return min(over, key=lambda trial: (speed(trial), -accuracy_of(trial), trial.number))
     raise GasError(f"unknown pick {kind!r}; choose one of {', '.join(PICKS)}")
 
 
@@ -117,6 +155,8 @@ def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "params": attrs.get(TrialKey.PARAMS),
             "budget_utilisation": attrs.get(TrialKey.BUDGET_UTILISATION),
         }
+        if TrialKey.MEASURED_LATENCY in attrs:
+            row["latency"] = float(attrs[TrialKey.MEASURED_LATENCY])
         for key, value in get_space(genome.space).describe(genome).items():
             row.setdefault(key, value)
         row["genome"] = genome.to_dict()
@@ -140,9 +180,11 @@ def format_table(rows: Sequence[dict[str, Any]]) -> list[str]:
             return format_count(value)
         if key == "budget_utilisation":
             return f"{value:.0%}"
+        if key == "latency":
+            return format_duration(value)
         return str(value)
 
-    numeric = {"trial", "accuracy", "flops", "params", "budget_utilisation"}
+    numeric = {"trial", "accuracy", "flops", "params", "budget_utilisation", "latency"}
     table = [[headers.get(key, key) for key in columns]]
     table += [[cell(key, row.get(key)) for key in columns] for row in rows]
     widths = [max(len(line[index]) for line in table) for index in range(len(columns))]

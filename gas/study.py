@@ -30,7 +30,7 @@ from gas.cost import Cost
 from gas.errors import GasError
 from gas.genome import Genome
 from gas.space import load_genome
-from gas.units import compact_count, parse_count
+from gas.units import compact_count, format_duration, parse_count
 
 if TYPE_CHECKING:  # the proxy imports torch; reading a study must not
     from gas.evaluate.proxy import ProxyConfig, ProxyResult
@@ -52,6 +52,8 @@ class TrialKey:
     ACCURACY = "accuracy"  # final proxy validation accuracy in [0, 1]
     ACCURACY_HISTORY = "accuracy_history"  # validation accuracy after each epoch
     STOPPED_AT = "stopped_at"  # epochs trained when early stopping ended the trial at a rung
+    PREDICTED_LATENCY = "predicted_latency"  # seconds, the latency model's figure before training
+    MEASURED_LATENCY = "measured_latency"  # seconds, the median end-to-end time on the target device
     DATASET = "dataset"
     PROXY_RESOLUTION = "proxy_resolution"
     PROXY_EPOCHS = "proxy_epochs"
@@ -79,6 +81,8 @@ class StudyKey:
     SEED = "seed"
     SAMPLER = "sampler"
     DATA = "data"  # what the dataset check found: classes, images, files skipped as unreadable
+    OBJECTIVE = "objective"  # the front's cost axis: flops, params or latency
+    LATENCY = "latency"  # the target device, the limit, and how well the latency model predicted
     # The fidelity audit (gas.search.audit): a sample retrained longer, both accuracies of each, Kendall's
     # tau; a study attribute because finished trials take no new attributes.
     AUDIT = "audit"
@@ -102,10 +106,15 @@ LEGACY_PROXY_SETTINGS = {
 }
 
 
-def default_study_name(space: str, budget: int, max_params: int | None = None) -> str:
-    """'turbovit-2.5G', or 'turbovit-2.5G-15M' with a params cap."""
-    name = f"{space.replace(':', '-').replace('=', '')}-{compact_count(budget)}"
-    return name + (f"-{compact_count(max_params)}" if max_params else "")
+def default_study_name(
+    space: str, budget: int | None, max_params: int | None = None, max_latency: float | None = None
+) -> str:
+    """'turbovit-2.5G', 'turbovit-2.5G-15M' with a params cap, 'turbovit-25ms' with a latency limit alone."""
+    parts = [space.replace(":", "-").replace("=", "")]
+    parts += [compact_count(limit) for limit in (budget, max_params) if limit]
+    if max_latency:
+        parts.append(format_duration(max_latency))
+    return "-".join(parts)
 
 
 def _fast_sqlite(connection: Any, _record: Any) -> None:
@@ -269,6 +278,7 @@ def create_or_resume(
     sampler: optuna.samplers.BaseSampler,
     settings: Mapping[str, Any],
     attributes: Mapping[str, Any],
+    objective: str = "flops",
 ) -> optuna.Study:
     """The search's study: created with `settings` and `attributes`, or resumed if its settings match.
 
@@ -290,7 +300,7 @@ def create_or_resume(
             study.set_user_attr(key, value)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVES))
+            study.set_metric_names([OBJECTIVES[0], objective])
         return study
     differences = settings_differences(recorded, settings, study.user_attrs.get(StudyKey.SEED))
     if differences:
@@ -302,7 +312,12 @@ def create_or_resume(
 
 
 def write_proposal(
-    trial: optuna.Trial, genome: Genome, cost: Cost, budget_flops: int | None, constraints: Mapping[str, float]
+    trial: optuna.Trial,
+    genome: Genome,
+    cost: Cost,
+    budget_flops: int | None,
+    constraints: Mapping[str, float],
+    predicted_latency: float | None = None,
 ) -> None:
     """What every proposal carries before anything is decided about it: genome, costs and constraints.
 
@@ -314,6 +329,8 @@ def write_proposal(
     trial.set_user_attr(TrialKey.FLOPS, cost.flops)
     if budget_flops:
         trial.set_user_attr(TrialKey.BUDGET_UTILISATION, cost.flops / budget_flops)
+    if predicted_latency is not None:
+        trial.set_user_attr(TrialKey.PREDICTED_LATENCY, predicted_latency)
     for name, value in constraints.items():
         trial.set_constraint(name, value)
 
@@ -345,8 +362,7 @@ def write_dispatch(trial: optuna.Trial, proxy: ProxyConfig) -> None:
     trial.set_user_attr(TrialKey.SEED, proxy.train.seed)
 
 
-def write_result(study: optuna.Study, trial: optuna.Trial, result: ProxyResult) -> FrozenTrial:
-    """A trained proposal: COMPLETE with values (accuracy, FLOPs) and what the worker measured."""
+def _write_trained(trial: optuna.Trial, result: ProxyResult) -> None:
     trial.set_user_attr(TrialKey.ACCURACY, result.accuracy)
     trial.set_user_attr(TrialKey.ACCURACY_HISTORY, list(result.accuracy_history))
     trial.set_user_attr(TrialKey.WALL_TIME, result.wall_time)
@@ -357,7 +373,37 @@ def write_result(study: optuna.Study, trial: optuna.Trial, result: ProxyResult) 
         trial.set_user_attr(TrialKey.MFU, result.mfu)
     if result.zero_cost:
         trial.set_user_attr(TrialKey.ZERO_COST, dict(result.zero_cost))
-    return study.tell(trial, [result.accuracy, float(trial.user_attrs[TrialKey.FLOPS])])
+
+
+def write_result(
+    study: optuna.Study, trial: optuna.Trial, result: ProxyResult, cost: float | None = None
+) -> FrozenTrial:
+    """A trained proposal: COMPLETE with values (accuracy, cost) and what the worker measured.
+
+    The cost is the study's objective (FLOPs unless the search said params or latency).
+    """
+    _write_trained(trial, result)
+    return study.tell(trial, [result.accuracy, float(trial.user_attrs[TrialKey.FLOPS] if cost is None else cost)])
+
+
+def write_measured_latency(trial: optuna.Trial, seconds: float) -> None:
+    trial.set_user_attr(TrialKey.MEASURED_LATENCY, seconds)
+
+
+def write_over_limit(
+    study: optuna.Study, trial: optuna.Trial, result: ProxyResult, constraints: Mapping[str, float], reasons: list[str]
+) -> None:
+    """A trained proposal whose measured latency broke the limit its prediction kept: infeasible, never on the front.
+
+    It keeps what training measured (it spent a worker's time), and its constraint becomes the measured
+    overshoot, so samplers learn from the measurement rather than the prediction.
+    """
+    _write_trained(trial, result)
+    for name, value in constraints.items():
+        trial.set_constraint(name, value)
+    trial.set_user_attr(TrialKey.FEASIBLE, False)
+    trial.set_user_attr(TrialKey.INFEASIBLE_REASON, "measured " + "; ".join(reasons))
+    study.tell(trial, state=TrialState.PRUNED)
 
 
 def write_stopped(study: optuna.Study, trial: optuna.Trial, result: ProxyResult) -> None:
@@ -416,6 +462,15 @@ def is_requeued(trial: FrozenTrial) -> bool:
     return TrialKey.REQUEUED_FROM in trial.user_attrs
 
 
+def is_trained_out_of_limit(trial: FrozenTrial) -> bool:
+    """A trial trained to the end and then measured over the latency limit."""
+    return (
+        trial.state == TrialState.PRUNED
+        and TrialKey.ACCURACY in trial.user_attrs
+        and TrialKey.STOPPED_AT not in trial.user_attrs
+    )
+
+
 def is_stopped(trial: FrozenTrial) -> bool:
     """A trial early stopping ended at a rung."""
     return trial.state == TrialState.PRUNED and TrialKey.STOPPED_AT in trial.user_attrs
@@ -431,7 +486,7 @@ def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [
         t
         for t in trials
-        if (t.state in (TrialState.COMPLETE, TrialState.FAIL) or is_stopped(t))
+        if (t.state in (TrialState.COMPLETE, TrialState.FAIL) or is_stopped(t) or is_trained_out_of_limit(t))
         and t.number not in interrupted
         and not is_duplicate(t)
     ]
@@ -515,6 +570,26 @@ def audit_of(study: optuna.Study) -> dict[str, Any] | None:
     """The study's latest fidelity audit (see gas.search.audit), or None if it has not been audited."""
     audit = study.user_attrs.get(StudyKey.AUDIT)
     return dict(audit) if isinstance(audit, Mapping) else None
+
+
+def latency_pairs(study: optuna.Study) -> list[tuple[float, float]]:
+    """(predicted, measured) latency in seconds of every trained trial that carries both."""
+    return [
+        (float(t.user_attrs[TrialKey.PREDICTED_LATENCY]), float(t.user_attrs[TrialKey.MEASURED_LATENCY]))
+        for t in trained_trials(study)
+        if TrialKey.PREDICTED_LATENCY in t.user_attrs and TrialKey.MEASURED_LATENCY in t.user_attrs
+    ]
+
+
+def latency_of(study: optuna.Study) -> dict[str, Any] | None:
+    """The study's latency target (device settings, limit) and its latency model's accuracy, if it has one."""
+    value = study.user_attrs.get(StudyKey.LATENCY)
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def objective_of(study: optuna.Study) -> str:
+    """The front's cost axis: 'flops' for studies that do not say (every earlier version)."""
+    return str(study.user_attrs.get(StudyKey.OBJECTIVE) or "flops")
 
 
 def genome_key(genome_data: Mapping[str, Any]) -> str:

@@ -75,3 +75,16 @@ def parse_duration(text: str, what: str = "latency") -> float:
     if not math.isfinite(value) or value <= 0:
         raise GasError(f"{what} {text!r} must be a positive duration")
     return value
+
+
+def format_duration(seconds: float) -> str:
+    """'25.0ms', '830us' or '1.20s': three significant figures in the unit that reads best.
+
+    >>> format_duration(0.025)
+    '25.0ms'
+    """
+    if seconds >= 1:
+        return f"{seconds:.3g}s" if seconds >= 100 else f"{seconds:.2f}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g}ms" if seconds >= 0.1 else f"{seconds * 1e3:.1f}ms"
+    return f"{seconds * 1e6:.0f}us"

@@ -30,10 +30,12 @@ from gas.evaluate.data import DatasetCheck
 from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data, evaluate
 from gas.search.budget import Budget
 from gas.search.early_stop import EarlyStopping, Rungs
+from gas.search.latency_limit import LatencyJudge, LatencyTarget, prediction_accuracy
 from gas.search.sampling import sample_genomes
 from gas.space import SearchSpace, get_space, load_genome
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+OBJECTIVE_AXES = ("flops", "latency", "params")
 # Rejected proposals cost microseconds, but a sampler stuck outside the budget must not spin forever.
 MAX_REJECTIONS_IN_A_ROW = 5000
 
@@ -44,7 +46,7 @@ Report = Callable[[dict[str, float]], None]
 class SearchConfig:
     """Everything `gas search` takes; defaults are the embedded ones."""
 
-    budget: int
+    budget: int | None  # FLOPs at 224px; None when a latency limit alone bounds the search
     space: str = DEFAULT_SPACE
     study: str | None = None
     storage: str | None = None
@@ -53,20 +55,26 @@ class SearchConfig:
     seed: int = 0
     max_params: int | None = None
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    # The proxy instead of `proxy` when trials get GPUs (`gas search` passes `default_proxy(True, ...)`);
+    # None: `proxy` on every device.
+    gpu_proxy: ProxyConfig | None = None
     ray_address: str | None = None
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None  # None: one GPU per trial when the cluster has any
+    gpus_per_trial: float | None = None  # None: TRIALS_PER_GPU trials share each GPU when the cluster has any
     max_concurrent: int | None = None
     progress: bool = True
     early_stop: EarlyStopping | None = None  # None: every feasible trial trains its whole schedule
+    latency: LatencyTarget | None = None  # the device to be fast on, and the limit there (see latency_limit)
+    objective: str = "flops"  # the front's cost axis: flops, params or latency
 
     @property
     def study_name(self) -> str:
-        return self.study or record.default_study_name(get_space(self.space).name, self.budget, self.max_params)
+        limit = self.latency.limit if self.latency else None
+        return self.study or record.default_study_name(get_space(self.space).name, self.budget, self.max_params, limit)
 
     @property
     def limits(self) -> Budget:
-        return Budget(self.budget, self.max_params)
+        return Budget(self.budget, self.max_params, self.latency.limit if self.latency else None)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -94,6 +102,11 @@ def prepare(config: SearchConfig) -> tuple[SearchConfig, DatasetCheck]:
     if config.cpus_per_trial <= 0:
         raise GasError(f"--cpus-per-trial must be positive, got {config.cpus_per_trial}")
     make_sampler(config.sampler, config.seed)
+    limits = config.limits  # a search with neither a FLOPs budget nor a latency limit is refused here
+    if config.objective not in OBJECTIVE_AXES:
+        raise GasError(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVE_AXES)}")
+    if config.objective == "latency" and config.latency is None:
+        raise GasError("--objective latency needs the device to measure on (--latency-device)")
     proxy = config.proxy
     if config.early_stop is not None:
         if config.early_stop.max_epochs < 2 or config.early_stop.eta < 2:
@@ -106,6 +119,11 @@ def prepare(config: SearchConfig) -> tuple[SearchConfig, DatasetCheck]:
         sample_genomes(space.name, 1, config.seed, 224, config.budget, config.max_params)
     except GasError as error:
         raise GasError(f"no genome of the {space.name} space fits this budget: {error}") from None
+    if config.latency is not None:
+        # Builds (or loads) the device's latency model now, before any trial loads the machine it times.
+        judge = LatencyJudge(config.latency, limits.flops)
+        judge.check_reachable(space.name, config.seed, limits.flops, limits.params)
+        judge.save()
     return dataclasses.replace(config, proxy=proxy), data
 
 
@@ -155,8 +173,11 @@ class Engine:
                 record.StudyKey.SEED: config.seed,
                 record.StudyKey.SAMPLER: config.sampler,
                 record.StudyKey.DATA: dataclasses.asdict(data) if data else None,
+                record.StudyKey.OBJECTIVE: config.objective,
             },
+            config.objective,
         )
+        self.judge = LatencyJudge(config.latency, config.budget) if config.latency else None
         self.live: dict[int, optuna.Trial] = {}
         self.stopped_reason: str | None = None
         self.driver_seconds = 0.0  # time spent proposing and recording, outside any trial
@@ -182,6 +203,8 @@ class Engine:
             "max_params": self.config.max_params,
             "proxy": self.config.proxy.settings(),
             "early_stop": self.config.early_stop.settings() if self.config.early_stop else None,
+            "objective": self.config.objective,
+            "latency": self.config.latency.to_dict() if self.config.latency else None,
         }
 
     def remaining(self) -> int:
@@ -222,7 +245,7 @@ class Engine:
         self.histories.setdefault(number, []).append(float(accuracy))
         if self.rungs is None:
             return True
-        goes_on = self.rungs.report(number, int(epoch), float(accuracy), trial.user_attrs[record.TrialKey.FLOPS])
+        goes_on = self.rungs.report(number, int(epoch), float(accuracy), self._rung_cost(trial))
         if not goes_on:
             self.stopped.add(number)
         return goes_on
@@ -257,8 +280,16 @@ class Engine:
             trial = self.study.ask()
             genome = self.space.sample(trial)
             cost = self.space.cost(genome)
-            constraints, reasons = self.budget.check(cost)
-            record.write_proposal(trial, genome, cost, self.budget.flops, constraints)
+            predicted = self.judge.predict(genome) if self.judge else None
+            constraints, reasons = self.budget.check(cost, predicted)
+            if (
+                predicted is not None
+                and reasons
+                and self.budget.latency is not None
+                and predicted > self.budget.latency
+            ):
+                reasons[-1] = "predicted " + reasons[-1]
+            record.write_proposal(trial, genome, cost, self.budget.flops, constraints, predicted)
             if reasons:
                 record.write_infeasible(self.study, trial, reasons)
                 continue
@@ -293,14 +324,57 @@ class Engine:
                 record.write_stopped(self.study, trial, outcome)
                 self.stopped_here += 1
                 return None
+            measured = self._measure(trial)
+            if measured is not None:
+                constraints, reasons = self.budget.check(
+                    self.space.cost(load_genome(trial.user_attrs[record.TrialKey.GENOME])), measured
+                )
+                if reasons:
+                    record.write_over_limit(self.study, trial, outcome, constraints, reasons)
+                    self.completed_here += 1
+                    return None
             if self.rungs is not None:
-                self.rungs.add_history(number, outcome.accuracy_history, trial.user_attrs[record.TrialKey.FLOPS])
-            frozen = record.write_result(self.study, trial, outcome)
+                self.rungs.add_history(number, outcome.accuracy_history, self._rung_cost(trial))
+            frozen = record.write_result(self.study, trial, outcome, self._objective_cost(trial, measured))
             self.evaluated[record.genome_key(frozen.user_attrs[record.TrialKey.GENOME])] = frozen
             self.completed_here += 1
             return frozen
         finally:
             self.driver_seconds += time.perf_counter() - started
+
+    def _measure(self, trial: optuna.Trial) -> float | None:
+        """The trained network's latency on the target device (None without one), recorded on the trial."""
+        if self.judge is None:
+            return None
+        measured = self.judge.measure(load_genome(trial.user_attrs[record.TrialKey.GENOME]))
+        record.write_measured_latency(trial, measured)
+        return measured
+
+    def _objective_cost(self, trial: optuna.Trial, measured: float | None) -> float:
+        if self.config.objective == "latency" and measured is not None:
+            return measured
+        key = record.TrialKey.PARAMS if self.config.objective == "params" else record.TrialKey.FLOPS
+        return float(trial.user_attrs[key])
+
+    def _rung_cost(self, trial: optuna.Trial) -> float:
+        """A trial's cost at a rung: the objective's, with predicted latency standing in before measurement."""
+        if self.config.objective == "latency":
+            return float(trial.user_attrs[record.TrialKey.PREDICTED_LATENCY])
+        return self._objective_cost(trial, None)
+
+    def latency_accuracy(self) -> dict | None:
+        """How well the latency model predicted this study's trained trials (None without a latency target)."""
+        if self.judge is None:
+            return None
+        return prediction_accuracy(record.latency_pairs(self.study))
+
+    def finish(self) -> None:
+        """At the end of a run: the latency model's accuracy goes to the study, the recalibrated model to disk."""
+        if self.judge is None:
+            return
+        accuracy = self.latency_accuracy()
+        self.study.set_user_attr(record.StudyKey.LATENCY, {**self.config.latency.to_dict(), "accuracy": accuracy})
+        self.judge.save()
 
     def failure_verdict(self) -> str | None:
         """Why this run failed as a whole (every trial it trained failed), or None."""

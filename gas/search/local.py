@@ -35,5 +35,6 @@ def search_in_process(config: SearchConfig) -> SearchOutcome:
         interrupted = True
     finally:
         interrupted = engine.abandon() or interrupted
+        engine.finish()
         progress.close()
     return SearchOutcome.of(engine, interrupted, time.monotonic() - started)

@@ -23,8 +23,9 @@ from ray.tune.error import TuneError
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from gas.defaults import TRIALS_PER_GPU
 from gas.errors import GasError
-from gas.evaluate.proxy import ProxyResult
+from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data
 from gas.search.cluster import ray_cluster
 from gas.search.engine import Engine, Proposal, SearchConfig, SearchOutcome, evaluate_proposal, prepare
 from gas.search.progress import Progress
@@ -119,12 +120,63 @@ def _terminate_like_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def gpus_per_trial(cluster_gpus: float, requested: float | None, device: str = "auto") -> float:
+    """The GPUs each trial asks Ray for: `requested` (--gpus-per-trial) when given, else a packing gas picks.
+
+    On a cluster with GPUs, TRIALS_PER_GPU trials share each GPU; on one without, or for a proxy that
+    trains on the CPU (`device` "cpu"), trials take none. GasError for a request the device rules out.
+    """
+    if requested is not None:
+        if requested < 0:
+            raise GasError(f"--gpus-per-trial must be 0 or more, got {requested:g}")
+        if requested > 0 and device == "cpu":
+            raise GasError(f"--device cpu trains on CPUs; --gpus-per-trial {requested:g} would hold GPUs it never uses")
+        return requested
+    return 1.0 / TRIALS_PER_GPU if cluster_gpus > 0 and device != "cpu" else 0.0
+
+
+def _packing_line(cluster_gpus: float, gpus: float, proxy: ProxyConfig) -> str:
+    images = proxy.train_size or "all"
+    return (
+        f"gas search: {1 / gpus:g} trials per GPU on {cluster_gpus:g} GPU(s) (--gpus-per-trial {gpus:g}; pass "
+        f"it to choose another packing); proxy {proxy.resolution}px, {proxy.train.epochs} epochs of {images} "
+        f"images at batch {proxy.train.batch_size}"
+    )
+
+
+def _cpus_left_for_trials(config: SearchConfig) -> int | None:
+    """A local cluster's CPUs: all of them, less the cores the driver measures latency on.
+
+    Measurements must not share cores with training (they would time the neighbour as much as the
+    network), so a latency search gives its trials the other cores. None: Ray's own count.
+    """
+    if config.latency is None or config.ray_address or config.latency.settings.device != "cpu":
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    reserved = config.latency.settings.effective_threads()
+    if cores - reserved < config.cpus_per_trial:
+        raise GasError(
+            f"measuring latency on {reserved} core(s) leaves {cores - reserved} of {cores} for trials, fewer than "
+            f"--cpus-per-trial {config.cpus_per_trial:g}; lower --latency-threads"
+        )
+    return cores - reserved
+
+
 def run_search(config: SearchConfig) -> SearchOutcome:
     """Run (or resume) the search on Ray until the study holds `config.trials` trained trials."""
     config, data = prepare(config)
     started = time.monotonic()
-    with ray_cluster(config.ray_address) as cluster:
-        gpus = config.gpus_per_trial if config.gpus_per_trial is not None else (1.0 if cluster.gpus else 0.0)
+    with ray_cluster(config.ray_address, num_cpus=_cpus_left_for_trials(config)) as cluster:
+        gpus = gpus_per_trial(cluster.gpus, config.gpus_per_trial, config.proxy.train.device)
+        if gpus and config.gpu_proxy is not None:
+            # Only now is it known that trials get GPUs; prepare() checked the CPU proxy, so check this one.
+            gpu_proxy = config.gpu_proxy
+            if config.early_stop is not None:  # as prepare() sets it: the rungs' longest schedule
+                gpu_proxy = gpu_proxy.with_overrides(epochs=config.early_stop.max_epochs)
+            gpu_proxy, data = check_data(gpu_proxy, config.space)
+            config = dataclasses.replace(config, proxy=gpu_proxy)
+        if gpus and config.gpus_per_trial is None:
+            print(_packing_line(cluster.gpus, gpus, config.proxy), flush=True)
         if gpus > cluster.gpus:
             raise GasError(f"--gpus-per-trial {gpus:g} asks for more GPUs than the cluster has ({cluster.gpus:g})")
         if config.cpus_per_trial > cluster.cpus:
@@ -172,6 +224,7 @@ def run_search(config: SearchConfig) -> SearchOutcome:
             raise GasError(f"Ray Tune stopped the search: {reason}") from None
         finally:
             interrupted = engine.abandon() or interrupted
+            engine.finish()
             progress.close()
     slots = min(cluster.cpus // config.cpus_per_trial, cluster.gpus // gpus if gpus else float("inf"))
     return SearchOutcome.of(engine, interrupted, time.monotonic() - started, min(slots, config.max_concurrent or slots))

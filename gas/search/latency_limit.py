@@ -1,0 +1,134 @@
+"""Latency in a search: predicted for every proposal before training, measured for every trained trial after.
+
+The prediction (gas.latency's model of the target device, microseconds per genome) decides feasibility
+before anything trains, like FLOPs. The measurement is what the front and the limit hold to: each trained
+trial's network is timed end to end on the target device, and a trial measured over the limit is
+recorded infeasible even though its prediction was under it. Every measurement is also fed back to the
+model (`observe`), which refits its calibration, and the study records how well the model predicted its
+own trained trials: median absolute error, share within ±10%, Kendall's τ between predicted and measured.
+
+Where measurements run: on the driver, on cores no trial uses. A local cluster is started with the
+measuring threads fewer CPUs than the machine has (on 2 cores: one trial trains while the other core
+measures), and the in-process driver measures between trials. Either way no training shares the cores
+a measurement times, at the price of those cores' training time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gas.errors import GasError
+from gas.genome import Genome
+from gas.latency import DEFAULT_RUNS, BuildPlan, LatencyModel, LatencySettings, fingerprint, measure
+from gas.latency.device import settings_dict
+from gas.search.audit import kendall_tau
+from gas.search.sampling import sample_genomes
+from gas.units import format_duration
+
+# Random genomes whose predictions show whether a limit can be met at all, before anything trains.
+FEASIBILITY_PROBES = 50
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """The device a search's networks must be fast on, and the limit (seconds) they must meet, if any."""
+
+    settings: LatencySettings
+    limit: float | None = None
+    plan: BuildPlan | None = None  # how much the latency model measures when built (None: its defaults)
+    runs: int = DEFAULT_RUNS  # timed runs whose median is a trained trial's measured latency
+
+    def describe(self) -> str:
+        limit = f"at most {format_duration(self.limit)}, " if self.limit is not None else ""
+        return f"{limit}{self.settings.describe()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "limit": self.limit,
+            "settings": settings_dict(self.settings),
+            "fingerprint": fingerprint(self.settings),
+        }
+
+
+class LatencyJudge:
+    """Predicts and measures latency on the target device for one search; tracks how good the predictions are."""
+
+    def __init__(self, target: LatencyTarget, budget_flops: int | None = None) -> None:
+        if target.settings.device == "cuda" and not torch.cuda.is_available():
+            raise GasError("--latency-device cuda: latency is measured where the search runs, and it has no CUDA")
+        self.target = target
+        plan = dataclasses.replace(target.plan or BuildPlan(), max_flops=budget_flops)
+        self.model = LatencyModel.for_device(target.settings, plan)
+
+    def predict(self, genome: Genome) -> float:
+        return self.model.predict(genome)
+
+    def measure(self, genome: Genome) -> float:
+        """The median end-to-end latency of `genome`'s network; the model learns from it."""
+        seconds = measure(
+            genome.at_resolution(224) if genome.resolution != 224 else genome, self.target.settings, self.target.runs
+        )
+        self.model.observe(genome, seconds)
+        return seconds.median
+
+    def check_reachable(self, space: str, seed: int, budget_flops: int | None, max_params: int | None) -> None:
+        """GasError in one line when no probe genome of the space is predicted within the limit."""
+        if self.target.limit is None:
+            return
+        probes = sample_genomes(space, FEASIBILITY_PROBES, seed, 224, budget_flops, max_params)
+        fastest = min(self.predict(genome) for genome, _ in probes)
+        if fastest > self.target.limit:
+            raise GasError(
+                f"no genome of the {space} space is predicted to run in {format_duration(self.target.limit)} "
+                f"({self.target.settings.describe()}); the fastest of {len(probes)} random genomes within the "
+                f"other limits: {format_duration(fastest)}"
+            )
+
+    def save(self) -> None:
+        self.model.save()
+
+
+def prediction_accuracy(pairs: Sequence[tuple[float, float]]) -> dict[str, float | int | None]:
+    """How well predictions matched measurements: (predicted, measured) seconds per trained trial."""
+    if not pairs:
+        return {"n": 0, "median_abs_error": None, "within_10": None, "kendall_tau": None}
+    errors = [abs(predicted - measured) / measured for predicted, measured in pairs]
+    tau = kendall_tau([p for p, _ in pairs], [m for _, m in pairs]) if len(pairs) > 1 else None
+    return {
+        "n": len(pairs),
+        "median_abs_error": statistics.median(errors),
+        "within_10": sum(error <= 0.10 for error in errors) / len(errors),
+        "kendall_tau": None if tau is None or tau != tau else tau,  # nan (constant) reads as no figure
+    }
+
+
+def describe_target(recorded: dict[str, Any]) -> str:
+    """'cpu fp32, 1 thread, batch 1 (AMD EPYC ...), limit 25.0ms' from a study's latency record."""
+    settings = recorded.get("settings") or {}
+    where = recorded.get("fingerprint") or {}
+    device = where.get("gpu") or where.get("cpu") or settings.get("device", "?")
+    threads = settings.get("threads")
+    words = [
+        f"{settings.get('device', '?')} {settings.get('dtype', '')}".strip(),
+        *([f"{threads} thread{'s' if threads != 1 else ''}"] if threads else []),
+        f"batch {settings.get('batch', 1)}",
+    ]
+    limit = recorded.get("limit")
+    return f"{', '.join(words)} ({device})" + (f", limit {format_duration(limit)}" if limit else "")
+
+
+def describe_accuracy(accuracy: dict[str, Any]) -> str:
+    """'latency model on 12 trained trials: median error 4.1%, 83% within ±10%, Kendall τ 0.91'."""
+    if not accuracy.get("n"):
+        return "latency model: no trained trial measured yet"
+    tau = accuracy.get("kendall_tau")
+    return (
+        f"latency model on {accuracy['n']} trained trials: median error {accuracy['median_abs_error']:.1%}, "
+        f"{accuracy['within_10']:.0%} within ±10%, Kendall τ {'-' if tau is None else f'{tau:.2f}'}"
+    )

@@ -1,0 +1,143 @@
+"""Hardware-aware search: a latency limit and a latency objective, predicted before training and measured after."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from gas import study as record
+from gas.cli import main
+from gas.errors import GasError
+from gas.evaluate.proxy import ProxyConfig
+from gas.front import parse_pick, pick_trial
+from gas.latency import BuildPlan, LatencySettings
+from gas.search import SearchConfig, search_in_process
+from gas.search.latency_limit import LatencyJudge, LatencyTarget, prediction_accuracy
+from gas.search.sampling import sample_genomes
+
+BUDGET = 1_000_000_000  # small genomes: each is timed in tens of milliseconds on one thread
+# A coarse latency model: enough to rank small genomes, built in seconds.
+PLAN = BuildPlan(genomes=4, calibrate=3, part_runs=2, runs=3, warmup=1)
+SETTINGS = LatencySettings(device="cpu", threads=1)
+PROXY = ProxyConfig(dataset="digits", evaluator="zero-cost", train_size=64, val_size=32).with_overrides(device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def limit() -> float:
+    """A limit about half of the small genomes are predicted to meet: the search must reject and keep some."""
+    judge = LatencyJudge(LatencyTarget(SETTINGS, None, PLAN), BUDGET)
+    predictions = [judge.predict(genome) for genome, _ in sample_genomes("turbovit", 8, 5, 224, BUDGET)]
+    judge.save()
+    return statistics.median(predictions)
+
+
+def test_a_latency_limited_search_keeps_only_what_was_measured_under_the_limit(tmp_path, limit):
+    config = SearchConfig(
+        budget=BUDGET,
+        trials=3,
+        study="fast",
+        storage=f"sqlite:///{tmp_path}/gas.db",
+        proxy=PROXY,
+        progress=False,
+        latency=LatencyTarget(SETTINGS, limit, PLAN, runs=5),
+    )
+    study = search_in_process(config).study
+    trials = study.get_trials()
+    rejected = [t for t in trials if t.state == TrialState.PRUNED and "predicted latency" in str(t.user_attrs)]
+    assert rejected, "some proposals are predicted over the limit and never train"
+    for trial in rejected:
+        assert trial.user_attrs[record.TrialKey.PREDICTED_LATENCY] > limit and trial.constraints["latency"] > 0
+        assert record.TrialKey.MEASURED_LATENCY not in trial.user_attrs
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete
+    for trial in complete:
+        assert trial.user_attrs[record.TrialKey.PREDICTED_LATENCY] <= limit
+        assert trial.user_attrs[record.TrialKey.MEASURED_LATENCY] <= limit
+    for trial in record.trained_trials(study):
+        if trial.state == TrialState.PRUNED:  # predicted under, measured over: infeasible, off the front
+            assert trial.user_attrs[record.TrialKey.MEASURED_LATENCY] > limit
+            assert trial.user_attrs[record.TrialKey.INFEASIBLE_REASON].startswith("measured latency")
+            assert trial.number not in {t.number for t in study.best_trials}
+    recorded = record.latency_of(study)
+    assert recorded["limit"] == limit and recorded["fingerprint"]["threads"] == 1
+    accuracy = recorded["accuracy"]
+    assert accuracy == prediction_accuracy(record.latency_pairs(study)) and accuracy["n"] == len(
+        record.trained_trials(study)
+    )
+    assert 0.0 <= accuracy["within_10"] <= 1.0 and accuracy["median_abs_error"] >= 0.0
+
+
+def test_latency_as_the_objective_and_the_fastest_over_pick(tmp_path, capsys, limit):
+    storage = f"sqlite:///{tmp_path}/gas.db"
+    config = SearchConfig(
+        budget=BUDGET,
+        trials=2,
+        study="speed",
+        storage=storage,
+        proxy=PROXY,
+        progress=False,
+        latency=LatencyTarget(SETTINGS, None, PLAN, runs=5),
+        objective="latency",
+    )
+    study = search_in_process(config).study
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.values[1] == trial.user_attrs[record.TrialKey.MEASURED_LATENCY]
+    assert record.objective_of(study) == "latency" and study.metric_names == ["accuracy", "latency"]
+    front = record.front(study)
+    floor = min(t.values[0] for t in front)
+    fastest = pick_trial(study, *parse_pick(["fastest-over", f"{floor:.6f}"]))
+    assert fastest.user_attrs[record.TrialKey.MEASURED_LATENCY] == min(
+        t.user_attrs[record.TrialKey.MEASURED_LATENCY] for t in front
+    )
+    assert main(["pareto", "--study", "speed", "--storage", storage]) == 0
+    shown = capsys.readouterr().out
+    assert "latency measured on cpu fp32, 1 thread, batch 1" in shown and "Kendall τ" in shown
+    out = tmp_path / "fast_pick.py"
+    assert (
+        main(["export", "--study", "speed", "--storage", storage, "--pick", "fastest-over", "0", "--out", str(out)])
+        == 0
+    )
+    assert "Measured latency:" in out.read_text()
+
+
+def test_a_limit_no_genome_can_meet_is_refused_before_anything_trains(tmp_path):
+    config = SearchConfig(
+        budget=BUDGET,
+        trials=2,
+        study="never",
+        storage=f"sqlite:///{tmp_path}/gas.db",
+        proxy=PROXY,
+        progress=False,
+        latency=LatencyTarget(SETTINGS, 1e-6, PLAN),
+    )
+    with pytest.raises(GasError, match=r"no genome of the turbovit space is predicted to run in 1us"):
+        search_in_process(config)
+    assert not (tmp_path / "gas.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-latency", "25"], "--max-latency '25' has no unit"),
+        (["--max-latency", "fast"], "--max-latency 'fast' is not a duration"),
+        (["--max-latency=-3ms"], "--max-latency '-3ms' must be a positive duration"),
+        # Where the search runs without CUDA, a CUDA latency target cannot be measured.
+        *([] if torch.cuda.is_available() else [(["--budget", "2.5G", "--latency-device", "cuda"], "it has no CUDA")]),
+        (["--objective", "latency", "--budget", "2.5G", "--latency-batch", "0"], "batch must be at least 1"),
+        ([], "give a FLOPs budget (--budget 2.5G) or a latency limit (--max-latency 25ms)"),
+    ],
+)
+def test_latency_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", *args, "--no-progress"]) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
