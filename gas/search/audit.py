@@ -198,6 +198,9 @@ def long_schedule(study: optuna.Study, config: AuditConfig) -> ProxyConfig:
     from gas.evaluate.proxy import ProxyConfig, check_data, check_resolution
     from gas.evaluate.train import TrainConfig
 
+    # The resolution check samples probe genomes through throwaway in-memory studies; their creation is
+    # not news to someone auditing (the search's `prepare` quiets Optuna the same way).
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = study.user_attrs.get(record.StudyKey.SETTINGS) or {}
     space = settings.get("space") or study.user_attrs.get(record.StudyKey.SPACE) or DEFAULT_SPACE
     proxy_settings = recorded_proxy(study)
