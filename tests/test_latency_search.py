@@ -25,12 +25,15 @@ SETTINGS = LatencySettings(device="cpu", threads=1)
 PROXY = ProxyConfig(dataset="digits", evaluator="zero-cost", train_size=64, val_size=32).with_overrides(device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GAS_CACHE_DIR", str(tmp_path / "cache"))
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """One latency model for the module, built in a folder of its own (never the user's cache)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GAS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def limit() -> float:
     """A limit about half of the small genomes are predicted to meet: the search must reject and keep some."""
     judge = LatencyJudge(LatencyTarget(SETTINGS, None, PLAN), BUDGET)
