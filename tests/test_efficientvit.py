@@ -440,7 +440,19 @@ def test_exported_module_is_gas_model(space, sampled_genomes, tmp_path, source, 
 def test_search_end_to_end_on_this_space(space, tmp_path):
     """`gas search` runs this space as it runs turbovit: budget checked first, trials trained, front exported."""
     pytest.importorskip("gas.search", reason="gas search is not part of this checkout")
-    tiny = ["--dataset", "digits", "--resolution", "32", "--epochs", "1", "--no-progress", "--seed", "1"]
+    tiny = [
+        "--dataset",
+        "digits",
+        "--resolution",
+        "32",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--seed",
+        "1",
+        "--audit",
+        "0",
+    ]
     # A Ray directory of its own (short, for Ray's socket paths), so a cluster another process runs is not joined.
     ray_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     try:

@@ -28,7 +28,7 @@ from tests.conftest import REPO, run_gas
 # Trials scored at initialisation on 32px digits: each takes about a second, so the server is what is tested.
 SEARCH = [
     *("--dataset", "digits", "--resolution", "32", "--epochs", "1", "--evaluator", "zero-cost"),
-    *("--no-progress", "--budget", "1G", "--seed", "1"),
+    *("--no-progress", "--budget", "1G", "--seed", "1", "--audit", "0"),
 ]
 
 

@@ -31,7 +31,7 @@ from gas.space import get_space, load_genome
 from tests.conftest import REPO, run_gas
 
 # Small proxies: 32px digits for one epoch keeps a trial to seconds on one CPU thread.
-TINY = ["--dataset", "digits", "--resolution", "32", "--epochs", "1", "--no-progress", "--seed", "1"]
+TINY = ["--dataset", "digits", "--resolution", "32", "--epochs", "1", "--no-progress", "--seed", "1", "--audit", "0"]
 # Where the search machinery, not training, is under test: trials scored at initialisation in ~1 s.
 SCORED = [*TINY, "--evaluator", "zero-cost"]
 
@@ -310,13 +310,19 @@ def test_a_relative_imagefolder_reaches_the_workers(tmp_path):
             pixels = generator.integers(0, 255, (40, 40, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "mydata" / label / f"{index}.png")
     (tmp_path / "mydata" / "dogs" / "broken.png").write_bytes(b"not an image")
-    args = ["--budget", "1G", "--trials", "2", "--study", "mine", "--dataset", "imagefolder:mydata"]
+    args = ["--budget", "1G", "--trials", "3", "--study", "mine", "--dataset", "imagefolder:mydata", "--audit", "3"]
     result = run_gas("search", *args, "--resolution", "32", "--evaluator", "zero-cost", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "failures: none" in result.stdout
-    assert "broken.png" in result.stderr and len(result.stderr.strip().splitlines()) == 1  # a one-line warning
+    # One-line warnings (the search's data check, and the audit's before its long runs), no traceback.
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(line.startswith("gas search: warning:") and "broken.png" in line for line in lines)
     study = open_study(tmp_path, "mine")
-    assert _count(tmp_path, "mine", TrialState.COMPLETE) == 2
+    assert _count(tmp_path, "mine", TrialState.COMPLETE) == 3
+    # Every search ends with a small fidelity audit (the long runs read the same folder), recorded in the study.
+    assert "audit: " in result.stdout and "n 3, against 12 epochs at 32px" in result.stdout  # 3x the default 4
+    audit = record.audit_of(study)
+    assert audit["n"] == 3 and audit["settings"]["evaluator"] == "train" and not audit["failed"]
     data = study.user_attrs[record.StudyKey.DATA]
     assert data["unreadable"] == ["dogs/broken.png"] and data["images"] == 40
     assert study.user_attrs[record.StudyKey.SETTINGS]["proxy"]["dataset"] == f"imagefolder:{tmp_path / 'mydata'}"
