@@ -161,12 +161,17 @@ def summarise(trials: pd.DataFrame, budget_seconds: float) -> tuple[pd.DataFrame
             fractions.append(math.inf if reached is None else reached / budget_seconds)
         if seed in by_seed["random"]:
             target = float(es.hypervolume.iloc[-1])
-            reached = seconds_to_reach(by_seed["random"][seed], target)
+            random_run = by_seed["random"][seed]
+            reached = seconds_to_reach(random_run, target)
             es_reached = seconds_to_reach(es, target) or budget_seconds
-            ratios.append(math.inf if reached is None else reached / es_reached)
+            # Not reached within its own worker time: all that is known is a lower bound, marked negative.
+            bound = float(random_run.worker_seconds.iloc[-1]) / es_reached
+            ratios.append(-bound if reached is None else reached / es_reached)
 
     def shown(values: list[float], prefix: str) -> str:
-        return ", ".join(f">{prefix}" if math.isinf(value) else f"{value:.2f}" for value in values)
+        return ", ".join(
+            f">{prefix}" if math.isinf(value) else f">{-value:.2f}" if value < 0 else f"{value:.2f}" for value in values
+        )
 
     if fractions:
         met = sum(value <= 1 / 3 for value in fractions)
@@ -175,11 +180,11 @@ def summarise(trials: pd.DataFrame, budget_seconds: float) -> tuple[pd.DataFrame
             f"worker time: {shown(fractions, '1')} (goal: at most 0.33; met on {met} of {len(fractions)} seeds)."
         )
     if ratios:
-        met = sum(value >= 3 for value in ratios)
+        met = sum(abs(value) >= 3 for value in ratios)
         headlines.append(
             "- Random sampling needs these multiples of early stopping's worker-seconds to reach its final "
-            f"hypervolume: {shown(ratios, 'budget')} ('>budget': not within the same worker time; goal: at least "
-            f"3x, shown on {met} of {len(ratios)} seeds)."
+            f"hypervolume: {shown(ratios, 'budget')} ('>x': not reached within random's own worker time, so only "
+            f"a lower bound; goal: at least 3x, shown on {met} of {len(ratios)} seeds)."
         )
     return pd.DataFrame(rows), headlines
 
@@ -267,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stamp(command_line(SCRIPT, argv)),
             "",
             f"Each arm searched until its trials had used {budget_seconds:.0f} worker-seconds (one thread per "
-            f"run, {args.jobs} runs at a time), on the default proxy data with a longest schedule of "
+            f"run, {args.jobs} runs at a time), on the default proxy data "
+            f"({f'{args.train_size} training images, ' if args.train_size else ''}shapes at 32px) with a longest "
+            "schedule of "
             f"{args.max_epochs} epochs (early stopping: η = {args.eta}, rungs "
             f"{', '.join(map(str, EarlyStopping(args.max_epochs, args.eta).rungs))}). Hypervolume counts fully "
             "trained trials only.",
