@@ -167,7 +167,7 @@ def _search(args: argparse.Namespace) -> int:
     if rows:
         print("Pareto front (feasible, fully trained):")
         print("\n".join(format_table(rows)))
-        where = _storage_flag(config.storage)
+        where = _storage_option(config.storage)
         print(f"export the most accurate:  gas export --study {study.study_name}{where} --pick best --out NAME.py")
         print(f"open the dashboard:        gas dashboard --study {study.study_name}{where}")
     if outcome.interrupted:
@@ -236,7 +236,7 @@ def _latency_target(args: argparse.Namespace) -> LatencyTarget | None:
     return LatencyTarget(settings, limit)
 
 
-def _storage_flag(storage: str | None) -> str:
+def _storage_option(storage: str | None) -> str:
     """' --storage URL' for a command to print (password hidden), or '' for the default storage."""
     import shlex
 
@@ -276,7 +276,7 @@ def _export(args: argparse.Namespace) -> int:
         genome = trial_genome(trial)
         # The command names the trial, not the pick: a pick moves as the study grows.
         command = (
-            f"gas export --study {shlex.quote(study.study_name)}{_storage_flag(args.storage)} "
+            f"gas export --study {shlex.quote(study.study_name)}{_storage_option(args.storage)} "
             f"--trial {trial.number} --out {out}"
         )
         provenance = provenance_for_trial(study, trial, command)
@@ -305,7 +305,7 @@ def _pareto(args: argparse.Namespace) -> int:
     audit = audit_of(study)
     latency = latency_of(study)
     name = shlex.quote(study.study_name)
-    storage = _storage_flag(args.storage)
+    storage = _storage_option(args.storage)
     module = re.sub(r"\W", "_", study.study_name)
     export_template = f"gas export --study {name}{storage} --trial TRIAL --out generated/{module}_tTRIAL.py"
     written = []
@@ -438,6 +438,11 @@ def _latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_study_options(parser: argparse.ArgumentParser, study_help: str) -> None:
+    parser.add_argument("--study", required=True, help=study_help)
+    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gas", description="Generate fast vision transformers by constrained architecture search."
@@ -550,8 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     pareto = commands.add_parser("pareto", help="the feasible accuracy/FLOPs front of a study: table, CSV, plot")
-    pareto.add_argument("--study", required=True, help="study name")
-    pareto.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
+    _add_study_options(pareto, "study name")
     pareto.add_argument("--csv", help="also write the front to this CSV file")
     pareto.add_argument("--plot", help="also draw the front against all trials: .png/.svg/.pdf, or .html (no network)")
     pareto.add_argument("--json", action="store_true", help="print the front as one JSON object instead of a table")
@@ -563,8 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Retrain the front and trials spread over the accuracy range with a longer schedule; record "
         "Kendall's tau between the search's and the long runs' accuracies, and whether the front's order held.",
     )
-    audit.add_argument("--study", required=True, help="study name")
-    audit.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
+    _add_study_options(audit, "study name")
     audit.add_argument("--trials", type=int, default=4, help="trials to retrain, at least 3 (default: 4)")
     audit.add_argument("--epoch-factor", type=int, default=3, help="times the search's epochs (default: 3)")
     audit.add_argument("--resolution", type=int, help="long-run resolution in px (default: 2x the proxy's if it fits)")
@@ -575,8 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(run=_audit)
 
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on a study's storage")
-    dashboard.add_argument("--study", required=True, help="study name (its URL is printed)")
-    dashboard.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
+    _add_study_options(dashboard, "study name (its URL is printed)")
     dashboard.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0 picks one)")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)")
     dashboard.set_defaults(run=_dashboard)

@@ -362,13 +362,18 @@ def write_dispatch(trial: optuna.Trial, proxy: ProxyConfig) -> None:
     trial.set_user_attr(TrialKey.SEED, proxy.train.seed)
 
 
-def _write_trained(trial: optuna.Trial, result: ProxyResult) -> None:
-    trial.set_user_attr(TrialKey.ACCURACY, result.accuracy)
+def _write_training(trial: optuna.Trial, result: ProxyResult) -> None:
+    """What any training leaves, whole or stopped early: accuracy per epoch, time, speed, device."""
     trial.set_user_attr(TrialKey.ACCURACY_HISTORY, list(result.accuracy_history))
     trial.set_user_attr(TrialKey.WALL_TIME, result.wall_time)
     trial.set_user_attr(TrialKey.IMAGES_PER_SECOND, result.images_per_second)
     trial.set_user_attr(TrialKey.DEVICE, result.device)
     trial.set_user_attr(TrialKey.EPOCHS_COMPLETED, result.epochs)
+
+
+def _write_trained(trial: optuna.Trial, result: ProxyResult) -> None:
+    trial.set_user_attr(TrialKey.ACCURACY, result.accuracy)
+    _write_training(trial, result)
     if result.mfu is not None:
         trial.set_user_attr(TrialKey.MFU, result.mfu)
     if result.zero_cost:
@@ -416,11 +421,7 @@ def write_stopped(study: optuna.Study, trial: optuna.Trial, result: ProxyResult)
     counts as bad; the positive constraints of over-budget proposals rank them below both.
     """
     trial.set_user_attr(TrialKey.STOPPED_AT, result.epochs)
-    trial.set_user_attr(TrialKey.ACCURACY_HISTORY, list(result.accuracy_history))
-    trial.set_user_attr(TrialKey.WALL_TIME, result.wall_time)
-    trial.set_user_attr(TrialKey.IMAGES_PER_SECOND, result.images_per_second)
-    trial.set_user_attr(TrialKey.DEVICE, result.device)
-    trial.set_user_attr(TrialKey.EPOCHS_COMPLETED, result.epochs)
+    _write_training(trial, result)
     study.tell(trial, state=TrialState.PRUNED)
 
 
