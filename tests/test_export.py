@@ -165,7 +165,13 @@ def test_module_reads_top_down_data_then_family_then_build_model(tmp_path):
     lines = source.splitlines()
     assert lines[0].startswith('"""turbovit: ')
     imports = [line for line in lines if line.startswith(("import ", "from "))]
-    assert {line.split()[1].split(".")[0] for line in imports} <= {"__future__", "dataclasses", "typing", "torch"}
+    assert {line.split()[1].split(".")[0] for line in imports} <= {
+        "__future__",
+        "dataclasses",
+        "math",
+        "typing",
+        "torch",
+    }
     blocks_at, family_at, build_at = (
         source.index("\nBLOCKS = ["),
         source.index("\nclass Hiera("),

@@ -8,6 +8,7 @@ import textwrap
 import time
 
 from experiments.common.workers import worker_pool
+from tests.conftest import REPO
 
 HARNESS = textwrap.dedent(
     """
@@ -42,7 +43,10 @@ def test_pool_runs_tasks_in_other_processes():
 def test_workers_stop_when_the_harness_is_killed(tmp_path):
     script = tmp_path / "harness.py"
     script.write_text(HARNESS)
-    harness = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    # The harness imports experiments.common as a benchmark script does, from the repository root.
+    harness = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     try:
         worker = int(harness.stdout.readline())
         assert _alive(worker)
