@@ -15,18 +15,21 @@ The loop variants run in a fresh spawned process each, so no variant inherits an
 Variants:
     loop          one process evaluating the genomes in a loop on its main thread
     loop-threads  the same loop, but each trial on a fresh thread, as Ray Tune runs a function trial
-    ray           what `gas search` runs: a local cluster from `gas.search.cluster.ray_cluster`, trials of
-                  1 CPU on a Tuner with reuse_actors=True, per-epoch `tune.report` (as `run_trial` does)
+    ray           `gas search` as it ran before its fix: a local cluster from `gas.search.cluster.ray_cluster`
+                  with glibc's malloc defaults, trials of 1 CPU on a Tuner with reuse_actors=True,
+                  per-epoch `tune.report` (as `run_trial` does), nothing trimmed after a trial
     ray-arena2    ray with MALLOC_ARENA_MAX=2 in the workers' environment
     ray-arena1    ray with MALLOC_ARENA_MAX=1: every thread of a worker allocates from glibc's main arena
     ray-trim      ray with glibc's malloc_trim(0) called at the end of every trial
-    ray-arena1-trim  both
+    ray-arena1-trim  both: what `gas search` runs now (cluster.py sets MALLOC_ARENA_MAX=1 for the workers
+                  and `run_trial` calls malloc_trim after each trial)
     ray-mmap      ray with MALLOC_MMAP_THRESHOLD_=131072: glibc's mmap threshold fixed at its default, so
                   large blocks are always mapped and unmapped, never kept in an arena
     ray-no-reuse  ray with reuse_actors=False: a fresh worker process for every trial
 
 A ray variant's environment reaches the workers through the `runtime_env` that `ray_cluster` passes to
-`ray.init`, added to what `gas.search.cluster._worker_env` returns: where a fix of that kind belongs.
+`ray.init`: what `gas.search.cluster._worker_env` returns, less any MALLOC_* setting of its own, plus the
+variant's. So each variant runs with exactly the malloc settings it names, whatever cluster.py sets.
 
 Writes worker_memory_trials.csv (one row per trial), worker_memory.csv (one row per worker: memory after
 its first and its last trial) and worker_memory.md into --out (default: this folder). A rerun replaces
@@ -90,7 +93,7 @@ class Variant:
 VARIANTS = {
     "loop": Variant("loop", "one process, main thread"),
     "loop-threads": Variant("threads", "one process, a fresh thread per trial"),
-    "ray": Variant("ray", "Ray Tune as gas search runs it"),
+    "ray": Variant("ray", "Ray Tune as gas search ran it, glibc defaults"),
     "ray-arena2": Variant("ray", "ray, MALLOC_ARENA_MAX=2 in the workers", env={"MALLOC_ARENA_MAX": "2"}),
     "ray-arena1": Variant("ray", "ray, MALLOC_ARENA_MAX=1 in the workers", env={"MALLOC_ARENA_MAX": "1"}),
     "ray-trim": Variant("ray", "ray, malloc_trim(0) after every trial", trim=True),
@@ -283,15 +286,18 @@ def ray_trial(config: dict[str, Any], proxy: ProxyConfig, log: str, trim: bool) 
 def run_ray(genomes: list[dict], proxy: ProxyConfig, variant: Variant) -> list[dict[str, Any]]:
     """The genomes as Ray Tune trials on a local cluster that `gas.search.cluster.ray_cluster` starts.
 
-    The variant's environment goes into the `runtime_env` of that cluster, next to what `_worker_env` puts
-    there: the change to cluster.py a fix of this kind would be.
+    The variant's environment replaces the malloc settings in the `runtime_env` of that cluster, next to
+    the rest of what `_worker_env` puts there.
     """
     from ray import tune
 
     from gas.search import cluster
 
     worker_env = cluster._worker_env
-    cluster._worker_env = lambda: {**worker_env(), **variant.env}
+    cluster._worker_env = lambda: {
+        **{name: value for name, value in worker_env().items() if not name.startswith("MALLOC_")},
+        **variant.env,
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="worker_memory-") as folder:
             log = str(Path(folder) / "trials.jsonl")
