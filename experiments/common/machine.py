@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from importlib import metadata
 from typing import Any
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from gas.latency.device import processor_name
 
 
 def machine_info() -> dict[str, Any]:
@@ -31,7 +21,7 @@ def machine_info() -> dict[str, Any]:
             versions[package] = "absent"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
-        "cpu": _cpu_model(),
+        "cpu": processor_name(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpu": gpu,
         "python": sys.version.split()[0],
