@@ -27,3 +27,14 @@ def run_gas(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
 @pytest.fixture
 def gas_cli():
     return run_gas
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The suite shares two cores with other work; one thread avoids OpenMP contention that is 10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

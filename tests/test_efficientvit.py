@@ -34,13 +34,7 @@ PUBLISHED = {  # params, FLOPs (fvcore MACs) at 224px: arXiv 2305.07027, microso
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The suite shares two cores with other work; one thread avoids OpenMP contention that is 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

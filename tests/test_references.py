@@ -45,13 +45,7 @@ PUBLISHED_TOTALS = {  # params in millions (one decimal), FLOPs in millions: arX
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The suite shares two cores with other work; one thread avoids OpenMP contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass
