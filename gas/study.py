@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -142,7 +143,7 @@ def storage_for(url: str | None) -> optuna.storages.BaseStorage:
     if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _fast_sqlite):
         sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _fast_sqlite)
     try:
-        return optuna.storages.RDBStorage(url)
+        return _create_or_open(url)
     except ImportError as error:
         # Optuna's message names no driver; the import error it wraps names the module SQLAlchemy wanted.
         parsed = sqlalchemy.engine.make_url(url)
@@ -154,6 +155,21 @@ def storage_for(url: str | None) -> optuna.storages.BaseStorage:
     except Exception as error:  # SQLAlchemy raises many kinds; the user needs one line either way
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise GasError(f"cannot open storage {url}: {reason}") from None
+
+
+def _create_or_open(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
+    """Open `url`, creating its tables if it has none.
+
+    Two processes that create the same new database at once (a search and a dashboard or a second
+    search started beside it) race to create its tables and write its schema version; the loser finds
+    the winner's tables on its next try.
+    """
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            time.sleep(0.2 * attempt)
+    return optuna.storages.RDBStorage(url)
 
 
 def redacted_url(url: str) -> str:
