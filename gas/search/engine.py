@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -75,6 +76,11 @@ class SearchConfig:
     @property
     def limits(self) -> Budget:
         return Budget(self.budget, self.max_params, self.latency.limit if self.latency else None)
+
+
+def resumed_seed(seed: int, earlier_trials: int) -> int:
+    """The sampler seed of a run that resumes a study holding `earlier_trials` trials."""
+    return int(np.random.SeedSequence([seed, earlier_trials]).generate_state(1)[0])
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -177,6 +183,11 @@ class Engine:
             },
             config.objective,
         )
+        earlier = len(self.study.get_trials(deepcopy=False))
+        if earlier:
+            # The sampler's seed alone would replay the first run's proposals (each one a duplicate, or a
+            # rejection again): a resumed run draws from a stream of its own, still set by seed and study.
+            self.study.sampler = make_sampler(config.sampler, resumed_seed(config.seed, earlier))
         self.judge = LatencyJudge(config.latency, config.budget) if config.latency else None
         self.live: dict[int, optuna.Trial] = {}
         self.stopped_reason: str | None = None
