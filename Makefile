@@ -17,7 +17,8 @@ search: $(STAMP)
 
 test: $(STAMP) postgresql
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	# Two test processes: most tests wait on subprocesses and Ray start-up, so two share two cores well.
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 # tests/test_postgres.py starts a throwaway server from Debian's postgresql package (initdb, pg_ctl under
 # /usr/lib/postgresql/*/bin). As root with apt (CI), install it when missing; otherwise say what that test needs.

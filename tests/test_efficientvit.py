@@ -44,20 +44,20 @@ def space():
 
 @pytest.fixture(scope="module")
 def sampled_genomes(tmp_path_factory):
-    """42 genomes written by `gas sample`: 30 within 0.5G at 224px, 6 at 96px and 6 at 160px.
+    """24 genomes written by `gas sample`: 16 within 0.5G at 224px, 4 at 96px and 4 at 160px.
 
     96 and 160 make 6x6 and 10x10 token grids, which most sampled windows do not divide: padding is covered.
     """
     out = tmp_path_factory.mktemp("efficientvit_genomes")
     paths = []
-    for resolution, n, budget in [(224, 30, "0.5G"), (96, 6, None), (160, 6, None)]:
+    for resolution, n, budget in [(224, 16, "0.5G"), (96, 4, None), (160, 4, None)]:
         folder = out / str(resolution)
         args = ["sample", "--space", "efficientvit", "--n", str(n), "--seed", str(resolution)]
         args += ["--resolution", str(resolution), *(["--budget", budget] if budget else []), "--out", str(folder)]
         result = run_gas(*args)
         assert result.returncode == 0, result.stderr
         paths += sorted(folder.glob("*.json"))
-    assert len(paths) == 42
+    assert len(paths) == 24
     return paths
 
 
@@ -94,7 +94,7 @@ def test_analytic_cost_equals_built_model_and_fvcore(space, sampled_genomes):
 
 
 def test_sample_respects_budget_and_is_seeded(space, sampled_genomes, tmp_path):
-    assert all(space.cost(load_genome(path)).flops <= 0.5e9 for path in sampled_genomes[:30])
+    assert all(space.cost(load_genome(path)).flops <= 0.5e9 for path in sampled_genomes[:16])
     args = ["sample", "--space", "efficientvit", "--n", "5", "--seed", "224", "--budget", "0.5G"]
     again = run_gas(*args, "--out", str(tmp_path))
     assert again.returncode == 0, again.stderr
@@ -102,7 +102,7 @@ def test_sample_respects_budget_and_is_seeded(space, sampled_genomes, tmp_path):
 
 
 def test_sampled_genomes_vary_every_searched_field(sampled_genomes):
-    genomes = [load_genome(path) for path in sampled_genomes[:30]]
+    genomes = [load_genome(path) for path in sampled_genomes[:16]]
     blocks = [block for genome in genomes for stage in genome.stages for block in stage.blocks]
     for field in ("heads", "key_dim", "window", "ffn_ratio", "dw_kernel", "q_kernels"):
         assert len({getattr(block, field) for block in blocks}) > 1, field
@@ -112,7 +112,7 @@ def test_sampled_genomes_vary_every_searched_field(sampled_genomes):
     assert any(len(set(block.q_kernels)) > 1 for block in blocks)
     subsamples = [spec for genome in genomes for spec in genome.subsamples]
     assert len({spec.se_ratio for spec in subsamples}) == 2
-    assert len({tuple(stage.dim for stage in genome.stages) for genome in genomes}) > 20
+    assert len({tuple(stage.dim for stage in genome.stages) for genome in genomes}) > len(genomes) // 2
 
 
 # ---- the built model -----------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def _randomize(model: nn.Module, seed: int = 0) -> None:
 
 @pytest.mark.parametrize(("source", "resolution"), [("efficientvit_m0", 224), ("sampled", 96)])
 def test_fused_model_has_no_batch_norm_and_the_same_outputs(space, sampled_genomes, source, resolution):
-    genome = load_genome(sampled_genomes[30] if source == "sampled" else source).at_resolution(resolution)
+    genome = load_genome(sampled_genomes[16] if source == "sampled" else source).at_resolution(resolution)
     model = space.build(genome)
     _randomize(model)
     model.eval()
@@ -407,7 +407,7 @@ def test_stages_option_changes_the_design_rule():
 @pytest.mark.parametrize(("source", "resolution"), [("efficientvit_m0", 224), ("sampled", 96)])
 def test_exported_module_is_gas_model(space, sampled_genomes, tmp_path, source, resolution):
     """The standalone file builds the same parameters, and with shared weights the same outputs, fused too."""
-    genome = load_genome(sampled_genomes[31] if source == "sampled" else source).at_resolution(resolution)
+    genome = load_genome(sampled_genomes[17] if source == "sampled" else source).at_resolution(resolution)
     path = export_genome(genome, tmp_path / "exported_efficientvit.py", Provenance("test")).path
     lint = subprocess.run([RUFF, "check", "--no-cache", "--config", str(REPO / "pyproject.toml"), str(path)])
     assert lint.returncode == 0

@@ -101,6 +101,7 @@ def test_exported_model_equals_gas_model(case, exports, gas_models):
 def test_exported_modules_run_where_gas_cannot_be_imported(exports, gas_models, tmp_path):
     """A new Python without site (so the editable gas install is invisible), outside the repo, builds each one."""
     inputs, expected = {}, {}
+    threads = torch.get_num_threads()
     for case, model in gas_models.items():
         resolution = load_genome(CASES[case]).resolution
         inputs[case] = {"state_dict": model.state_dict(), "images": torch.randn(1, 3, resolution, resolution)}
@@ -111,6 +112,7 @@ def test_exported_modules_run_where_gas_cannot_be_imported(exports, gas_models, 
         """
         import importlib, importlib.util, sys
         import torch
+        torch.set_num_threads(int(sys.argv[3]))  # the parent's, so both reduce in the same order
         assert importlib.util.find_spec("gas") is None, "gas must not be importable here"
         try:
             import gas  # noqa: F401
@@ -136,7 +138,7 @@ def test_exported_modules_run_where_gas_cannot_be_imported(exports, gas_models, 
         "PYTHONPATH": os.pathsep.join([str(folder), paths["purelib"], paths["platlib"]]),
     }
     result = subprocess.run(
-        [sys.executable, "-S", "-c", script, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+        [sys.executable, "-S", "-c", script, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"), str(threads)],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -53,10 +54,33 @@ def non_dominated(trials: list) -> set[int]:
     return {t.number for t in trials if not any(dominates(other, t) for other in trials)}
 
 
-def test_search_end_to_end(tmp_path):
-    result = run_gas("search", "--budget", "1G", "--trials", "3", "--study", "e2e", *TINY, cwd=tmp_path)
+def _image_folder(root: Path) -> None:
+    """Two classes of 20 random 40x40 images, and one file that is not an image."""
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (root / label).mkdir(parents=True)
+        for index in range(20):
+            pixels = generator.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{index}.png")
+    (root / "dogs" / "broken.png").write_bytes(b"not an image")
+
+
+def test_search_end_to_end_on_a_relative_image_folder(tmp_path):
+    """The whole path as a user runs it on their own data: a folder named relative to theirs (Ray runs each
+    trial in a folder of its own, so the driver must resolve it), one unreadable file among good ones, and
+    the fidelity audit every search ends with (its long runs read the same folder)."""
+    _image_folder(tmp_path / "mydata")
+    args = ["--budget", "1G", "--trials", "3", "--study", "e2e", "--dataset", "imagefolder:mydata", "--audit", "3"]
+    args += ["--resolution", "32", "--epochs", "1", "--seed", "1", "--no-progress"]
+    result = run_gas("search", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Pareto front" in result.stdout and "gas export --study e2e" in result.stdout
+    assert "failures: none" in result.stdout
+    # One-line warnings (the search's data check, and the audit's before its long runs), no traceback.
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(line.startswith("gas search: warning:") and "broken.png" in line for line in lines)
 
     study = open_study(tmp_path, "e2e")
     space = get_space("turbovit")
@@ -64,6 +88,7 @@ def test_search_end_to_end(tmp_path):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     infeasible = [t for t in trials if t.state == TrialState.PRUNED]
     assert len(complete) == 3 and not [t for t in trials if t.state == TrialState.RUNNING]
+    folder = f"imagefolder:{tmp_path / 'mydata'}"
     for trial in complete:
         attrs = trial.user_attrs
         genome = load_genome(attrs["genome"])
@@ -71,9 +96,15 @@ def test_search_end_to_end(tmp_path):
         assert attrs["flops"] == cost.flops <= 1e9 and attrs["params"] == cost.params
         assert trial.values == [attrs["accuracy"], attrs["flops"]] and 0.0 <= attrs["accuracy"] <= 1.0
         assert attrs["budget_utilisation"] == pytest.approx(cost.flops / 1e9)
-        assert attrs["proxy_resolution"] == 32 and attrs["proxy_epochs"] == 1 and attrs["dataset"] == "digits"
+        assert attrs["proxy_resolution"] == 32 and attrs["proxy_epochs"] == 1 and attrs["dataset"] == folder
         assert attrs["wall_time"] > 0 and attrs["device"] == "cpu" and attrs["images_per_second"] > 0
         assert all(value <= 0 for value in trial.constraints.values())
+    data = study.user_attrs[record.StudyKey.DATA]
+    assert data["unreadable"] == ["dogs/broken.png"] and data["images"] == 40
+    assert study.user_attrs[record.StudyKey.SETTINGS]["proxy"]["dataset"] == folder
+    assert "audit: " in result.stdout and "n 3, against 3 epochs at 32px" in result.stdout  # 3x the proxy's 1
+    audit = record.audit_of(study)
+    assert audit["n"] == 3 and audit["settings"]["evaluator"] == "train" and not audit["failed"]
 
     assert infeasible, "a 1G budget rejects some proposals of the turbovit space"
     for trial in infeasible:
@@ -86,11 +117,23 @@ def test_search_end_to_end(tmp_path):
 
 
 def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path):
-    env = {"PYTHONPATH": str(REPO)}
-    args = ["search", "--space", "tests.faulty_space", "--budget", "100G", "--trials", "3", "--study", "faults"]
-    result = run_gas(*args, *TINY, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    trials = sorted(open_study(tmp_path, "faults").get_trials(), key=lambda t: t.number)
+    """A trial that raises and one that diverges are recorded with their errors; the search trains on.
+
+    The engine records failures for both drivers alike (the driver test below); the Ray path's own
+    error transport is what the every-trial-failed test runs."""
+    proxy = ProxyConfig(dataset="digits", train_size=64, val_size=32).with_overrides(epochs=1, seed=1, device="cpu")
+    config = SearchConfig(
+        budget=100_000_000_000,
+        space="tests.faulty_space",
+        trials=3,
+        study="faults",
+        storage=f"sqlite:///{tmp_path}/gas.db",
+        proxy=proxy,
+        progress=False,
+    )
+    outcome = search_in_process(config)
+    assert outcome.failed_run is None and outcome.failures and outcome.failures.startswith("2 failed")
+    trials = sorted(outcome.study.get_trials(), key=lambda t: t.number)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
     assert trials[1].user_attrs["error"] == "RuntimeError: injected fault in forward"
     assert "nan" in trials[2].user_attrs["error"].lower() or "finite" in trials[2].user_attrs["error"].lower()
@@ -101,7 +144,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(1.0)
+        time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -109,45 +152,53 @@ def _count(folder: Path, name: str, state: TrialState) -> int:
     if not (folder / "runs" / "gas.db").exists():
         return 0
     try:
-        return len(open_study(folder, name).get_trials(states=(state,)))
+        # Read only: a poll that created the tables would race the search creating them.
+        storage = optuna.storages.RDBStorage(f"sqlite:///{folder}/runs/gas.db", skip_table_creation=True)
+        return len(optuna.load_study(study_name=name, storage=storage).get_trials(states=(state,)))
     except (KeyError, ValueError, sqlalchemy.exc.SQLAlchemyError):  # the search is still creating it
         return 0
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["kill", "ctrl-c"])
-def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path, stop_signal):
-    args = [sys.executable, "-m", "gas", "search", "--budget", "1G", "--trials", "6", "--study", "resume", *SCORED]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _interrupt(args: list[str], folder: Path, stop_signal: int, finished: int) -> dict[int, list[float]]:
+    """Run the search until `finished` trials are complete, stop it with `stop_signal`, and return what it kept."""
+    process = subprocess.Popen(args, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def finished_a_trial() -> bool:
+    def enough() -> bool:
         if process.poll() is not None:  # the search ended on its own: show why instead of waiting
             raise AssertionError(f"search exited with {process.returncode}: {process.stderr.read()}")
-        return _count(tmp_path, "resume", TrialState.COMPLETE) >= 1
+        return _count(folder, "resume", TrialState.COMPLETE) >= finished
 
     try:
-        _wait_for(finished_a_trial, 240, "a finished trial")
+        _wait_for(enough, 240, f"{finished} finished trials")
     finally:
         process.send_signal(stop_signal)
         _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "run the same command to resume" in stderr
-    before = {t.number: t.values for t in open_study(tmp_path, "resume").get_trials(states=(TrialState.COMPLETE,))}
-    assert before
+    return {t.number: t.values for t in open_study(folder, "resume").get_trials(states=(TrialState.COMPLETE,))}
+
+
+def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path):
+    """Ctrl-C, then a kill (SIGTERM) of the resumed run, then a resume to the end: nothing finished is lost."""
+    args = [sys.executable, "-m", "gas", "search", "--budget", "1G", "--trials", "8", "--study", "resume", *SCORED]
+    after_ctrl_c = _interrupt(args, tmp_path, signal.SIGINT, finished=1)
+    after_kill = _interrupt(args, tmp_path, signal.SIGTERM, finished=len(after_ctrl_c) + 1)
+    assert after_ctrl_c and all(after_kill[number] == values for number, values in after_ctrl_c.items())
 
     result = run_gas(*args[3:], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = open_study(tmp_path, "resume")
     after = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    assert all(after[number] == values for number, values in before.items())
+    assert all(after[number] == values for number, values in after_kill.items())
     trained = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
-    assert len(trained) == 6
+    assert len(trained) == 8
     assert not study.get_trials(states=(TrialState.RUNNING,))
     requeued = [t for t in study.get_trials() if "requeued_from" in t.user_attrs]
     # Every trial that did not finish was interrupted (nothing failed here), and each was re-queued once.
     interrupted = {t.number for t in study.get_trials(states=(TrialState.FAIL,))}
     assert sorted(t.user_attrs["requeued_from"] for t in requeued) == sorted(interrupted)
     assert record.interrupted_numbers(study.get_trials()) == interrupted
-    assert len(record.trained_trials(study)) == 6
+    assert len(record.trained_trials(study)) == 8
     for trial in requeued:
         assert trial.params == study.trials[trial.user_attrs["requeued_from"]].params
 
@@ -252,6 +303,54 @@ def test_resumed_study_must_keep_its_settings(tmp_path):
     assert len(record.trained_trials(record.open_study("same", first.storage))) == 1, "nothing trained on refusal"
 
 
+def test_a_resumed_search_proposes_new_genomes_and_resumes_the_same_way_twice(tmp_path):
+    """Resuming does not replay the first run's proposals (the sampler's seed alone would), yet stays
+    reproducible: the same study resumed twice from the same state proposes the same genomes."""
+    first = _scored_config(tmp_path, budget=2_500_000_000, trials=3)
+    proposed_first = [t.user_attrs[record.TrialKey.GENOME] for t in search_in_process(first).study.get_trials()]
+    with sqlite3.connect(tmp_path / "gas.db") as source, sqlite3.connect(tmp_path / "copy.db") as copy:
+        source.backup(copy)  # a file copy could miss what is still in the write-ahead log
+    resumed = {}
+    for name in ("gas", "copy"):
+        config = dataclasses.replace(first, trials=6, storage=f"sqlite:///{tmp_path}/{name}.db")
+        study = search_in_process(config).study
+        resumed[name] = [t.user_attrs[record.TrialKey.GENOME] for t in study.get_trials()]
+        assert resumed[name][: len(proposed_first)] == proposed_first
+        assert not [genome for genome in resumed[name][len(proposed_first) :] if genome in proposed_first]
+    assert resumed["gas"] == resumed["copy"]
+    assert len(record.trained_trials(record.open_study("same", first.storage))) == 6
+
+
+def _open_together(url: str, openers: int) -> list[str]:
+    """Open `url` through gas from `openers` threads released at once: "ok" or the error, for each."""
+    import threading
+
+    start, outcomes = threading.Barrier(openers), []
+
+    def open_when_released() -> None:
+        start.wait()
+        try:
+            record.storage_for(url)
+            outcomes.append("ok")
+        except GasError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=open_when_released) for _ in range(openers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def test_openers_of_one_new_study_file_at_once_all_open_it(tmp_path):
+    """A search and a dashboard (or two searches) started together race to create the same new database.
+
+    Threads with a connection each race exactly as processes do, and start together more reliably."""
+    for attempt in range(3):
+        assert _open_together(f"sqlite:///{tmp_path}/new{attempt}.db", 6) == ["ok"] * 6
+
+
 def test_a_study_started_on_gpus_does_not_resume_on_a_cpu(tmp_path):
     """The device kind is part of the settings: bf16 CUDA training and fp32 CPU training are other proxies."""
     on_gpus = _scored_config(tmp_path)
@@ -297,35 +396,6 @@ def test_in_process_and_ray_drivers_write_the_same_study(tmp_path):
     local, ray = summary(studies["local"]), summary(studies["ray"])
     assert len(record.trained_trials(studies["local"])) == 4
     assert local == ray
-
-
-def test_a_relative_imagefolder_reaches_the_workers(tmp_path):
-    """Ray runs each trial in a folder of its own: a path the user gave relative to theirs must still be found."""
-    from PIL import Image
-
-    generator = np.random.default_rng(0)
-    for label in ("cats", "dogs"):
-        (tmp_path / "mydata" / label).mkdir(parents=True)
-        for index in range(20):
-            pixels = generator.integers(0, 255, (40, 40, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "mydata" / label / f"{index}.png")
-    (tmp_path / "mydata" / "dogs" / "broken.png").write_bytes(b"not an image")
-    args = ["--budget", "1G", "--trials", "3", "--study", "mine", "--dataset", "imagefolder:mydata", "--audit", "3"]
-    result = run_gas("search", *args, "--resolution", "32", "--evaluator", "zero-cost", "--no-progress", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "failures: none" in result.stdout
-    # One-line warnings (the search's data check, and the audit's before its long runs), no traceback.
-    lines = result.stderr.strip().splitlines()
-    assert lines and all(line.startswith("gas search: warning:") and "broken.png" in line for line in lines)
-    study = open_study(tmp_path, "mine")
-    assert _count(tmp_path, "mine", TrialState.COMPLETE) == 3
-    # Every search ends with a small fidelity audit (the long runs read the same folder), recorded in the study.
-    assert "audit: " in result.stdout and "n 3, against 12 epochs at 32px" in result.stdout  # 3x the default 4
-    audit = record.audit_of(study)
-    assert audit["n"] == 3 and audit["settings"]["evaluator"] == "train" and not audit["failed"]
-    data = study.user_attrs[record.StudyKey.DATA]
-    assert data["unreadable"] == ["dogs/broken.png"] and data["images"] == 40
-    assert study.user_attrs[record.StudyKey.SETTINGS]["proxy"]["dataset"] == f"imagefolder:{tmp_path / 'mydata'}"
 
 
 def test_a_search_in_which_every_trial_failed_is_a_failure(tmp_path):
