@@ -70,6 +70,8 @@ class TrialKey:
     DUPLICATE_OF = "duplicate_of"  # the trial whose result this proposal repeats
     REQUEUED_FROM = "requeued_from"  # the interrupted trial this one trains again
     INTERRUPTED = "interrupted"  # written by earlier versions on the interrupted trial itself
+    # {"pid", "rss_mib"}: the Ray worker that ran the trial and its resident memory after it (after the trim)
+    WORKER = "worker"
 
 
 class StudyKey:
@@ -338,7 +340,8 @@ def write_proposal(
     """What every proposal carries before anything is decided about it: genome, costs and constraints.
 
     Constraints are relative overshoots (`(cost - limit) / limit`) so every limit weighs alike; <= 0 is
-    feasible, and Optuna's samplers read them to learn where the budget lies.
+    feasible, and Optuna's samplers read them to learn where the budget lies. A proposal that will train
+    comes without its latency constraint, which its measurement decides (`write_constraints`).
     """
     trial.set_user_attr(TrialKey.GENOME, genome.to_dict())
     trial.set_user_attr(TrialKey.PARAMS, cost.params)
@@ -347,8 +350,7 @@ def write_proposal(
         trial.set_user_attr(TrialKey.BUDGET_UTILISATION, cost.flops / budget_flops)
     if predicted_latency is not None:
         trial.set_user_attr(TrialKey.PREDICTED_LATENCY, predicted_latency)
-    for name, value in constraints.items():
-        trial.set_constraint(name, value)
+    write_constraints(trial, constraints)
 
 
 def write_infeasible(study: optuna.Study, trial: optuna.Trial, reasons: Sequence[str]) -> None:
@@ -407,6 +409,12 @@ def write_result(
     return study.tell(trial, [result.accuracy, float(trial.user_attrs[TrialKey.FLOPS] if cost is None else cost)])
 
 
+def write_constraints(trial: optuna.Trial, constraints: Mapping[str, float]) -> None:
+    """Constraints decided after the proposal (a measured latency); Optuna keeps the first value of each."""
+    for name, value in constraints.items():
+        trial.set_constraint(name, value)
+
+
 def write_measured_latency(trial: optuna.Trial, seconds: float) -> None:
     trial.set_user_attr(TrialKey.MEASURED_LATENCY, seconds)
 
@@ -420,8 +428,7 @@ def write_over_limit(
     overshoot, so samplers learn from the measurement rather than the prediction.
     """
     _write_trained(trial, result)
-    for name, value in constraints.items():
-        trial.set_constraint(name, value)
+    write_constraints(trial, constraints)
     trial.set_user_attr(TrialKey.FEASIBLE, False)
     trial.set_user_attr(TrialKey.INFEASIBLE_REASON, "measured " + "; ".join(reasons))
     study.tell(trial, state=TrialState.PRUNED)
@@ -439,6 +446,11 @@ def write_stopped(study: optuna.Study, trial: optuna.Trial, result: ProxyResult)
     trial.set_user_attr(TrialKey.STOPPED_AT, result.epochs)
     _write_training(trial, result)
     study.tell(trial, state=TrialState.PRUNED)
+
+
+def write_worker(trial: optuna.Trial, pid: int, rss_bytes: int) -> None:
+    """Which worker process ran a trial and how much memory it held after; written before the result."""
+    trial.set_user_attr(TrialKey.WORKER, {"pid": pid, "rss_mib": round(rss_bytes / 2**20, 1)})
 
 
 def write_failure(study: optuna.Study, trial: optuna.Trial, error: str) -> None:

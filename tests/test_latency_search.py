@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import warnings
 
 import pytest
 import torch
@@ -52,7 +53,10 @@ def test_a_latency_limited_search_keeps_only_what_was_measured_under_the_limit(t
         progress=False,
         latency=LatencyTarget(SETTINGS, limit, PLAN, runs=5),
     )
-    study = search_in_process(config).study
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = search_in_process(config).study
+    assert not [str(w.message) for w in caught if "constraint" in str(w.message)], "each constraint is set once"
     trials = study.get_trials()
     rejected = [t for t in trials if t.state == TrialState.PRUNED and "predicted latency" in str(t.user_attrs)]
     assert rejected, "some proposals are predicted over the limit and never train"
@@ -65,6 +69,9 @@ def test_a_latency_limited_search_keeps_only_what_was_measured_under_the_limit(t
         assert trial.user_attrs[record.TrialKey.PREDICTED_LATENCY] <= limit
         assert trial.user_attrs[record.TrialKey.MEASURED_LATENCY] <= limit
     for trial in record.trained_trials(study):
+        # Samplers learn from the measurement, not the prediction that let the trial train.
+        measured = trial.user_attrs[record.TrialKey.MEASURED_LATENCY]
+        assert trial.constraints["latency"] == pytest.approx((measured - limit) / limit)
         if trial.state == TrialState.PRUNED:  # predicted under, measured over: infeasible, off the front
             assert trial.user_attrs[record.TrialKey.MEASURED_LATENCY] > limit
             assert trial.user_attrs[record.TrialKey.INFEASIBLE_REASON].startswith("measured latency")

@@ -205,6 +205,9 @@ class Engine:
         self.histories: dict[int, list[float]] = {}  # accuracy per epoch of trials in flight
         self.stopped: set[int] = set()  # trials in flight that early stopping ended
         self.dispatched: dict[int, float] = {}  # when each trial in flight left, for stopped trials' wall time
+        # The predicted latency constraint of each trial in flight, written only once its end is known: Optuna
+        # keeps the first value set for a constraint, and a trained trial's must be the measured one.
+        self.held_constraints: dict[int, dict[str, float]] = {}
 
     def settings(self) -> dict[str, Any]:
         """What makes two runs part of the same search; a resumed study must match it."""
@@ -247,6 +250,7 @@ class Engine:
         self.histories.pop(number, None)
         self.stopped.discard(number)
         self.dispatched.pop(number, None)
+        self.held_constraints.pop(number, None)
 
     def report(self, number: int, epoch: int, accuracy: float) -> bool:
         """A trial in flight finished `epoch` with `accuracy`; False when early stopping ends it here."""
@@ -300,16 +304,19 @@ class Engine:
                 and predicted > self.budget.latency
             ):
                 reasons[-1] = "predicted " + reasons[-1]
+            held = {"latency": constraints.pop("latency")} if not reasons and "latency" in constraints else {}
             record.write_proposal(trial, genome, cost, self.budget.flops, constraints, predicted)
             if reasons:
                 record.write_infeasible(self.study, trial, reasons)
                 continue
             earlier = self.evaluated.get(record.genome_key(genome.to_dict()))
             if earlier is not None:  # same genome, same settings: same result, no need to train it again
+                record.write_constraints(trial, held)
                 record.write_duplicate(self.study, trial, earlier)
                 continue
             record.write_dispatch(trial, self.config.proxy)
             self.live[trial.number] = trial
+            self.held_constraints[trial.number] = held
             self.dispatched[trial.number] = time.monotonic()
             return Proposal(trial.number, genome.to_dict(), self.config.proxy.to_dict())
         self.stopped_reason = (
@@ -318,20 +325,29 @@ class Engine:
         )
         return None
 
-    def record(self, number: int, outcome: ProxyResult | str) -> FrozenTrial | None:
-        """Tell the study a proposal's result, or its error; a trial not in flight here is ignored."""
+    def record(
+        self, number: int, outcome: ProxyResult | str, worker: tuple[int, int] | None = None
+    ) -> FrozenTrial | None:
+        """Tell the study a proposal's result, or its error; a trial not in flight here is ignored.
+
+        `worker`: the (pid, resident bytes) of the process that ran it, where the driver knows them."""
         started = time.perf_counter()
         try:
             trial = self.live.pop(number, None)
             if trial is None:
                 return None
+            if worker is not None:
+                record.write_worker(trial, *worker)
             stopped = number in self.stopped
+            held = self.held_constraints.get(number, {})
             self._forget(number)
             if isinstance(outcome, str):
+                record.write_constraints(trial, held)
                 record.write_failure(self.study, trial, outcome)
                 self.failed_here.append(outcome)
                 return None
             if stopped:
+                record.write_constraints(trial, held)
                 record.write_stopped(self.study, trial, outcome)
                 self.stopped_here += 1
                 return None
@@ -340,10 +356,13 @@ class Engine:
                 constraints, reasons = self.budget.check(
                     self.space.cost(load_genome(trial.user_attrs[record.TrialKey.GENOME])), measured
                 )
+                # The others were written with the proposal; without a limit there is no latency constraint.
+                latency = {name: value for name, value in constraints.items() if name == "latency"}
                 if reasons:
-                    record.write_over_limit(self.study, trial, outcome, constraints, reasons)
+                    record.write_over_limit(self.study, trial, outcome, latency, reasons)
                     self.completed_here += 1
                     return None
+                record.write_constraints(trial, latency)
             if self.rungs is not None:
                 self.rungs.add_history(number, outcome.accuracy_history, self._rung_cost(trial))
             frozen = record.write_result(self.study, trial, outcome, self._objective_cost(trial, measured))
