@@ -99,6 +99,8 @@ def test_search_end_to_end_on_a_relative_image_folder(tmp_path):
         assert attrs["proxy_resolution"] == 32 and attrs["proxy_epochs"] == 1 and attrs["dataset"] == folder
         assert attrs["wall_time"] > 0 and attrs["device"] == "cpu" and attrs["images_per_second"] > 0
         assert all(value <= 0 for value in trial.constraints.values())
+        # The worker that ran it, and its resident memory after (torch alone takes more than 100 MiB).
+        assert attrs["worker"]["pid"] > 0 and attrs["worker"]["pid"] != os.getpid() and attrs["worker"]["rss_mib"] > 100
     data = study.user_attrs[record.StudyKey.DATA]
     assert data["unreadable"] == ["dogs/broken.png"] and data["images"] == 40
     assert study.user_attrs[record.StudyKey.SETTINGS]["proxy"]["dataset"] == folder

@@ -45,16 +45,26 @@ def run_trial(config: dict[str, Any]) -> None:
     outcome = evaluate_proposal(proposal, report=lambda metrics: tune.report(dict(metrics)))
     # The result travels as one JSON string: Tune flattens nested metrics ("zero_cost/naswot") on the way.
     _release_freed_memory()
+    worker = {"worker_pid": os.getpid(), "worker_rss": _resident_bytes()}
     if isinstance(outcome, str):
-        tune.report({"error": outcome})
+        tune.report({"error": outcome, **worker})
     else:
-        tune.report({"result": json.dumps(outcome.to_dict())})
+        tune.report({"result": json.dumps(outcome.to_dict()), **worker})
 
 
 def _release_freed_memory() -> None:
     """Hand memory the trial freed back to the OS (glibc's malloc_trim), so a reused worker stays small."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim this way
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (0 where /proc does not say), recorded with each trial."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class RungScheduler(FIFOScheduler):
@@ -110,7 +120,8 @@ class EngineSearcher(Searcher):
             outcome = "stopped before its last epoch; not a fully trained result"
         else:
             outcome = ProxyResult.from_dict(json.loads(result["result"]))
-        self.engine.record(number, outcome)
+        worker = (int(result["worker_pid"]), int(result["worker_rss"])) if result and result.get("worker_rss") else None
+        self.engine.record(number, outcome, worker)
         if self.progress is not None:
             self.progress.refresh(completed=1)
 
