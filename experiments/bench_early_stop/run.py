@@ -34,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
-import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -45,11 +44,12 @@ from optuna.trial import TrialState
 
 from experiments.common.hypervolume import hypervolume
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.worker_time import search_for
 from experiments.common.workers import worker_pool
 from gas import study as record
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
-from gas.search import SearchConfig, prepare, search_in_process
+from gas.search import SearchConfig, prepare
 from gas.search.early_stop import DEFAULT_ETA, EarlyStopping
 from gas.units import compact_count, parse_count
 
@@ -76,10 +76,6 @@ def arm_config(arm: str, seed: int, args: argparse.Namespace, out: Path) -> Sear
     )
 
 
-def worker_seconds(study: optuna.Study) -> float:
-    return sum(float(t.user_attrs.get(record.TrialKey.WALL_TIME, 0.0)) for t in record.trained_trials(study))
-
-
 def run_arm(task: tuple[str, int, SearchConfig, float]) -> list[dict]:
     """One arm and seed from an empty study, until its trials have used the worker time; one row per trial."""
     import torch
@@ -90,13 +86,7 @@ def run_arm(task: tuple[str, int, SearchConfig, float]) -> list[dict]:
     storage_file = Path(config.storage.removeprefix("sqlite:///"))
     storage_file.parent.mkdir(parents=True, exist_ok=True)
     storage_file.unlink(missing_ok=True)
-    trials = 1
-    while True:
-        outcome = search_in_process(dataclasses.replace(config, trials=trials))
-        used = worker_seconds(outcome.study)
-        if used >= budget_seconds or outcome.stopped_reason:
-            break
-        trials = len(record.trained_trials(outcome.study)) + 1
+    outcome = search_for(config, budget_seconds)
     rows, spent, done = [], 0.0, []
     ordered = sorted(record.trained_trials(outcome.study), key=lambda t: (t.datetime_complete, t.number))
     for trial in ordered:
