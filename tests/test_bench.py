@@ -380,6 +380,7 @@ REDRAWN = {
     "bench_search": ("bench_search_train.md", ("bench_search_train.csv", "bench_search_train_runs.csv")),
     "bench_quality": ("bench_quality.md", ("bench_quality.csv",)),
     "bench_scale": ("bench_scale.md", ("bench_scale.csv",)),
+    "bench_early_stop": ("bench_early_stop.md", ("bench_early_stop.csv",)),
     "fidelity": ("fidelity.md", ("fidelity.csv",)),
 }
 

@@ -1,0 +1,231 @@
+"""Latency-aware search against the FLOPs-budget search: the best network each finds at the reference's latency.
+
+    python experiments/bench_latency_search/run.py --worker-seconds 540 --seeds 3 --jobs 2
+    python experiments/bench_latency_search/run.py --report-only     # redraw table and summary from the CSVs
+
+First the `turbovit` reference's latency is measured on this CPU (one thread, batch 1, fp32, --runs runs);
+that is the limit L. Two arms then search the turbovit space on the default proxy, each for the same
+worker time (the trials' own wall time, as in bench_early_stop), one thread per run:
+
+    flops     `gas search --budget 2.5G`: FLOPs within the budget, latency never looked at
+    latency   `gas search --max-latency L`: every proposal's latency predicted before it trains, every trained
+              trial's measured after, and only those measured under L kept feasible
+
+Both arms are scored alike, after all searches have ended, on an otherwise idle machine: their trained
+trials, most accurate first, are measured again end to end (--runs runs) until one is at or under L; its
+proxy accuracy is the arm's "best at L". The `turbovit` reference is trained on the same proxy with the
+same seeds, so the figures compare at the proxy's fidelity; this harness trains nothing on a longer
+schedule (bench_quality does that for a study's picks).
+
+Writes into --out: bench_latency_search.csv (one row per arm and seed), bench_latency_search_trials.csv
+(every measurement of the scoring), bench_latency_search.md, the studies under bench_latency_search_studies/
+and its section of SUMMARY.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+from scipy.stats import ttest_ind
+
+from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.worker_time import search_for, worker_seconds
+from experiments.common.workers import worker_pool
+from gas import study as record
+from gas.errors import GasError
+from gas.evaluate.proxy import ProxyConfig, evaluate
+from gas.latency import LatencySettings, measure
+from gas.search import SearchConfig, prepare
+from gas.search.latency_limit import LatencyTarget
+from gas.space import load_genome
+from gas.units import format_count, parse_count
+
+SCRIPT = "experiments/bench_latency_search/run.py"
+NAME = "bench_latency_search"
+ARMS = ("flops", "latency")
+LABELS = {"flops": "FLOPs budget", "latency": "latency limit", "turbovit": "turbovit reference"}
+SETTINGS = LatencySettings(device="cpu", threads=1, batch=1, dtype="fp32")
+MAX_MEASURED = 12  # trials measured per run while looking for one at or under the limit
+
+
+def arm_config(arm: str, seed: int, limit: float, args: argparse.Namespace, out: Path) -> SearchConfig:
+    return SearchConfig(
+        budget=parse_count(args.budget) if arm == "flops" else None,
+        study=f"{NAME}-{arm}-s{seed}",
+        storage=f"sqlite:///{out / f'{NAME}_studies' / f'{arm}-s{seed}.db'}",
+        trials=1,
+        seed=seed,
+        proxy=ProxyConfig().with_overrides(device="cpu", seed=seed),
+        progress=False,
+        latency=LatencyTarget(SETTINGS, limit, runs=args.runs) if arm == "latency" else None,
+    )
+
+
+def run_arm(task: tuple[str, int, SearchConfig, float]) -> dict:
+    """One arm and seed from an empty study, until its trials have used the worker time."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    arm, seed, config, seconds = task
+    storage_file = Path(config.storage.removeprefix("sqlite:///"))
+    storage_file.parent.mkdir(parents=True, exist_ok=True)
+    storage_file.unlink(missing_ok=True)
+    study = search_for(config, seconds).study
+    trained = record.trained_trials(study)
+    print(f"{arm} seed {seed}: {len(trained)} trials, {worker_seconds(study):.0f} worker-s", flush=True)
+    return {"arm": arm, "seed": seed, "trials": len(trained), "worker_s": worker_seconds(study)}
+
+
+def train_reference(seed: int) -> dict:
+    """The turbovit reference on the search's proxy, at one seed."""
+    result = evaluate(load_genome("turbovit"), ProxyConfig().with_overrides(device="cpu", seed=seed))
+    return {"arm": "turbovit", "seed": seed, "best_accuracy": result.accuracy}
+
+
+def best_at_limit(arm: str, seed: int, study: optuna.Study, limit: float, runs: int) -> tuple[dict, list[dict]]:
+    """The most accurate trained trial measured at or under `limit`, measuring down the accuracy order."""
+    complete = sorted(
+        (t for t in record.trained_trials(study) if t.state == TrialState.COMPLETE),
+        key=lambda t: t.values[0],
+        reverse=True,
+    )
+    measured = []
+    for trial in complete[:MAX_MEASURED]:
+        genome = load_genome(trial.user_attrs[record.TrialKey.GENOME])
+        seconds = measure(genome, SETTINGS, runs).median
+        measured.append(
+            {
+                "arm": arm,
+                "seed": seed,
+                "trial": trial.number,
+                "accuracy": trial.values[0],
+                "flops": trial.user_attrs[record.TrialKey.FLOPS],
+                "latency_s": seconds,
+                "searched_latency_s": trial.user_attrs.get(record.TrialKey.MEASURED_LATENCY),
+            }
+        )
+        if seconds <= limit:
+            return {"best_trial": trial.number, "best_accuracy": trial.values[0], "best_latency_s": seconds}, measured
+    return {"best_trial": None, "best_accuracy": None, "best_latency_s": None}, measured
+
+
+def summarise(runs: pd.DataFrame, limit: float) -> tuple[pd.DataFrame, list[str]]:
+    table = []
+    for arm in (*ARMS, "turbovit"):
+        rows = runs[runs.arm == arm]
+        found = rows.best_accuracy.dropna()
+        table.append(
+            {
+                "arm": LABELS[arm],
+                "seeds": len(rows),
+                "best_at_limit_mean": found.mean() if len(found) else None,
+                "best_at_limit_std": found.std(ddof=1) if len(found) > 1 else None,
+                "found": f"{len(found)}/{len(rows)}",
+                "trials_mean": rows.trials.mean() if arm != "turbovit" else None,
+                "worker_s_mean": rows.worker_s.mean() if arm != "turbovit" else None,
+            }
+        )
+    headlines, p_values = [], {}
+    latency = runs[runs.arm == "latency"].best_accuracy.dropna()
+    for other in ("flops", "turbovit"):
+        against = runs[runs.arm == other].best_accuracy.dropna()
+        if len(latency) > 1 and len(against) > 1:
+            p_values[other] = float(ttest_ind(latency, against, equal_var=False).pvalue)
+            headlines.append(
+                f"- Latency-aware search against {LABELS[other]}: {100 * (latency.mean() - against.mean()):+.2f} "
+                f"points of proxy accuracy at or under {1000 * limit:.1f} ms (Welch's t-test p = "
+                f"{p_values[other]:.3f}, {len(latency)} and {len(against)} seeds)."
+            )
+    reference = runs[runs.arm == "turbovit"].best_accuracy.mean()
+    gap = 100 * (latency.mean() - reference) if len(latency) else float("nan")
+    met = gap >= 1.0 and p_values.get("turbovit", 1.0) < 0.05
+    headlines.append(
+        f"- Goal (at the reference's latency, at least +1 point over it beyond seed noise, p < 0.05): "
+        f"{'met' if met else 'missed'} ({gap:+.2f} points)."
+    )
+    return pd.DataFrame(table), headlines
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", default="2.5G", help="the FLOPs arm's budget at 224px (default: 2.5G)")
+    parser.add_argument("--worker-seconds", type=float, default=540.0, help="worker time per run (default: 540)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3)")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per latency measurement (default: 20)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
+    parser.add_argument("--report-only", action="store_true", help="redraw from the CSVs; measure nothing")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out.resolve()
+    try:
+        if args.report_only:
+            runs = pd.read_csv(out / f"{NAME}.csv")
+            limit = float(runs.limit_s.iloc[0])
+        else:
+            os.environ.setdefault("GAS_CACHE_DIR", str(out / f"{NAME}_studies" / "cache"))
+            limit = measure(load_genome("turbovit"), SETTINGS, 2 * args.runs).median
+            print(f"turbovit reference: {1000 * limit:.1f} ms on {SETTINGS.describe()}", flush=True)
+            tasks = [
+                (arm, seed, arm_config(arm, seed, limit, args, out), args.worker_seconds)
+                for seed in range(args.seeds)
+                for arm in ARMS
+            ]
+            for arm in ARMS:  # bad input in one line, and the latency model built once before the runs share it
+                prepare(next(task[2] for task in tasks if task[0] == arm))
+            with worker_pool(args.jobs, threads=1) as pool:
+                searched = list(pool.map(run_arm, tasks))
+                references = list(pool.map(train_reference, range(args.seeds)))
+            rows, measured = [], []
+            for (arm, seed, config, _), result in zip(tasks, searched, strict=True):
+                study = record.open_study(config.study_name, config.storage)
+                best, tried = best_at_limit(arm, seed, study, limit, args.runs)
+                rows.append({**result, **best})
+                measured += tried
+            runs = pd.DataFrame([*rows, *references]).assign(limit_s=limit)
+            out.mkdir(parents=True, exist_ok=True)
+            runs.to_csv(out / f"{NAME}.csv", index=False)
+            pd.DataFrame(measured).to_csv(out / f"{NAME}_trials.csv", index=False)
+    except (GasError, OSError) as error:
+        print(f"bench_latency_search: error: {error}", file=sys.stderr)
+        return 2
+    table, headlines = summarise(runs, limit)
+    markdown = "\n".join(
+        [
+            "## Latency-aware search against the FLOPs budget, at equal worker time",
+            "",
+            stamp(command_line(SCRIPT, argv)),
+            "",
+            f"Limit: the `turbovit` reference's measured latency, {1000 * limit:.1f} ms ({SETTINGS.describe()}). "
+            f"Each arm searched until its trials had used {runs.worker_s.dropna().min():.0f}+ worker-seconds on "
+            f"the default proxy (one thread per run, {args.jobs} runs at a time): the FLOPs arm within "
+            f"{format_count(parse_count(args.budget))} FLOPs, the latency arm under the limit alone. Each run's "
+            "'best at limit' is its most accurate trained trial re-measured at or under the limit after all "
+            "searches ended; the reference row is turbovit trained on the same proxy and seeds. Proxy accuracy "
+            "only: nothing here trains on a longer schedule.",
+            "",
+            table.to_markdown(index=False, floatfmt=".3f"),
+            "",
+            *headlines,
+        ]
+    )
+    (out / f"{NAME}.md").write_text(markdown + "\n")
+    update_summary(out, NAME, markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

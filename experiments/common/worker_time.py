@@ -1,0 +1,29 @@
+"""Searching for a fixed worker time: how the benchmarks give every arm the same compute."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+
+from gas import study as record
+from gas.search import SearchConfig, SearchOutcome, search_in_process
+
+
+def worker_seconds(study: optuna.Study) -> float:
+    """The trials' own wall time (training, evaluation, data loading), stopped and failed trials included."""
+    return sum(float(t.user_attrs.get(record.TrialKey.WALL_TIME, 0.0)) for t in record.trained_trials(study))
+
+
+def search_for(config: SearchConfig, seconds: float) -> SearchOutcome:
+    """Search in process, one trial more at a time, until the trials have used `seconds` of worker time.
+
+    Starts from `config.storage` as it is (delete it first for a fresh study); stops early when the
+    sampler cannot find another feasible genome.
+    """
+    trials = 1
+    while True:
+        outcome = search_in_process(dataclasses.replace(config, trials=trials))
+        if worker_seconds(outcome.study) >= seconds or outcome.stopped_reason:
+            return outcome
+        trials = len(record.trained_trials(outcome.study)) + 1
