@@ -381,6 +381,7 @@ REDRAWN = {
     "bench_quality": ("bench_quality.md", ("bench_quality.csv",)),
     "bench_scale": ("bench_scale.md", ("bench_scale.csv",)),
     "bench_early_stop": ("bench_early_stop.md", ("bench_early_stop.csv",)),
+    "bench_latency_search": ("bench_latency_search.md", ("bench_latency_search.csv",)),
     "fidelity": ("fidelity.md", ("fidelity.csv",)),
 }
 
