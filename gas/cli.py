@@ -180,11 +180,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _audit_after_search(args: argparse.Namespace, config: SearchConfig, study: optuna.Study) -> None:
-    """The small fidelity audit every search ends with (`--audit N`, 0 for none), on the same kind of workers.
-
-    It keeps the proxy's resolution and triples its epochs: doubling the resolution as `gas audit` does
-    would quadruple its cost, more than the default search's envelope holds.
-    """
+    """The small fidelity audit every search ends with (`--audit N`, 0 for none), on the same kind of workers."""
     import functools
 
     from gas.search import audit as fidelity
@@ -195,9 +191,7 @@ def _audit_after_search(args: argparse.Namespace, config: SearchConfig, study: o
     if len(trained_trials(study)) < max(3, args.audit):
         print(f"audit: skipped, the study has fewer than {max(3, args.audit)} trained trials")
         return
-    audit_config = fidelity.AuditConfig(
-        trials=args.audit, epoch_factor=3, resolution=config.proxy.resolution, data_dir=config.proxy.data_dir
-    )
+    audit_config = fidelity.after_search(args.audit, config.proxy)
     evaluate = functools.partial(
         fidelity.evaluate_on_ray, address=config.ray_address, cpus_per_trial=config.cpus_per_trial
     )

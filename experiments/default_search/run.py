@@ -32,7 +32,7 @@ from experiments.common.machine import machine_line
 from experiments.common.results import RESULTS
 from gas import study as record
 from gas.search import SearchConfig, run_search
-from gas.search.audit import AuditConfig, evaluate_on_ray, run_audit
+from gas.search.audit import AuditConfig, after_search, evaluate_on_ray, run_audit
 from gas.units import compact_count
 
 STORAGE_FILE = RESULTS / "default_search.db"
@@ -73,9 +73,8 @@ def main() -> None:
     outcome = run_search(config)
     study = outcome.study
     audit = None
-    if args.audit:  # as `gas search` ends: the proxy's resolution, 3x its epochs, on the same kind of workers
-        audit_config = AuditConfig(trials=args.audit, epoch_factor=3, resolution=config.proxy.resolution)
-        audit = run_audit(study, audit_config, evaluate_on_ray, progress=print)
+    if args.audit:  # as `gas search` ends, on the same kind of workers
+        audit = run_audit(study, after_search(args.audit, config.proxy), evaluate_on_ray, progress=print)
     trained = record.trained_trials(study)
     completed = [t for t in trained if t.state == TrialState.COMPLETE]
     first_half, second_half = record.feasible_share_by_half(study)

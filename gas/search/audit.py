@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # the proxy imports torch and the Ray driver imports Ray; rea
 
 __all__ = [
     "AuditConfig",
+    "after_search",
     "audit_line",
     "bootstrap_interval",
     "evaluate_in_process",
@@ -84,6 +85,15 @@ class AuditConfig:
     seed: int = 0  # the bootstrap's; training keeps the study's seed so that only the schedule differs
     data_dir: str | None = None  # the dataset's folder where it needs one (a study does not record paths)
     rounds: int = 1000  # bootstrap resamples
+
+
+def after_search(trials: int, proxy: ProxyConfig) -> AuditConfig:
+    """The audit every `gas search` ends with: the proxy's resolution and three times its epochs.
+
+    Doubling the resolution as `gas audit` does would quadruple its cost, more than the default search's
+    envelope holds.
+    """
+    return AuditConfig(trials=trials, epoch_factor=3, resolution=proxy.resolution, data_dir=proxy.data_dir)
 
 
 # ---- statistics ------------------------------------------------------------------------------------
