@@ -129,6 +129,8 @@ def repeatability(
     settings: LatencySettings, models: Sequence[str], run_counts: Sequence[int], repeats: int
 ) -> list[dict]:
     """Each model measured `repeats` times with each number of timed runs; one row per measurement."""
+    if not models:
+        return []  # `--repeat-models` with none: accuracy only
     rows = []
     for runs in run_counts:
         for repeat in range(repeats):
@@ -263,12 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 found += run_space(space, budgets[space], settings, plan, args)
             rows = pd.DataFrame(found)
+            out.mkdir(parents=True, exist_ok=True)
+            rows.to_csv(out / "bench_latency.csv", index=False)  # kept before the repeats, which may fail
             repeats = pd.DataFrame(
                 repeatability(settings, args.repeat_models, args.repeat_runs, args.repeats),
                 columns=["model", "runs", "repeat", "median_s", "spread_s", "load_1min"],
             )
-            out.mkdir(parents=True, exist_ok=True)
-            rows.to_csv(out / "bench_latency.csv", index=False)
             repeats.to_csv(out / "bench_latency_repeat.csv", index=False)
     except (GasError, OSError) as error:
         print(f"bench_latency: error: {error}", file=sys.stderr)

@@ -122,6 +122,8 @@ def summarise(runs: pd.DataFrame, limit: float) -> tuple[pd.DataFrame, list[str]
     table = []
     for arm in (*ARMS, "turbovit"):
         rows = runs[runs.arm == arm]
+        if rows.empty:
+            continue  # an arm left out by --arms
         found = rows.best_accuracy.dropna()
         table.append(
             {
@@ -160,6 +162,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", default="2.5G", help="the FLOPs arm's budget at 224px (default: 2.5G)")
     parser.add_argument("--worker-seconds", type=float, default=540.0, help="worker time per run (default: 540)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3)")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="(default: flops latency)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per latency measurement (default: 20)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: 2)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
@@ -181,9 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tasks = [
                 (arm, seed, arm_config(arm, seed, limit, args, out), args.worker_seconds)
                 for seed in range(args.seeds)
-                for arm in ARMS
+                for arm in args.arms
             ]
-            for arm in ARMS:  # bad input in one line, and the latency model built once before the runs share it
+            for arm in args.arms:  # bad input in one line, and the latency model built once before the runs share it
                 prepare(next(task[2] for task in tasks if task[0] == arm))
             with worker_pool(args.jobs, threads=1) as pool:
                 searched = list(pool.map(run_arm, tasks))

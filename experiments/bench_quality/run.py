@@ -1,15 +1,21 @@
-"""Search quality: the searched architectures against hand-designed ones at the same budget, trained alike.
+"""Search quality: the searched architectures against hand-designed ones at the same limit, trained alike.
 
-    python experiments/bench_quality/run.py --budget 2.5G --study turbovit-2.5G --storage sqlite:///runs/gas.db
+    python experiments/bench_quality/run.py --study turbovit-2.5G --storage sqlite:///runs/gas.db
+    python experiments/bench_quality/run.py --study turbovit-25ms --storage ...   # a latency-limited search
     python experiments/bench_quality/run.py ... --report-only     # redraw the tables and summary from the CSV
 
-Candidates, all within --budget FLOPs at 224px (gas's analytic cost, fvcore convention):
-    searched     the study's front picks (--picks, default: best and knee) of a `gas search` at that budget
+The limit is the study's own: its FLOPs budget at 224px (gas's analytic cost, fvcore convention), or, for a
+search run with --max-latency, its latency limit measured on this machine with the study's device settings
+(and its FLOPs budget too, if it had one). A study measured on another device is refused: a latency limit
+holds on the device it was measured on. Candidates, all within the limit:
+    searched     the study's front picks (--picks, default: best and knee)
     width        Hiera-T scaled in width: every block keeps its heads and Hiera's width ratios; the stem width
-                 (in steps of 8) is the largest whose genome fits the budget
+                 (in steps of 8) is the largest whose genome fits the limit
     depth        Hiera-T scaled in depth: blocks are dropped from (or added to) the deepest stage, one at a
-                 time, until the genome is the deepest that fits the budget
+                 time, until the genome is the deepest that fits the limit
     turbovit     the `turbovit` reference genome (TurboViT's published scale)
+Under a latency limit, "fits" means a measured median at or under it (--runs timed runs), and every
+candidate's latency is measured again, in turns with the others, before anything trains; the table shows it.
 
 Each is trained from scratch with the same schedule (--epochs, --train-size, lr and batch of gas's proxy) on
 each --datasets entry, once per seed, and scored on the validation split. Reports accuracy mean ± std over
@@ -48,23 +54,107 @@ from gas.errors import GasError, GenomeError
 from gas.evaluate.proxy import DEFAULT_DATASET, ProxyConfig, check_data, evaluate
 from gas.front import pick_trial
 from gas.genome import Genome
+from gas.latency import DEFAULT_RUNS, LatencySettings, fingerprint, measure, measure_many
+from gas.latency.device import difference
 from gas.space import get_space, load_genome
-from gas.units import compact_count, format_count, parse_count
+from gas.units import compact_count, format_count, format_duration, parse_count
 from search_spaces.turbovit import DEPTH_RANGE, TurboViTGenome
 
 SCRIPT = "experiments/bench_quality/run.py"
 WIDTH_STEP = 8
 
 
-# ---- baselines scaled to the budget ------------------------------------------------------------------
+# ---- limits -------------------------------------------------------------------------------------------
 
 
 def flops_of(genome: Genome) -> int:
     return get_space(genome.space).cost(genome).flops
 
 
-def scale_width(genome: TurboViTGenome, budget: int, step: int = WIDTH_STEP) -> TurboViTGenome:
-    """The widest copy of `genome` within `budget`: all widths scaled alike, the stem's in steps of `step`.
+@dataclass(frozen=True)
+class FlopsBudget:
+    """At most `flops` FLOPs at 224px."""
+
+    flops: int
+
+    def fits(self, genome: Genome) -> bool:
+        return flops_of(genome) <= self.flops
+
+    def __str__(self) -> str:
+        return f"{compact_count(self.flops)} FLOPs"
+
+
+class MeasuredLatency:
+    """At most `seconds` of measured latency (the median of `runs` timed runs) with `settings` on this machine.
+
+    Each genome is measured once; asking again gives the same answer, so a scaler's steps stay consistent.
+    """
+
+    def __init__(self, seconds: float, settings: LatencySettings, runs: int) -> None:
+        self.seconds, self.settings, self.runs = seconds, settings, runs
+        self._measured: dict[str, float] = {}
+
+    def latency(self, genome: Genome) -> float:
+        key = genome.to_json()
+        if key not in self._measured:
+            self._measured[key] = measure(genome, self.settings, self.runs).median
+        return self._measured[key]
+
+    def fits(self, genome: Genome) -> bool:
+        return self.latency(genome) <= self.seconds
+
+    def __str__(self) -> str:
+        return f"{format_duration(self.seconds)} ({self.settings.describe()})"
+
+
+Limit = FlopsBudget | MeasuredLatency
+
+
+def fits(genome: Genome, limits: Sequence[Limit]) -> bool:
+    return all(limit.fits(genome) for limit in limits)
+
+
+def limits_text(limits: Sequence[Limit]) -> str:
+    return " and ".join(str(limit) for limit in limits)
+
+
+def study_limits(study_name: str, storage: str | None, budget: int | None, runs: int) -> list[Limit]:
+    """The limits the study searched under: its latency limit (measured here) and its FLOPs budget.
+
+    `budget`, if given, must be the study's own; a study with neither limit needs it.
+    """
+    study = record.open_study(study_name, storage)
+    searched_budget = record.study_budget(study)
+    if budget is not None and searched_budget is not None and searched_budget != budget:
+        raise GasError(
+            f"study {study_name!r} searched under {compact_count(searched_budget)} FLOPs, not the "
+            f"{compact_count(budget)} asked for; pass --budget {compact_count(searched_budget)} or another study"
+        )
+    limits: list[Limit] = []
+    latency = record.latency_of(study) or {}
+    if latency.get("limit"):
+        settings = LatencySettings(**latency["settings"])
+        here, there = fingerprint(settings), latency.get("fingerprint", {})
+        mismatch = difference(here, there)
+        if mismatch is not None:
+            raise GasError(
+                f"study {study_name!r} measured its latency limit on another device or settings "
+                f"({mismatch.replace('in the file', 'in the study')}); run this where it searched"
+            )
+        limits.append(MeasuredLatency(float(latency["limit"]), settings, runs))
+    flops = searched_budget or budget
+    if flops is not None:
+        limits.append(FlopsBudget(flops))
+    if not limits:
+        raise GasError(f"study {study_name!r} records no FLOPs budget or latency limit; pass --budget")
+    return limits
+
+
+# ---- baselines scaled to the limit -------------------------------------------------------------------
+
+
+def scale_width(genome: TurboViTGenome, limits: Sequence[Limit], step: int = WIDTH_STEP) -> TurboViTGenome:
+    """The widest copy of `genome` within `limits`: all widths scaled alike, the stem's in steps of `step`.
 
     Heads stay as they are (so head width scales), and each block width is rounded to a multiple of its
     heads; for Hiera, whose widths are the stem's times 2**stage, the ratios stay exact.
@@ -78,13 +168,13 @@ def scale_width(genome: TurboViTGenome, budget: int, step: int = WIDTH_STEP) -> 
         )
         candidate = dataclasses.replace(genome, stem=dataclasses.replace(genome.stem, dim=stem_dim), blocks=blocks)
         try:
-            if flops_of(candidate) > budget:
-                break  # FLOPs grow with width, so no wider genome fits either
+            if not fits(candidate, limits):
+                break  # cost grows with width, so no wider genome fits either
         except GenomeError:
             break  # wider than the space admits
         best = candidate
     if best is None:
-        raise GasError(f"even a {step}-wide stem puts {genome.space} over the {compact_count(budget)} budget")
+        raise GasError(f"even a {step}-wide stem puts {genome.space} over {limits_text(limits)}")
     return best
 
 
@@ -98,8 +188,8 @@ def stages_of(genome: TurboViTGenome) -> list[list[int]]:
     return stages
 
 
-def scale_depth(genome: TurboViTGenome, budget: int) -> TurboViTGenome:
-    """The deepest copy of `genome` within `budget`, changing the depth of its deepest stage only.
+def scale_depth(genome: TurboViTGenome, limits: Sequence[Limit]) -> TurboViTGenome:
+    """The deepest copy of `genome` within `limits`, changing the depth of its deepest stage only.
 
     Over budget, the last block of the stage with the most blocks (the later stage on a tie) goes, one at
     a time; a stage keeps at least one block, and its Q-pool block. Within budget, that stage grows by
@@ -111,22 +201,22 @@ def scale_depth(genome: TurboViTGenome, budget: int) -> TurboViTGenome:
         stages = stages_of(dataclasses.replace(genome, blocks=tuple(candidate)))
         return max(reversed([stage for stage in stages if len(stage) >= min_blocks]), key=len, default=None)
 
-    def fits(candidate: list) -> bool:
-        return flops_of(dataclasses.replace(genome, blocks=tuple(candidate))) <= budget
+    def blocks_fit(candidate: list) -> bool:
+        return fits(dataclasses.replace(genome, blocks=tuple(candidate)), limits)
 
-    if fits(blocks):
+    if blocks_fit(blocks):
         while len(blocks) < DEPTH_RANGE[1]:
             stage = deepest_stage(blocks)
             assert stage is not None
             grown = [*blocks[: stage[-1] + 1], dataclasses.replace(blocks[stage[-1]], q_pool=False)]
             grown += blocks[stage[-1] + 1 :]
-            if not fits(grown):
+            if not blocks_fit(grown):
                 break
             blocks = grown
-    while not fits(blocks):
+    while not blocks_fit(blocks):
         stage = deepest_stage(blocks, min_blocks=2)
         if stage is None:
-            raise GasError(f"no depth of {genome.space} fits the {compact_count(budget)} budget")
+            raise GasError(f"no depth of {genome.space} fits {limits_text(limits)}")
         del blocks[stage[-1]]
     return dataclasses.replace(genome, blocks=tuple(blocks))
 
@@ -146,14 +236,8 @@ def depth_text(genome: TurboViTGenome) -> str:
     return "-".join(str(len(stage)) for stage in stages_of(genome))
 
 
-def candidates(study_name: str, storage: str | None, picks: Sequence[str], budget: int) -> list[Candidate]:
+def candidates(study_name: str, storage: str | None, picks: Sequence[str], limits: Sequence[Limit]) -> list[Candidate]:
     study = record.open_study(study_name, storage)
-    searched_budget = record.study_budget(study)
-    if searched_budget is not None and searched_budget != budget:
-        raise GasError(
-            f"study {study_name!r} searched under {compact_count(searched_budget)} FLOPs, not the "
-            f"{compact_count(budget)} asked for; pass --budget {compact_count(searched_budget)} or another study"
-        )
     found: list[Candidate] = []
     for pick in picks:
         trial = pick_trial(study, pick)
@@ -169,17 +253,28 @@ def candidates(study_name: str, storage: str | None, picks: Sequence[str], budge
         )
     hiera = load_genome("hiera_tiny")
     assert isinstance(hiera, TurboViTGenome)
-    width = scale_width(hiera, budget)
-    depth = scale_depth(hiera, budget)
+    width = scale_width(hiera, limits)
+    depth = scale_depth(hiera, limits)
     found += [
         Candidate("hiera_tiny by width", "baseline", width, f"hiera_tiny with stem width {width.stem.dim}"),
         Candidate("hiera_tiny by depth", "baseline", depth, f"hiera_tiny with stage depths {depth_text(depth)}"),
         Candidate("turbovit", "baseline", load_genome("turbovit"), "the turbovit reference genome"),
     ]
-    for candidate in found:
-        if flops_of(candidate.genome) > budget:
-            raise GasError(f"{candidate.name} has {format_count(flops_of(candidate.genome))} FLOPs, over the budget")
+    for limit in limits:
+        for candidate in found:
+            if isinstance(limit, FlopsBudget) and not limit.fits(candidate.genome):
+                raise GasError(f"{candidate.name} has {format_count(flops_of(candidate.genome))} FLOPs, over {limit}")
     return found
+
+
+def measure_candidates(found: Sequence[Candidate], limit: MeasuredLatency) -> dict[str, float]:
+    """Each candidate's latency, measured in turns with the others (twice the limit's runs), by name.
+
+    A network measured alone, at another moment, may have met a machine in another state; in turns, all
+    candidates meet the same one, so their latencies compare.
+    """
+    measured = measure_many({c.name: c.genome for c in found}, limit.settings, 2 * limit.runs)
+    return {name: measurement.median for name, measurement in measured.items()}
 
 
 # ---- training ----------------------------------------------------------------------------------------
@@ -293,6 +388,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "params": group["params"].iloc[0],
                 "flops": group["flops"].iloc[0],
                 "origin": group["origin"].iloc[0],
+                **({"latency_s": group["latency_s"].iloc[0]} if "latency_s" in group else {}),
             }
         )
     return pd.DataFrame(rows)
@@ -300,7 +396,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", default="2.5G", help="FLOPs budget at 224px (default: 2.5G)")
+    parser.add_argument("--budget", help="FLOPs budget at 224px (default: the study's)")
     parser.add_argument("--study", default="turbovit-2.5G", help="the gas search's study (default: turbovit-2.5G)")
     parser.add_argument("--storage", help="its Optuna storage URL (default: sqlite:///runs/gas.db)")
     parser.add_argument("--picks", nargs="+", default=["best", "knee"], choices=["best", "knee"], help="front picks")
@@ -312,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-size", type=int, default=512, help="validation images per dataset (default: 512)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run (default: 1)")
     parser.add_argument("--jobs", type=int, default=1, help="training runs at a time, one process each (1)")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs per latency measurement (20)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
     parser.add_argument("--report-only", action="store_true", help="redraw the tables and summary from the CSV")
     args = parser.parse_args(argv)
@@ -327,24 +424,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = args.out.resolve()
     try:
-        budget = parse_count(args.budget)
+        budget = parse_count(args.budget) if args.budget else None
         if args.report_only:
             runs = pd.read_csv(out / "bench_quality.csv")
+            if "limit" not in runs:  # written before latency limits: the budget is the command's
+                runs["limit"] = f"{compact_count(budget or parse_count('2.5G'))} FLOPs"
         else:
-            found = candidates(args.study, args.storage, args.picks, budget)
+            limits = study_limits(args.study, args.storage, budget, args.runs)
+            print(f"limit: {limits_text(limits)}", flush=True)
+            found = candidates(args.study, args.storage, args.picks, limits)
+            latency = next((limit for limit in limits if isinstance(limit, MeasuredLatency)), None)
+            latencies = measure_candidates(found, latency) if latency is not None else {}
+            for candidate in found:
+                shown = f", {1000 * latencies[candidate.name]:.1f} ms" if latencies else ""
+                print(f"{candidate.name}: {format_count(flops_of(candidate.genome))} FLOPs{shown}", flush=True)
             jobs = []
             for dataset in args.datasets:
                 for seed in range(args.seeds):
                     proxy = proxy_for(dataset, seed)
                     check_data(proxy)
                     jobs += [Job(candidate, dataset, seed, proxy, args.threads) for candidate in found]
-            runs = pd.DataFrame(train_all(jobs, args.jobs))
+            runs = pd.DataFrame(train_all(jobs, args.jobs)).assign(limit=limits_text(limits))
+            if latencies:
+                runs["latency_s"] = runs["candidate"].map(latencies)
             out.mkdir(parents=True, exist_ok=True)
             runs.to_csv(out / "bench_quality.csv", index=False)
     except (GasError, OSError) as error:
         print(f"bench_quality: error: {error}", file=sys.stderr)
         return 2
 
+    limit = str(runs["limit"].iloc[0])
     table = summary_table(runs)
     table.to_csv(out / "bench_quality_summary.csv", index=False)
     lines = verdicts(runs)
@@ -354,11 +463,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         params=table["params"].map(format_count),
         flops=table["flops"].map(format_count),
-    )[["dataset", "candidate", "kind", "accuracy", "seeds", "params", "flops", "origin"]]
+    )
+    columns = ["dataset", "candidate", "kind", "accuracy", "seeds", "params", "flops", "origin"]
+    if "latency_s" in table:
+        shown["latency"] = table["latency_s"].map(lambda seconds: f"{1000 * seconds:.1f} ms")
+        columns.insert(-1, "latency")
+    shown = shown[columns]
     markdown = shown.to_markdown(index=False)
     proxy = proxy_for(args.datasets[0], 0)
+    if "latency_s" in runs:
+        where = (
+            f"Limit {limit}: a baseline fits when its latency, measured on this machine (median of {args.runs} "
+            "runs), is at or under it; the latency column is every candidate measured again, in turns, before "
+            f"training (median of {2 * args.runs} runs)"
+        )
+    else:
+        where = f"Budget {limit} at 224px"
     setup = (
-        f"Budget {compact_count(budget)} FLOPs at 224px; searched genomes from study `{args.study}`. Every "
+        f"{where}; searched genomes from study `{args.study}`. Every "
         f"candidate trained from scratch at {proxy.resolution}px for {proxy.train.epochs} epochs on "
         f"{proxy.train_size} training images (lr {proxy.train.lr:g}, batch {proxy.train.batch_size}), scored on "
         f"{proxy.val_size} validation images, seeds 0..{args.seeds - 1}. Params and FLOPs at 224px with a "
@@ -366,13 +488,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command = command_line(SCRIPT, argv)
     (out / "bench_quality.md").write_text(
-        f"# Search quality at {compact_count(budget)} FLOPs\n\n{setup}\n\n" + "\n".join(lines) + f"\n\n{markdown}\n\n"
-        f"{stamp(command)}\n"
+        f"# Search quality at {limit}\n\n{setup}\n\n" + "\n".join(lines) + f"\n\n{markdown}\n\n{stamp(command)}\n"
     )
     update_summary(
         out,
         "bench_quality",
-        f"## Search quality at {compact_count(budget)} FLOPs\n\n{setup}\n\n" + "\n".join(lines) + "\n\n"
+        f"## Search quality at {limit}\n\n{setup}\n\n" + "\n".join(lines) + "\n\n"
         f"Table: [bench_quality.md](bench_quality.md); every run: [bench_quality.csv](bench_quality.csv).\n\n"
         f"{stamp(command)}",
     )
