@@ -165,6 +165,27 @@ def test_search_efficiency_redraw_without_results_is_one_line(bench_search, tmp_
     assert error.startswith("bench_search: error: cannot redraw from") and error.count("\n") == 1
 
 
+# ---- latency model accuracy --------------------------------------------------------------------------
+
+
+def test_latency_accuracy_harness_end_to_end(tmp_path, monkeypatch):
+    """A tiny build and test of EfficientViT genomes; without repeat models the accuracy still lands."""
+    monkeypatch.setenv("GAS_CACHE_DIR", str(tmp_path / "cache"))  # the harness must not touch any cache
+    bench_latency = load_script("bench_latency")
+    tiny = ["--spaces", "efficientvit", "--budget", "efficientvit=300M", "--genomes", "3", "--group", "3"]
+    plan = ["--runs", "2", "--build-genomes", "2", "--calibrate", "2", "--part-runs", "1", "--repeat-models"]
+    assert bench_latency.main([*tiny, *plan, "--out", str(tmp_path)]) == 0
+    rows = pd.read_csv(tmp_path / "bench_latency.csv")
+    assert len(rows) == 3 and (rows["flops"] <= 300_000_000).all()
+    assert (rows["measured_s"] > 0).all() and (rows["predicted_s"] > 0).all()
+    assert rows["error"].tolist() == pytest.approx((rows["predicted_s"] / rows["measured_s"] - 1).tolist())
+    assert rows["drift"].nunique() == 1 and rows["drift"].iloc[0] > 0
+    assert not (tmp_path / "cache").exists()
+    markdown = (tmp_path / "bench_latency.md").read_text()
+    assert "- efficientvit: " in markdown and "Recalibrated on the build's networks measured again" in markdown
+    assert pd.read_csv(tmp_path / "bench_latency_repeat.csv").empty
+
+
 # ---- search quality ----------------------------------------------------------------------------------
 
 

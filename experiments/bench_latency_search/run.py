@@ -157,6 +157,15 @@ def summarise(runs: pd.DataFrame, limit: float) -> tuple[pd.DataFrame, list[str]
     return pd.DataFrame(table), headlines
 
 
+def arms_text(arms: set[str], budget: str) -> str:
+    """What each arm that ran searched under, in words."""
+    texts = {
+        "flops": f"the FLOPs arm within {format_count(parse_count(budget))} FLOPs",
+        "latency": "the latency arm under the limit alone",
+    }
+    return ", ".join(text for arm, text in texts.items() if arm in arms)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="2.5G", help="the FLOPs arm's budget at 224px (default: 2.5G)")
@@ -213,8 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             f"Limit: the `turbovit` reference's measured latency, {1000 * limit:.1f} ms ({SETTINGS.describe()}). "
             f"Each arm searched until its trials had used {runs.worker_s.dropna().min():.0f}+ worker-seconds on "
-            f"the default proxy (one thread per run, {args.jobs} runs at a time): the FLOPs arm within "
-            f"{format_count(parse_count(args.budget))} FLOPs, the latency arm under the limit alone. Each run's "
+            f"the default proxy (one thread per run, {args.jobs} runs at a time): "
+            + arms_text(set(runs.arm), args.budget)
+            + ". Each run's "
             "'best at limit' is its most accurate trained trial re-measured at or under the limit after all "
             "searches ended; the reference row is turbovit trained on the same proxy and seeds. Proxy accuracy "
             "only: nothing here trains on a longer schedule.",
