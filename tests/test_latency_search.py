@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import warnings
 
@@ -102,7 +103,7 @@ def test_latency_as_the_objective_and_the_fastest_over_pick(tmp_path, capsys, li
         assert trial.values[1] == trial.user_attrs[record.TrialKey.MEASURED_LATENCY]
     assert record.objective_of(study) == "latency" and study.metric_names == ["accuracy", "latency"]
     front = record.front(study)
-    floor = min(t.values[0] for t in front)
+    floor = math.floor(min(t.values[0] for t in front) * 1e6) / 1e6  # rounded down: every front trial is over it
     fastest = pick_trial(study, *parse_pick(["fastest-over", f"{floor:.6f}"]))
     assert fastest.user_attrs[record.TrialKey.MEASURED_LATENCY] == min(
         t.user_attrs[record.TrialKey.MEASURED_LATENCY] for t in front
