@@ -106,12 +106,10 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(args: argparse.Namespace) -> int:
+def search_config(args: argparse.Namespace) -> SearchConfig:
+    """The search `gas search ARGS` runs (bad values raise GasError before anything starts)."""
     from gas.evaluate.proxy import ProxyConfig, default_proxy
-    from gas.front import format_table, front_rows
-    from gas.search import SearchConfig, run_search
-    from gas.search.latency_limit import describe_accuracy
-    from gas.study import DEFAULT_STORAGE, feasible_share_by_half, latency_of
+    from gas.search import SearchConfig
 
     proxy_overrides = {
         name: value
@@ -127,7 +125,7 @@ def _search(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
-    config = SearchConfig(
+    return SearchConfig(
         budget=parse_count(args.budget) if args.budget is not None else None,
         space=args.space,
         study=args.study,
@@ -146,8 +144,18 @@ def _search(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         early_stop=_early_stop(args),
         latency=_latency_target(args),
-        objective=args.objective,
+        # The cost a user bounds is the cost they care about: a latency limit makes latency the front's axis.
+        objective=args.objective or ("latency" if args.max_latency is not None else "flops"),
     )
+
+
+def _search(args: argparse.Namespace) -> int:
+    from gas.front import format_table, front_rows
+    from gas.search import run_search
+    from gas.search.latency_limit import describe_accuracy
+    from gas.study import DEFAULT_STORAGE, feasible_share_by_half, latency_of
+
+    config = search_config(args)
     outcome = run_search(config)
     study = outcome.study
     storage = config.storage or DEFAULT_STORAGE.removeprefix("sqlite:///")
@@ -480,9 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--latency-threads", type=int, help="CPU threads while timing (default: 1 on cpu)")
     search.add_argument(
         "--objective",
-        default="flops",
         choices=["flops", "latency", "params"],
-        help="the front's cost axis against accuracy (default: flops)",
+        help="the front's cost axis against accuracy (default: latency with --max-latency, else flops)",
     )
     search.add_argument("--max-params", help="also cap parameters, e.g. 15M")
     search.add_argument("--space", default=DEFAULT_SPACE, help=f"search space (default: {DEFAULT_SPACE})")

@@ -152,3 +152,16 @@ def test_latency_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, mess
     stderr = capsys.readouterr().err
     assert message in stderr and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_latency_limit_makes_latency_the_fronts_axis_unless_told_otherwise():
+    from gas.cli import build_parser, search_config
+
+    def objective(*args: str) -> str:
+        return search_config(build_parser().parse_args(["search", *args])).objective
+
+    assert objective("--max-latency", "40ms") == "latency"
+    assert objective("--max-latency", "40ms", "--budget", "2.5G") == "latency"
+    assert objective("--max-latency", "40ms", "--objective", "flops") == "flops"
+    assert objective("--budget", "2.5G") == "flops"
+    assert objective("--budget", "2.5G", "--latency-device", "cpu") == "flops"  # measured, not bounded

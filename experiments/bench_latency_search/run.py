@@ -9,7 +9,8 @@ worker time (the trials' own wall time, as in bench_early_stop), one thread per 
 
     flops     `gas search --budget 2.5G`: FLOPs within the budget, latency never looked at
     latency   `gas search --max-latency L`: every proposal's latency predicted before it trains, every trained
-              trial's measured after, and only those measured under L kept feasible
+              trial's measured after, only those measured under L kept feasible, and the front taken on
+              measured latency (the default of a latency-limited search)
 
 Both arms are scored alike, after all searches have ended, on an otherwise idle machine: their trained
 trials, most accurate first, are measured again end to end (--runs runs) until one is at or under L; its
@@ -69,6 +70,7 @@ def arm_config(arm: str, seed: int, limit: float, args: argparse.Namespace, out:
         proxy=ProxyConfig().with_overrides(device="cpu", seed=seed),
         progress=False,
         latency=LatencyTarget(SETTINGS, limit, runs=args.runs) if arm == "latency" else None,
+        objective=arm,
     )
 
 
