@@ -475,3 +475,21 @@ def test_committed_results_redraw_to_the_committed_figures(harness, tmp_path, mo
         return [line for line in text.splitlines() if not line.startswith(("Machine:", "Command:"))]
 
     assert figures((tmp_path / markdown).read_text()) == figures(committed)
+
+
+def test_quality_latency_line_says_faster_or_slower_against_turbovit():
+    """A searched best slower than the reference is reported as slower, never as a speed-up below 1x."""
+    latency_lines = load_script("bench_quality").latency_lines
+
+    def line(searched_s: float) -> str:
+        table = pd.DataFrame(
+            [
+                {"dataset": "shapes", "candidate": "searched (best)", "kind": "searched", "accuracy_mean": 0.95},
+                {"dataset": "shapes", "candidate": "turbovit", "kind": "baseline", "accuracy_mean": 0.96},
+            ]
+        ).assign(latency_s=[searched_s, 0.1])
+        (only,) = latency_lines(table)
+        return only
+
+    assert "2.00x faster, at -1.00% accuracy" in line(0.05)
+    assert "1.25x slower, at -1.00% accuracy" in line(0.125)

@@ -387,9 +387,10 @@ def latency_lines(table: pd.DataFrame) -> list[str]:
         best = searched.loc[searched["accuracy_mean"].idxmax()]
         ours, theirs = float(best["latency_s"]), float(reference["latency_s"].iloc[0])
         margin = best["accuracy_mean"] - reference["accuracy_mean"].iloc[0]
+        speed = f"{theirs / ours:.2f}x faster" if ours <= theirs else f"{ours / theirs:.2f}x slower"
         lines.append(
             f"- {dataset}: {best['candidate']} runs in {1000 * ours:.1f} ms against turbovit's {1000 * theirs:.1f} ms "
-            f"(measured in turns): {theirs / ours:.2f}x faster, at {margin:+.2%} accuracy."
+            f"(measured in turns): {speed}, at {margin:+.2%} accuracy."
         )
     return lines
 
