@@ -70,7 +70,7 @@ def arm_config(arm: str, seed: int, limit: float, args: argparse.Namespace, out:
         proxy=ProxyConfig().with_overrides(device="cpu", seed=seed),
         progress=False,
         latency=LatencyTarget(SETTINGS, limit, runs=args.runs) if arm == "latency" else None,
-        objective=arm,
+        objective="latency" if arm == "latency" else "flops",
     )
 
 
