@@ -24,6 +24,7 @@ from gas.latency import (
     fingerprint,
     measure,
 )
+from gas.latency.fit import fit_calibration
 from gas.latency.parts import build
 from gas.search.sampling import sample_genomes
 from gas.space import get_space, load_genome
@@ -201,3 +202,13 @@ def test_observe_recalibrates(tmp_path):
     assert model.predict(genome) > 2 * before
     with pytest.raises(GasError, match="must be positive"):
         model.observe(genome, 0.0)
+
+
+def test_a_calibration_line_stays_positive_below_the_networks_it_was_fitted_on():
+    """A line whose offset is negative would predict zero or less for a small enough network."""
+    summed, measured = [0.010, 0.020, 0.040], [0.005, 0.017, 0.041]
+    line = fit_calibration(summed, measured)
+    assert line.offset < 0 and line.low == 0.010
+    assert line(0.002) > 0 and line(0.0001) > 0 and line(0.002) < line(0.005) < line(0.010)
+    assert line(0.010 - 1e-12) == pytest.approx(line(0.010))  # no step at the smallest fitted network
+    assert line(0.030) == pytest.approx(line.offset + line.scale * 0.030)  # the line itself above it

@@ -119,9 +119,11 @@ def test_latency_as_the_objective_and_the_fastest_over_pick(tmp_path, capsys, li
     assert "Measured latency:" in out.read_text()
 
 
-def test_a_limit_no_genome_can_meet_is_refused_before_anything_trains(tmp_path):
+@pytest.mark.parametrize("budget", [BUDGET, None], ids=["with-budget", "limit-alone"])
+def test_a_limit_no_genome_can_meet_is_refused_before_anything_trains(tmp_path, budget):
+    """Without a FLOPs budget the probes include networks smaller than any the model was calibrated on."""
     config = SearchConfig(
-        budget=BUDGET,
+        budget=budget,
         trials=2,
         study="never",
         storage=f"sqlite:///{tmp_path}/gas.db",

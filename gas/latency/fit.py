@@ -68,8 +68,13 @@ class Calibration:
 
     offset: float = 0.0
     scale: float = 1.0
+    low: float = 0.0  # the smallest sum the line was fitted on
 
     def __call__(self, summed: float) -> float:
+        if self.offset < 0 and summed < self.low:
+            # A line with a negative offset falls to zero, then below, for networks smaller than any it
+            # saw; there it scales in proportion from its value at the smallest one, so stays positive.
+            return (self.offset + self.scale * self.low) * summed / self.low
         return self.offset + self.scale * summed
 
 
@@ -90,4 +95,4 @@ def fit_calibration(summed: Sequence[float], measured: Sequence[float]) -> Calib
     # A negative offset larger than the smallest network's time would predict nonsense below it.
     if scale <= 0 or offset + scale * float(sums.min()) <= 0:
         return ratio
-    return Calibration(float(offset), float(scale))
+    return Calibration(float(offset), float(scale), float(sums.min()))
