@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS, TRIALS_PER_GPU
 from gas.errors import GasError
@@ -445,8 +445,15 @@ def _add_study_options(parser: argparse.ArgumentParser, study_help: str) -> None
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/gas.db)")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments get one line naming the problem and where help is, not the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="gas", description="Generate fast vision transformers by constrained architecture search."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -272,6 +272,24 @@ def test_search_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, messa
     assert not (tmp_path / "runs" / "ray").exists(), "bad input is refused before anything trains"
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "--objective", "fast"], "invalid choice: 'fast'"),
+        (["search", "--max-latency", "-3ms"], "--max-latency: expected one argument"),
+        (["search", "--budget"], "--budget: expected one argument"),
+        (["nope"], "invalid choice: 'nope'"),
+    ],
+)
+def test_bad_arguments_are_one_line_pointing_at_help(capsys, args, message):
+    """argparse's own errors too: one line with where help is, not the whole usage text."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and "--help)" in stderr and len(stderr.strip().splitlines()) == 1
+
+
 def test_bad_input_from_a_shell_is_one_line_without_traceback(tmp_path):
     result = run_gas("search", "--budget", "abc", "--no-progress", cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "budget 'abc' is not a count" in result.stderr
