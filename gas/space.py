@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gas.cost import Cost
+from gas.cost import Cost, Count
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome, read_json
 
@@ -82,6 +82,14 @@ class SearchSpace(ABC):
     @abstractmethod
     def cost(self, genome: Genome) -> Cost:
         """Parameters and FLOPs of `genome` at `genome.resolution`, computed without building it."""
+
+    def least_cost(self, resolution: int = 224) -> Count | None:
+        """The fewest FLOPs and the fewest params a genome the sampler draws at `resolution` can have (the two
+        may belong to different genomes), or None where the space cannot tell.
+
+        A budget under either is refused at once, without drawing genomes to find that none fits.
+        """
+        return None
 
     @abstractmethod
     def describe(self, genome: Genome) -> dict[str, str]:

@@ -174,8 +174,7 @@ class EfficientViTSpace(SearchSpace):
                         dw_kernel=trial.suggest_categorical(f"{name}.subsample.dw_kernel", DW_KERNELS),
                     )
                 )
-            kind = "first" if stage == 0 else "last" if stage == self.stages - 1 else "middle"
-            depth = trial.suggest_int(f"{name}.depth", *DEPTHS[kind])
+            depth = trial.suggest_int(f"{name}.depth", *self._depths(stage))
             blocks = []
             for position in range(depth):
                 block = f"{name}.block{position}"
@@ -205,6 +204,53 @@ class EfficientViTSpace(SearchSpace):
         )
         self.check(genome)
         return genome
+
+    def _depths(self, stage: int) -> tuple[int, int]:
+        return DEPTHS["first" if stage == 0 else "last" if stage == self.stages - 1 else "middle"]
+
+    def least_cost(self, resolution: int = 224) -> count.Count:
+        """Widths, depths, ratios and kernels cost least at their lowest (and a squeeze-excite of 0 not at
+        all), but heads and windows do not: more heads split the width (cheaper projections, more attention
+        maps) and a window that does not tile the grid pads it. A stage's block costs the same whatever the
+        other stages' blocks are, so each stage's heads and window are chosen on their own, for each total.
+        """
+        choices: dict[str, Any] = {"stage0.dim": FIRST_DIM[0]}
+        for stage in range(self.stages):
+            name = f"stage{stage}"
+            if stage:
+                choices[f"{name}.widen"] = WIDEN_STEPS[0]
+                choices[f"{name}.subsample.expand_ratio"] = EXPAND_RATIOS[0]
+                choices[f"{name}.subsample.se_ratio"] = min(SE_RATIOS)
+                choices[f"{name}.subsample.ffn_ratio"] = FFN_RATIOS[0]
+                choices[f"{name}.subsample.dw_kernel"] = min(DW_KERNELS)
+            choices[f"{name}.depth"] = self._depths(stage)[0]
+            for position in range(self._depths(stage)[0]):
+                block = f"{name}.block{position}"
+                choices[f"{block}.heads"] = MAX_HEADS[0]  # heads and window: a start for the choice below
+                choices[f"{block}.window"] = WINDOWS[0]
+                choices[f"{block}.key_dim"] = KEY_DIMS[0]
+                choices[f"{block}.ffn_ratio"] = FFN_RATIOS[0]
+                choices[f"{block}.dw_kernel"] = min(DW_KERNELS)
+                for head in range(MAX_HEADS[1]):
+                    choices[f"{block}.head{head}.q_kernel"] = min(Q_KERNELS)
+
+        def cost_of(picks: Mapping[str, Any]) -> count.Count:
+            cost = self.cost(self.sample(optuna.trial.FixedTrial({**choices, **picks}), resolution=resolution))
+            return count.Count(cost.params, cost.flops)
+
+        least = {}
+        for total in ("params", "flops"):
+            picks: dict[str, Any] = {}
+            for stage in range(self.stages):
+                blocks = [f"stage{stage}.block{position}" for position in range(choices[f"stage{stage}.depth"])]
+                options = [
+                    {**{f"{block}.heads": heads for block in blocks}, **{f"{block}.window": window for block in blocks}}
+                    for heads in range(MAX_HEADS[0], MAX_HEADS[1] + 1)
+                    for window in range(WINDOWS[0], WINDOWS[1] + 1)
+                ]
+                picks |= min(options, key=lambda option: getattr(cost_of({**picks, **option}), total))
+            least[total] = getattr(cost_of(picks), total)
+        return count.Count(**least)
 
     # ---- references, building, costing -----------------------------------------------------
 

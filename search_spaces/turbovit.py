@@ -9,6 +9,7 @@ three blocks (configurable), mask unit attention first and global attention afte
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from typing import ClassVar
@@ -128,13 +129,7 @@ class TurboViTSpace(SearchSpace):
         global_from = trial.suggest_int("global_from_stage", 1, stages - 1)
         blocks = []
         for stage in range(stages):
-            if stage == stages - 2:
-                depth_range = DEEP_DEPTH
-            elif stage in (0, stages - 1):
-                depth_range = EDGE_DEPTH
-            else:
-                depth_range = MIDDLE_DEPTH
-            depth = trial.suggest_int(f"stage{stage}.depth", *depth_range)
+            depth = trial.suggest_int(f"stage{stage}.depth", *self._depth_range(stage))
             scale = 2**stage
             for position in range(depth):
                 name = f"stage{stage}.block{position}"
@@ -160,6 +155,39 @@ class TurboViTSpace(SearchSpace):
         )
         self.check(genome)
         return genome
+
+    def _depth_range(self, stage: int) -> tuple[int, int]:
+        stages = self.q_pools + 1
+        if stage == stages - 2:
+            return DEEP_DEPTH
+        return EDGE_DEPTH if stage in (0, stages - 1) else MIDDLE_DEPTH
+
+    def least_cost(self, resolution: int = 224) -> count.Count:
+        """Every block, stage and MLP ratio costs more the deeper or wider it is, so the cheapest genomes are
+        the shallowest and narrowest; the choices that are not sizes (stem kernel, mask unit, where global
+        attention starts, head width) are tried in every combination."""
+        stages = self.q_pools + 1
+        counts = []
+        for kernel, mask_unit, global_from, head_width in itertools.product(
+            STEM_KERNELS, MASK_UNITS, range(1, stages), HEAD_WIDTHS
+        ):
+            choices: dict[str, object] = {
+                "stem.kernel": kernel,
+                "stem.dim": STAGE0_WIDTHS[0],
+                "mask_unit": mask_unit,
+                "global_from_stage": global_from,
+            }
+            for stage in range(stages):
+                depth = self._depth_range(stage)[0]
+                choices[f"stage{stage}.depth"] = depth
+                for position in range(depth):
+                    name = f"stage{stage}.block{position}"
+                    choices[f"{name}.dim"] = STAGE0_WIDTHS[0] * 2**stage
+                    choices[f"{name}.head_dim"] = head_width
+                    choices[f"{name}.mlp_ratio"] = MLP_RATIOS[0]
+            cost = self.cost(self.sample(optuna.trial.FixedTrial(choices), resolution=resolution))
+            counts.append(count.Count(cost.params, cost.flops))
+        return count.Count(min(c.params for c in counts), min(c.flops for c in counts))
 
     # ---- references, building, costing -----------------------------------------------------
 

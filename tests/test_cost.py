@@ -1,10 +1,12 @@
 """The analytic cost model against published numbers and against fvcore on built models."""
 
 import json
+import random
 
 import pytest
 
 from gas.fvcore_count import fvcore_flops
+from gas.search.sampling import sample_genomes
 from gas.space import get_space, load_genome
 
 PUBLISHED = {  # params, FLOPs (fvcore MACs) at 224px: Hiera README / timm model cards
@@ -66,3 +68,47 @@ def test_sample_respects_budget_and_is_seeded(sampled_genomes, gas_cli, tmp_path
     again = gas_cli("sample", "--n", "9", "--seed", "224", "--budget", "2.5G", "--out", str(tmp_path))
     assert again.returncode == 0
     assert [p.read_text() for p in sorted(tmp_path.glob("*.json"))] == [p.read_text() for p in sampled_genomes[:9]]
+
+
+class NearCheapest:
+    """Answers a space's sampler as an Optuna trial would, but keeps to genomes near the cheapest, which random
+    draws over the full ranges almost never reach: every size at its lowest value 9 times in 10 (at the next
+    otherwise), every parameter named in `free` (those that are not sizes) at any of its values."""
+
+    def __init__(self, seed: int, free: tuple[str, ...]) -> None:
+        self.random, self.free = random.Random(seed), free
+
+    def _pick(self, name: str, values: list) -> object:
+        if name.endswith(self.free):
+            return self.random.choice(values)
+        return values[0] if self.random.random() < 0.9 else values[1]
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1) -> int:
+        return self._pick(name, list(range(low, high + 1, step)))
+
+    def suggest_float(self, name: str, low: float, high: float, step: float) -> float:
+        return self._pick(name, [low + i * step for i in range(round((high - low) / step) + 1)])
+
+    def suggest_categorical(self, name: str, choices: tuple) -> object:
+        return self._pick(name, sorted(choices))
+
+
+CHOICES = {  # what each space's sampler draws that is not a size
+    "turbovit": ("stem.kernel", "mask_unit", "global_from_stage", "head_dim"),
+    "efficientvit": ("heads", "window", "q_kernel", "dw_kernel", "se_ratio"),
+}
+
+
+@pytest.mark.parametrize("space_name", ["turbovit", "turbovit:q_pools=2", "efficientvit", "efficientvit:stages=4"])
+@pytest.mark.parametrize("resolution", [224, 64])
+def test_no_drawn_genome_costs_less_than_the_space_says_is_least(space_name, resolution):
+    """`least_cost` is what refuses a budget without drawing, so no genome may be cheaper: neither random draws
+    nor genomes near the cheapest."""
+    space = get_space(space_name)
+    least = space.least_cost(resolution)
+    free = CHOICES[space_name.split(":")[0]]
+    near = [space.sample(NearCheapest(seed, free), resolution=resolution) for seed in range(600)]
+    costs = [cost for _, cost in sample_genomes(space_name, 100, 0, resolution)] + [space.cost(g) for g in near]
+    assert min(cost.flops for cost in costs) >= least.flops
+    assert min(cost.params for cost in costs) >= least.params
+    assert min(cost.flops for cost in costs) < 1.05 * least.flops, "genomes near the cheapest come close to it"

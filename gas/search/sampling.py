@@ -9,6 +9,7 @@ from gas.errors import GasError
 from gas.genome import Genome
 from gas.search.budget import Budget
 from gas.space import get_space
+from gas.units import compact_count, format_count
 
 MAX_DRAWS_PER_GENOME = 2000
 
@@ -26,6 +27,19 @@ def sample_genomes(
         raise GasError(f"--n must be at least 1, got {n}")
     space = get_space(space_name)
     limits = Budget(budget, max_params) if budget is not None else None
+    described = limits.describe() if limits else f"{compact_count(max_params)} params" if max_params else "no limit"
+    least = space.least_cost(resolution)
+    if least is not None:
+        over = [
+            f"{format_count(value)} {unit}"
+            for value, limit, unit in ((least.flops, budget, "FLOPs"), (least.params, max_params, "params"))
+            if limit is not None and value > limit
+        ]
+        if over:
+            raise GasError(
+                f"the cheapest {space.name} genomes at {resolution}px have {' and '.join(over)}, over {described}; "
+                "raise the budget"
+            )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     found: dict[str, tuple[Genome, Cost]] = {}
@@ -39,7 +53,6 @@ def sample_genomes(
             found.setdefault(genome.to_json(), (genome, cost))
             if len(found) == n:
                 return list(found.values())
-    described = limits.describe() if limits else f"{max_params:,} params"
     raise GasError(
         f"found only {len(found)} of {n} genomes within {described} in {n * MAX_DRAWS_PER_GENOME} draws "
         f"from the {space.name} space at {resolution}px; raise the budget"
