@@ -205,6 +205,34 @@ def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path):
         assert trial.params == study.trials[trial.user_attrs["requeued_from"]].params
 
 
+def test_a_search_rejecting_proposals_stops_at_once_when_killed(tmp_path):
+    """Under 450M FLOPs the random sampler's first 1224 proposals (seed 1) are over the budget: minutes in which
+    the driver is inside one of Tune's requests for a suggestion. A kill still stops it at once."""
+    args = [sys.executable, "-m", "gas", "search", "--budget", "450M", "--sampler", "random", "--study", "t", *SCORED]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def rejecting() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"search exited with {process.returncode}: {process.stderr.read()}")
+        return _count(tmp_path, "t", TrialState.PRUNED) >= 5
+
+    try:
+        _wait_for(rejecting, 240, "5 rejected proposals")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)  # the next feasible proposal is minutes away
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert "run the same command to resume" in stderr
+    trials = open_study(tmp_path, "t").get_trials()
+    assert len(trials) >= 5, "every rejection is kept"
+    # Stopped between two proposals, never inside one: nothing half-written, running or re-queued.
+    assert all(t.state == TrialState.PRUNED and not t.user_attrs[record.TrialKey.FEASIBLE] for t in trials)
+    assert all(record.TrialKey.GENOME in t.user_attrs for t in trials)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -425,3 +453,22 @@ def test_a_search_in_which_every_trial_failed_is_a_failure(tmp_path):
     assert result.returncode == 2, result.stdout
     assert "all 2 trials of this run failed; the first: RuntimeError: injected fault in forward" in result.stderr
     assert "failures: 2 failed: 2x RuntimeError: injected fault in forward" in result.stdout
+
+
+def test_a_kill_during_a_write_to_the_study_waits_for_the_write():
+    from gas.search.interrupts import Interrupts
+
+    interrupts = Interrupts()
+    before = signal.getsignal(signal.SIGTERM)
+    written = []
+    with pytest.raises(KeyboardInterrupt), interrupts.installed():
+        with interrupts.held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs here, in the main thread, and must not raise
+            written.append("whole")
+        written.append("after the block")  # not reached: the interrupt takes effect as the block ends
+    assert written == ["whole"]
+    assert signal.getsignal(signal.SIGTERM) is before, "the handlers are put back"
+    with pytest.raises(KeyboardInterrupt), interrupts.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # outside a held block it stops at once

@@ -31,13 +31,15 @@ from gas.evaluate.data import DatasetCheck
 from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data, evaluate
 from gas.search.budget import Budget
 from gas.search.early_stop import EarlyStopping, Rungs
+from gas.search.interrupts import Interrupts
 from gas.search.latency_limit import LatencyJudge, LatencyTarget, prediction_accuracy
 from gas.search.sampling import sample_genomes
 from gas.space import SearchSpace, get_space, load_genome
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 OBJECTIVE_AXES = ("flops", "latency", "params")
-# Rejected proposals cost microseconds, but a sampler stuck outside the budget must not spin forever.
+# A sampler stuck outside the budget must not spin forever. Each rejection is written to the study (about
+# 0.1-0.2 s in SQLite, most of it Optuna storing each parameter), so this many take 10 to 20 minutes.
 MAX_REJECTIONS_IN_A_ROW = 5000
 
 Report = Callable[[dict[str, float]], None]
@@ -190,6 +192,7 @@ class Engine:
             self.study.sampler = make_sampler(config.sampler, resumed_seed(config.seed, earlier))
         self.judge = LatencyJudge(config.latency, config.budget) if config.latency else None
         self.live: dict[int, optuna.Trial] = {}
+        self.interrupts = Interrupts()  # drivers install it; proposals and results are written whole
         self.stopped_reason: str | None = None
         self.driver_seconds = 0.0  # time spent proposing and recording, outside any trial
         self.trained_before = len(record.trained_trials(self.study))
@@ -292,38 +295,40 @@ class Engine:
 
     def _propose(self) -> Proposal | None:
         for _ in range(MAX_REJECTIONS_IN_A_ROW):
-            trial = self.study.ask()
-            genome = self.space.sample(trial)
-            cost = self.space.cost(genome)
-            predicted = self.judge.predict(genome) if self.judge else None
-            constraints, reasons = self.budget.check(cost, predicted)
-            if (
-                predicted is not None
-                and reasons
-                and self.budget.latency is not None
-                and predicted > self.budget.latency
-            ):
-                reasons[-1] = "predicted " + reasons[-1]
-            held = {"latency": constraints.pop("latency")} if not reasons and "latency" in constraints else {}
-            record.write_proposal(trial, genome, cost, self.budget.flops, constraints, predicted)
-            if reasons:
-                record.write_infeasible(self.study, trial, reasons)
-                continue
-            earlier = self.evaluated.get(record.genome_key(genome.to_dict()))
-            if earlier is not None:  # same genome, same settings: same result, no need to train it again
-                record.write_constraints(trial, held)
-                record.write_duplicate(self.study, trial, earlier)
-                continue
-            record.write_dispatch(trial, self.config.proxy)
-            self.live[trial.number] = trial
-            self.held_constraints[trial.number] = held
-            self.dispatched[trial.number] = time.monotonic()
-            return Proposal(trial.number, genome.to_dict(), self.config.proxy.to_dict())
+            with self.interrupts.held():
+                proposal = self._judge_next()
+            if proposal is not None:
+                return proposal
         self.stopped_reason = (
             f"{MAX_REJECTIONS_IN_A_ROW} proposals in a row were over budget; the sampler cannot find feasible "
             "genomes (raise the budget or try --sampler random)"
         )
         return None
+
+    def _judge_next(self) -> Proposal | None:
+        """Ask the sampler once: the proposal if it is feasible and new, else None (recorded as rejected)."""
+        trial = self.study.ask()
+        genome = self.space.sample(trial)
+        cost = self.space.cost(genome)
+        predicted = self.judge.predict(genome) if self.judge else None
+        constraints, reasons = self.budget.check(cost, predicted)
+        if predicted is not None and reasons and self.budget.latency is not None and predicted > self.budget.latency:
+            reasons[-1] = "predicted " + reasons[-1]
+        held = {"latency": constraints.pop("latency")} if not reasons and "latency" in constraints else {}
+        record.write_proposal(trial, genome, cost, self.budget.flops, constraints, predicted)
+        if reasons:
+            record.write_infeasible(self.study, trial, reasons)
+            return None
+        earlier = self.evaluated.get(record.genome_key(genome.to_dict()))
+        if earlier is not None:  # same genome, same settings: same result, no need to train it again
+            record.write_constraints(trial, held)
+            record.write_duplicate(self.study, trial, earlier)
+            return None
+        record.write_dispatch(trial, self.config.proxy)
+        self.live[trial.number] = trial
+        self.held_constraints[trial.number] = held
+        self.dispatched[trial.number] = time.monotonic()
+        return Proposal(trial.number, genome.to_dict(), self.config.proxy.to_dict())
 
     def record(
         self, number: int, outcome: ProxyResult | str, worker: tuple[int, int] | None = None
@@ -333,44 +338,48 @@ class Engine:
         `worker`: the (pid, resident bytes) of the process that ran it, where the driver knows them."""
         started = time.perf_counter()
         try:
-            trial = self.live.pop(number, None)
-            if trial is None:
-                return None
-            if worker is not None:
-                record.write_worker(trial, *worker)
-            stopped = number in self.stopped
-            held = self.held_constraints.get(number, {})
-            self._forget(number)
-            if isinstance(outcome, str):
-                record.write_constraints(trial, held)
-                record.write_failure(self.study, trial, outcome)
-                self.failed_here.append(outcome)
-                return None
-            if stopped:
-                record.write_constraints(trial, held)
-                record.write_stopped(self.study, trial, outcome)
-                self.stopped_here += 1
-                return None
-            measured = self._measure(trial)
-            if measured is not None:
-                constraints, reasons = self.budget.check(
-                    self.space.cost(load_genome(trial.user_attrs[record.TrialKey.GENOME])), measured
-                )
-                # The others were written with the proposal; without a limit there is no latency constraint.
-                latency = {name: value for name, value in constraints.items() if name == "latency"}
-                if reasons:
-                    record.write_over_limit(self.study, trial, outcome, latency, reasons)
-                    self.completed_here += 1
-                    return None
-                record.write_constraints(trial, latency)
-            if self.rungs is not None:
-                self.rungs.add_history(number, outcome.accuracy_history, self._rung_cost(trial))
-            frozen = record.write_result(self.study, trial, outcome, self._objective_cost(trial, measured))
-            self.evaluated[record.genome_key(frozen.user_attrs[record.TrialKey.GENOME])] = frozen
-            self.completed_here += 1
-            return frozen
+            with self.interrupts.held():
+                return self._record(number, outcome, worker)
         finally:
             self.driver_seconds += time.perf_counter() - started
+
+    def _record(self, number: int, outcome: ProxyResult | str, worker: tuple[int, int] | None) -> FrozenTrial | None:
+        trial = self.live.pop(number, None)
+        if trial is None:
+            return None
+        if worker is not None:
+            record.write_worker(trial, *worker)
+        stopped = number in self.stopped
+        held = self.held_constraints.get(number, {})
+        self._forget(number)
+        if isinstance(outcome, str):
+            record.write_constraints(trial, held)
+            record.write_failure(self.study, trial, outcome)
+            self.failed_here.append(outcome)
+            return None
+        if stopped:
+            record.write_constraints(trial, held)
+            record.write_stopped(self.study, trial, outcome)
+            self.stopped_here += 1
+            return None
+        measured = self._measure(trial)
+        if measured is not None:
+            constraints, reasons = self.budget.check(
+                self.space.cost(load_genome(trial.user_attrs[record.TrialKey.GENOME])), measured
+            )
+            # The others were written with the proposal; without a limit there is no latency constraint.
+            latency = {name: value for name, value in constraints.items() if name == "latency"}
+            if reasons:
+                record.write_over_limit(self.study, trial, outcome, latency, reasons)
+                self.completed_here += 1
+                return None
+            record.write_constraints(trial, latency)
+        if self.rungs is not None:
+            self.rungs.add_history(number, outcome.accuracy_history, self._rung_cost(trial))
+        frozen = record.write_result(self.study, trial, outcome, self._objective_cost(trial, measured))
+        self.evaluated[record.genome_key(frozen.user_attrs[record.TrialKey.GENOME])] = frozen
+        self.completed_here += 1
+        return frozen
 
     def _measure(self, trial: optuna.Trial) -> float | None:
         """The trained network's latency on the target device (None without one), recorded on the trial."""

@@ -20,17 +20,18 @@ def search_in_process(config: SearchConfig) -> SearchOutcome:
     progress = Progress(engine.study, config.trials, config.progress)
     interrupted = False
     try:
-        while engine.remaining() > 0:
-            proposal = engine.propose()
-            if proposal is None:
-                break
-            number = proposal.number
+        with engine.interrupts.installed():  # `kill` stops it as Ctrl-C does; writes to the study are whole
+            while engine.remaining() > 0:
+                proposal = engine.propose()
+                if proposal is None:
+                    break
+                number = proposal.number
 
-            def report(entry: dict[str, float], number: int = number) -> bool:
-                return engine.report(number, int(entry["epoch"]), entry["accuracy"])
+                def report(entry: dict[str, float], number: int = number) -> bool:
+                    return engine.report(number, int(entry["epoch"]), entry["accuracy"])
 
-            engine.record(number, evaluate_proposal(proposal, report=report))
-            progress.refresh(completed=1)
+                engine.record(number, evaluate_proposal(proposal, report=report))
+                progress.refresh(completed=1)
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -13,7 +13,6 @@ import ctypes
 import dataclasses
 import json
 import os
-import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from gas.search.progress import Progress
 
 # Ray retries a trial whose worker process died (not one whose training raised: that is recorded).
 WORKER_RETRIES = 2
+TUNE_SIGINT_SWITCH = "TUNE_DISABLE_SIGINT_HANDLER"  # "1": Tune leaves Ctrl-C to the program that runs it
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -131,13 +131,19 @@ def _ray_trial_name(trial: Any) -> str:
 
 
 @contextmanager
-def _terminate_like_interrupt() -> Iterator[None]:
-    """`kill` stops a search the way Ctrl-C does: trials in flight are re-queued, finished ones stay."""
-    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+def _tune_leaves_interrupts_to_us() -> Iterator[None]:
+    """Tune's own Ctrl-C handler only sets a flag its loop reads between steps, and a step waits for the
+    searcher: with no trial running, Tune asks for the next suggestion for up to 10 minutes, while the sampler
+    may be rejecting proposals over the budget for as long. The engine's handlers stop the search at once."""
+    before = os.environ.get(TUNE_SIGINT_SWITCH)
+    os.environ[TUNE_SIGINT_SWITCH] = "1"
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if before is None:
+            os.environ.pop(TUNE_SIGINT_SWITCH, None)
+        else:
+            os.environ[TUNE_SIGINT_SWITCH] = before
 
 
 def gpus_per_trial(cluster_gpus: float, requested: float | None, device: str = "auto") -> float:
@@ -234,7 +240,7 @@ def run_search(config: SearchConfig) -> SearchOutcome:
         )
         interrupted = False
         try:
-            with _terminate_like_interrupt():
+            with _tune_leaves_interrupts_to_us(), engine.interrupts.installed():
                 tuner.fit()
         except KeyboardInterrupt:
             interrupted = True
