@@ -5,7 +5,9 @@ import random
 
 import pytest
 
+from gas.errors import GasError
 from gas.fvcore_count import fvcore_flops
+from gas.search import sampling
 from gas.search.sampling import sample_genomes
 from gas.space import get_space, load_genome
 
@@ -107,8 +109,16 @@ def test_no_drawn_genome_costs_less_than_the_space_says_is_least(space_name, res
     space = get_space(space_name)
     least = space.least_cost(resolution)
     free = CHOICES[space_name.split(":")[0]]
-    near = [space.sample(NearCheapest(seed, free), resolution=resolution) for seed in range(600)]
+    near = [space.sample(NearCheapest(seed, free), resolution=resolution) for seed in range(400)]
     costs = [cost for _, cost in sample_genomes(space_name, 100, 0, resolution)] + [space.cost(g) for g in near]
     assert min(cost.flops for cost in costs) >= least.flops
     assert min(cost.params for cost in costs) >= least.params
     assert min(cost.flops for cost in costs) < 1.05 * least.flops, "genomes near the cheapest come close to it"
+
+
+def test_a_budget_no_random_draw_meets_is_refused_after_the_draws(monkeypatch):
+    """Just over the least cost, the cheapest genomes exist but random draws do not reach them."""
+    monkeypatch.setattr(sampling, "MAX_DRAWS_PER_GENOME", 50)
+    budget = get_space("turbovit").least_cost().flops + 1
+    with pytest.raises(GasError, match=r"found only 0 of 1 genomes within \S+ FLOPs in 50 draws"):
+        sampling.sample_genomes("turbovit", 1, 0, 224, budget)

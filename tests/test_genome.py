@@ -124,7 +124,6 @@ def test_q_pools_values_that_cannot_sample_at_224_are_refused(q_pools):
         (["sample", "--space", "turbovit:q_pools=4", "--out", "x"], "q_pools must be an integer from 1 to 3"),
         (["sample", "--budget", "1M", "--out", "x"], "the cheapest turbovit genomes at 224px have 38.92M FLOPs"),
         (["sample", "--max-params", "100K", "--out", "x"], "have 291.34K params, over 100K params"),
-        (["sample", "--budget", "40M", "--n", "1", "--out", "x"], "found only 0 of 1 genomes"),  # just over the least
         (["cost", "hiera_tiny", "--resolution", "100"], "mask_unit=8 does not divide the 25x25 token grid"),
     ],
 )
