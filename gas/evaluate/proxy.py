@@ -198,6 +198,7 @@ def check_resolution(resolution: int, space: str = DEFAULT_SPACE) -> None:
     if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 8:
         raise GasError(f"proxy resolution must be an integer of at least 8 px, got {resolution!r}")
     search_space = get_space(space)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a scratch study: its creation is not news
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     probes = dict(search_space.references)
     for index in range(RESOLUTION_PROBES):
