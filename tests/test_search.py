@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import socket
@@ -472,3 +473,28 @@ def test_a_kill_during_a_write_to_the_study_waits_for_the_write():
     with pytest.raises(KeyboardInterrupt), interrupts.installed():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(5)  # outside a held block it stops at once
+
+
+def test_the_progress_line_moves_during_a_run_of_rejections(tmp_path, monkeypatch, capsys):
+    """Proposals over the budget can take minutes in a row; the status line shows them as they are made."""
+    from gas.search import engine as engine_module
+    from gas.search import progress as progress_module
+
+    monkeypatch.setattr(engine_module, "MAX_REJECTIONS_IN_A_ROW", 6)
+    monkeypatch.setattr(progress_module, "REFRESH_SECONDS", 0.0)
+    proxy = ProxyConfig(dataset="digits", evaluator="zero-cost", train_size=64, val_size=32)
+    config = SearchConfig(
+        budget=get_space("turbovit").least_cost().flops + 1,  # the cheapest genomes only: random draws miss them
+        trials=2,
+        study="tight",
+        storage=f"sqlite:///{tmp_path}/gas.db",
+        proxy=proxy.with_overrides(device="cpu"),
+        sampler="random",
+    )
+    engine = Engine(config)
+    progress = progress_module.Progress(engine.study, config.trials, enabled=True)
+    engine.on_rejected = progress.refresh
+    assert engine.propose() is None and engine.stopped_reason.startswith("6 proposals in a row")
+    progress.close()
+    shown = re.findall(r"proposed (\d+) \(0% feasible\)", capsys.readouterr().err)
+    assert sorted({int(count) for count in shown}) == list(range(7)), "at the start, then after each rejection"

@@ -193,6 +193,7 @@ class Engine:
         self.judge = LatencyJudge(config.latency, config.budget) if config.latency else None
         self.live: dict[int, optuna.Trial] = {}
         self.interrupts = Interrupts()  # drivers install it; proposals and results are written whole
+        self.on_rejected: Callable[[], None] = lambda: None  # a driver's progress display, in a run of rejections
         self.stopped_reason: str | None = None
         self.driver_seconds = 0.0  # time spent proposing and recording, outside any trial
         self.trained_before = len(record.trained_trials(self.study))
@@ -299,6 +300,7 @@ class Engine:
                 proposal = self._judge_next()
             if proposal is not None:
                 return proposal
+            self.on_rejected()
         self.stopped_reason = (
             f"{MAX_REJECTIONS_IN_A_ROW} proposals in a row were over budget; the sampler cannot find feasible "
             "genomes (raise the budget or try --sampler random)"

@@ -18,6 +18,7 @@ def search_in_process(config: SearchConfig) -> SearchOutcome:
     engine = Engine(*prepare(config))
     engine.requeue()
     progress = Progress(engine.study, config.trials, config.progress)
+    engine.on_rejected = progress.refresh
     interrupted = False
     try:
         with engine.interrupts.installed():  # `kill` stops it as Ctrl-C does; writes to the study are whole

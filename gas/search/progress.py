@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import optuna
 from optuna.trial import TrialState
 
 from gas import study as record
 
 
+# Reading the study for the postfix takes longer as it grows; between trained trials, at most this often.
+REFRESH_SECONDS = 2.0
+
+
 class Progress:
-    """A tqdm bar over trained trials, its postfix read from the study after every event."""
+    """A tqdm bar over trained trials, its postfix read from the study after every trained trial and, in
+    between (proposals, a long run of rejections), every couple of seconds."""
 
     def __init__(self, study: optuna.Study, total: int, enabled: bool) -> None:
         from tqdm import tqdm
 
         self.study = study
+        self.enabled = enabled
+        self.shown = -math.inf
         done = len(record.trained_trials(study))
         self.bar = tqdm(total=total, initial=min(done, total), unit="trial", disable=not enabled, dynamic_ncols=True)
         self.refresh()
 
     def refresh(self, completed: int = 0) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not completed and now - self.shown < REFRESH_SECONDS):
+            return
+        self.shown = now
         proposals = record.proposals(self.study)
         feasible = sum(bool(t.user_attrs[record.TrialKey.FEASIBLE]) for t in proposals)
         failed = len(record.failed_trials(self.study))

@@ -217,6 +217,7 @@ def run_search(config: SearchConfig) -> SearchOutcome:
         if remaining <= 0:
             return SearchOutcome.of(engine, False, time.monotonic() - started)
         progress = Progress(engine.study, config.trials, config.progress)
+        engine.on_rejected = progress.refresh
         searcher = EngineSearcher(engine, max(1, int(config.cpus_per_trial)), progress)
         tuner = tune.Tuner(
             tune.with_resources(run_trial, {"cpu": config.cpus_per_trial, "gpu": gpus}),
