@@ -10,7 +10,6 @@ from optuna.trial import TrialState
 
 from gas import study as record
 
-
 # Reading the study for the postfix takes longer as it grows; between trained trials, at most this often.
 REFRESH_SECONDS = 2.0
 
