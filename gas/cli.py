@@ -267,7 +267,10 @@ def _export(args: argparse.Namespace) -> int:
         if not args.study:
             raise GasError("give a genome (a .json file or a reference name) or --study NAME with --trial or --pick")
         if (args.trial is None) == (args.pick is None):
-            raise GasError("with --study, give exactly one of --trial N or --pick best|knee|max-acc-under BUDGET")
+            raise GasError(
+                "with --study, give exactly one of --trial N or --pick best, knee, max-acc-under BUDGET or "
+                "fastest-over ACCURACY"
+            )
         study = open_study(args.study, args.storage)
         if args.trial is not None:
             trial = find_trial(study, args.trial)
@@ -557,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pick",
         nargs="+",
         metavar="WHICH",
-        help="a front trial: best (most accurate), knee, or max-acc-under BUDGET (e.g. max-acc-under 2G)",
+        help="a front trial: best (most accurate), knee, max-acc-under BUDGET (e.g. max-acc-under 2G), or "
+        "fastest-over ACCURACY (the lowest measured latency at least that accurate, e.g. fastest-over 90%%)",
     )
     export.add_argument("--out", required=True, help="the .py file to write, e.g. generated/NAME.py")
     export.set_defaults(run=_export)
