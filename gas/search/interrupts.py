@@ -43,12 +43,11 @@ class Interrupts:
     @contextmanager
     def held(self) -> Iterator[None]:
         """A signal during the block takes effect when it ends (unless the block raised first)."""
-        outer = self._holding
         self._holding = True
         try:
             yield
         finally:
-            self._holding = outer
-        if self._pending and not outer:
+            self._holding = False
+        if self._pending:
             self._pending = False
             raise KeyboardInterrupt

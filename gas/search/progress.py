@@ -22,7 +22,6 @@ class Progress:
         from tqdm import tqdm
 
         self.study = study
-        self.enabled = enabled
         self.shown = -math.inf
         done = len(record.trained_trials(study))
         self.bar = tqdm(total=total, initial=min(done, total), unit="trial", disable=not enabled, dynamic_ncols=True)
@@ -30,7 +29,7 @@ class Progress:
 
     def refresh(self, completed: int = 0) -> None:
         now = time.monotonic()
-        if not self.enabled or (not completed and now - self.shown < REFRESH_SECONDS):
+        if self.bar.disable or (not completed and now - self.shown < REFRESH_SECONDS):
             return
         self.shown = now
         proposals = record.proposals(self.study)
