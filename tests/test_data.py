@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from gas.errors import GasError
-from gas.evaluate.data import (
+from gas.evaluate.datasets import (
     DatasetCheck,
     UnreadableImagesWarning,
     check_dataset,

@@ -15,7 +15,7 @@ from gas.cli import main as gas_main
 from gas.defaults import TRIALS_PER_GPU
 from gas.errors import GasError
 from gas.evaluate import train as training
-from gas.evaluate.data import load_dataset
+from gas.evaluate.datasets import load_dataset
 from gas.evaluate.proxy import GPU_PROXY, ProxyConfig, check_data, default_proxy, evaluate
 from gas.search import SearchConfig
 from gas.search.early_stop import EarlyStopping

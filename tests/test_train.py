@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gas.errors import GasError
-from gas.evaluate.data import Splits, load_dataset
+from gas.evaluate.datasets import Splits, load_dataset
 from gas.evaluate.proxy import ProxyConfig, TrialFailed, build_proxy_model, check_data, evaluate
 from gas.evaluate.train import TrainConfig, train, warmup_cosine
 from gas.search.sampling import sample_genomes

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gas.evaluate.data import SHAPES_CLASSES, load_dataset
+from gas.evaluate.datasets import SHAPES_CLASSES, load_dataset
 from gas.evaluate.proxy import ProxyConfig, build_proxy_model, evaluate
 from gas.evaluate.zero_cost import SCORES, naswot, normalised_primary, zero_cost_scores
 from gas.search.sampling import sample_genomes

@@ -49,7 +49,7 @@ from optuna.trial import TrialState
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from gas import study as record
 from gas.errors import GasError
-from gas.evaluate.data import load_dataset
+from gas.evaluate.datasets import load_dataset
 from gas.evaluate.proxy import ProxyConfig
 from gas.search import SearchConfig, run_search
 from gas.units import compact_count, format_count, parse_count

@@ -375,7 +375,7 @@ def run_level(level: int, gpus: int, sizes: Sizes, studies: Path, sampler: BusyS
 
 
 def run_searches(report: Report, check: Check, sizes: Sizes, folder: Path) -> None:
-    from gas.evaluate.data import load_dataset
+    from gas.evaluate.datasets import load_dataset
 
     on_gpus = report.cuda and not report.dry_run
     gpus = torch.cuda.device_count() if on_gpus else 0
@@ -520,7 +520,7 @@ def kendall_with_interval(x: Sequence[float], y: Sequence[float], resamples: int
 
 def run_fidelity(report: Report, check: Check, sizes: Sizes) -> None:
     from experiments.common.workers import worker_pool
-    from gas.evaluate.data import load_dataset
+    from gas.evaluate.datasets import load_dataset
     from gas.search.sampling import sample_genomes
 
     on_gpus = report.cuda and not report.dry_run

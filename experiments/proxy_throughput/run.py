@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from experiments.common.machine import machine_line
 from experiments.common.results import RESULTS
-from gas.evaluate.data import load_dataset
+from gas.evaluate.datasets import load_dataset
 from gas.evaluate.proxy import ProxyConfig, build_proxy_model, evaluate
 from gas.evaluate.train import param_groups
 from gas.space import get_space, load_genome

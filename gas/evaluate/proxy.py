@@ -43,7 +43,7 @@ import torch
 
 from gas.defaults import DEFAULT_SPACE
 from gas.errors import GasError, GenomeError
-from gas.evaluate.data import DEFAULT_DATASET, DatasetCheck, check_dataset, load_dataset, resolve_dataset
+from gas.evaluate.datasets import DEFAULT_DATASET, DatasetCheck, check_dataset, load_dataset, resolve_dataset
 from gas.evaluate.train import Report, TrainConfig, TrialFailed, device_name, resolve_device, train
 from gas.evaluate.zero_cost import normalised_primary, zero_cost_scores
 from gas.genome import Genome

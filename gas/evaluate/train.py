@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gas.errors import GasError
-from gas.evaluate.data import Splits
+from gas.evaluate.datasets import Splits
 
 Report = Callable[[dict[str, Any]], bool | None]
 

@@ -78,7 +78,7 @@ def default_path(settings: LatencySettings, folder: str | Path | None = None) ->
     """Where the model of this device is cached: FOLDER/<fingerprint id>.json, FOLDER by default
     $GAS_CACHE_DIR/latency (else ~/.cache/gas/latency), as the dataset cache does."""
     if folder is None:
-        from gas.evaluate.data import cache_dir
+        from gas.evaluate.datasets import cache_dir
 
         folder = cache_dir() / "latency"
     return Path(folder) / f"{fingerprint_id(fingerprint(settings))}.json"

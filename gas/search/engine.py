@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gas import study as record
 from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS
 from gas.errors import GasError
-from gas.evaluate.data import DatasetCheck
+from gas.evaluate.datasets import DatasetCheck
 from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data, evaluate
 from gas.search.budget import Budget
 from gas.search.early_stop import EarlyStopping, Rungs
