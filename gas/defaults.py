@@ -1,4 +1,7 @@
-"""The embedded defaults: what `gas search --budget 2.5G` does when told nothing else."""
+"""The embedded defaults (what `gas search --budget 2.5G` does when told nothing else) and the choices beside them.
+
+Plain values only: the command line reads its choice lists here without importing torch or Optuna.
+"""
 
 #: The space `gas search`, `gas sample` and the proxy use when none is named.
 DEFAULT_SPACE = "turbovit"
@@ -13,3 +16,16 @@ DEFAULT_TRIALS = 40
 #: fill those gaps. 4 is an estimate, to be confirmed by experiments/gpu_check (trials/hour and the
 #: device's busy share at 1, 2, 4 and 8 trials per GPU, experiments/results/gpu_check.md).
 TRIALS_PER_GPU = 4
+
+#: Optuna samplers `gas search --sampler` takes (gas.search.engine.make_sampler builds them).
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+
+#: The front's cost axis against accuracy.
+OBJECTIVE_AXES = ("flops", "latency", "params")
+
+#: How a proxy scores a genome: trained for a few epochs, or a zero-cost score at initialisation.
+EVALUATORS = ("train", "zero-cost")
+
+#: Devices and dtypes latency is measured on (gas.latency.device).
+LATENCY_DEVICES = ("cpu", "cuda")
+LATENCY_DTYPES = ("fp32", "bf16")

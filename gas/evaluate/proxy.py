@@ -41,7 +41,7 @@ from typing import Any
 import optuna
 import torch
 
-from gas.defaults import DEFAULT_SPACE
+from gas.defaults import DEFAULT_SPACE, EVALUATORS
 from gas.errors import GasError, GenomeError
 from gas.evaluate.datasets import DEFAULT_DATASET, DatasetCheck, check_dataset, load_dataset, resolve_dataset
 from gas.evaluate.train import Report, TrainConfig, TrialFailed, device_name, resolve_device, train
@@ -61,7 +61,6 @@ __all__ = [
     "evaluate",
 ]
 
-EVALUATORS = ("train", "zero-cost")
 DEFAULT_ZERO_COST_BATCH = 64
 
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
+from gas.defaults import LATENCY_DEVICES, LATENCY_DTYPES
 from gas.errors import GasError
 
-DEVICES = ("cpu", "cuda")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DEVICES = LATENCY_DEVICES
+DTYPES = dict(zip(LATENCY_DTYPES, (torch.float32, torch.bfloat16), strict=True))
 
 
 @dataclass(frozen=True)

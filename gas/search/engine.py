@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gas import study as record
-from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS
+from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS, OBJECTIVE_AXES, SAMPLERS
 from gas.errors import GasError
 from gas.evaluate.datasets import DatasetCheck
 from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data, evaluate
@@ -36,8 +36,6 @@ from gas.search.latency_limit import LatencyJudge, LatencyTarget, prediction_acc
 from gas.search.sampling import sample_genomes
 from gas.space import SearchSpace, get_space, load_genome
 
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
-OBJECTIVE_AXES = ("flops", "latency", "params")
 # A sampler stuck outside the budget must not spin forever. Each rejection is written to the study (about
 # 0.1-0.2 s in SQLite, most of it Optuna storing each parameter), so this many take 10 to 20 minutes.
 MAX_REJECTIONS_IN_A_ROW = 5000

@@ -1,0 +1,90 @@
+"""`gas pareto`: a study's front as a table, CSV, JSON or plot, with its picks and records."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gas.cli.common import add_study_options, storage_option
+from gas.units import format_count
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    pareto = commands.add_parser("pareto", help="the feasible accuracy/FLOPs front of a study: table, CSV, plot")
+    add_study_options(pareto, "study name")
+    pareto.add_argument("--csv", help="also write the front to this CSV file")
+    pareto.add_argument("--plot", help="also draw the front against all trials: .png/.svg/.pdf, or .html (no network)")
+    pareto.add_argument("--json", action="store_true", help="print the front as one JSON object instead of a table")
+    pareto.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import re
+    import shlex
+
+    from gas.front import format_table, front_rows, pick_trial, write_csv, write_plot
+    from gas.study import StudyKey, audit_of, latency_of, objective_of, open_study, state_counts, study_budget
+
+    study = open_study(args.study, args.storage)
+    rows = front_rows(study)
+    audit = audit_of(study)
+    latency = latency_of(study)
+    name = shlex.quote(study.study_name)
+    storage = storage_option(args.storage)
+    module = re.sub(r"\W", "_", study.study_name)
+    export_template = f"gas export --study {name}{storage} --trial TRIAL --out generated/{module}_tTRIAL.py"
+    written = []
+    if args.csv:
+        written.append(write_csv(rows, args.csv))
+    if args.plot:
+        written.append(write_plot(study, args.plot, export_template))
+    counts = state_counts(study)
+    picks = {kind: pick_trial(study, kind).number for kind in ("best", "knee")} if rows else {}
+    budget = study_budget(study)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "study": study.study_name,
+                    "space": study.user_attrs.get(StudyKey.SPACE),
+                    "budget": budget,
+                    "trials": counts,
+                    "picks": picks,
+                    "objective": objective_of(study),
+                    "front": rows,
+                    "audit": audit,
+                    "latency": latency,
+                }
+            )
+        )
+        return 0
+    space = study.user_attrs.get(StudyKey.SPACE)
+    about = ", ".join(
+        part
+        for part in (space and f"{space} space", budget and f"budget {format_count(budget)} FLOPs at 224px")
+        if part
+    )
+    print(f"study {study.study_name}" + (f" ({about})" if about else ""))
+    print("trials: " + ", ".join(f"{count} {state}" for state, count in counts.items()))
+    if latency is not None:
+        from gas.search.latency_limit import describe_accuracy, describe_target
+
+        print(f"latency measured on {describe_target(latency)}")
+        print(describe_accuracy(latency.get("accuracy") or {}))
+    if rows:
+        print(f"Pareto front: {len(rows)} feasible, fully trained trials, by {objective_of(study)} ascending")
+        for line in format_table(rows):
+            print(f"  {line}")
+        print(f"most accurate: trial {picks['best']}   knee: trial {picks['knee']}")
+    else:
+        print("Pareto front: empty (no feasible, fully trained trials yet)")
+    if audit:
+        from gas.search.audit import audit_line
+
+        print(audit_line(audit))
+    for path in written:
+        print(f"wrote {path}")
+    example = str(rows[-1]["trial"]) if rows else "N"
+    print(f"export a row:       {export_template.replace('TRIAL', example)}")
+    print(f"open the dashboard: gas dashboard --study {name}{storage}")
+    return 0
