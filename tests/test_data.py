@@ -16,9 +16,11 @@ from gas.errors import GasError
 from gas.evaluate.datasets import (
     DatasetCheck,
     UnreadableImagesWarning,
+    cache_dir,
     check_dataset,
     draw_shapes,
     load_dataset,
+    load_test_split,
     resolve_dataset,
 )
 
@@ -108,8 +110,8 @@ def test_shapes_cannot_be_solved_from_a_bag_of_pixels():
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_digits_loads_at_resolution(resolution):
     splits = load_dataset("digits", resolution)
-    # scikit-learn ships 1797 digits; a fixed 20% is held out.
-    assert_splits(splits, resolution, 10, train=1797 - 359, val=359)
+    # scikit-learn ships 1797 digits; a fixed 20% is held out for validation and another 20% for test.
+    assert_splits(splits, resolution, 10, train=1797 - 2 * 359, val=359)
     # Grey digits are copied into three equal channels before normalisation.
     assert torch.allclose(splits.train_images[:, 0], splits.train_images[:, 1], atol=1e-5)
 
@@ -145,7 +147,10 @@ def cifar_folder(tmp_path) -> Path:
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_cifar10_from_batches_folder(cifar_folder, resolution):
     splits = load_dataset("cifar10", resolution, data_dir=str(cifar_folder.parent))
-    assert_splits(splits, resolution, 10, train=30, val=5)
+    # Validation is a tenth of the training batches; test_batch is the test split alone.
+    assert_splits(splits, resolution, 10, train=27, val=3)
+    test = load_test_split("cifar10", resolution, data_dir=str(cifar_folder.parent))
+    assert tuple(test.images.shape) == (5, 3, resolution, resolution)
 
 
 def test_cifar10_from_archive_matches_folder(cifar_folder, tmp_path):
@@ -163,7 +168,10 @@ def test_cifar10_reads_every_label(cifar_folder):
     splits = load_dataset("cifar10", 32, data_dir=str(cifar_folder.parent))
     batches = [pickle.loads((cifar_folder / f"data_batch_{i}").read_bytes()) for i in range(1, 6)]
     expected = sorted(label for batch in batches for label in batch[b"labels"])
-    assert sorted(splits.train_labels.tolist()) == expected
+    assert sorted(splits.train_labels.tolist() + splits.val_labels.tolist()) == expected
+    test = load_test_split("cifar10", 32, data_dir=str(cifar_folder.parent))
+    test_batch = pickle.loads((cifar_folder / "test_batch").read_bytes())
+    assert sorted(test.labels.tolist()) == sorted(test_batch[b"labels"])
 
 
 def one_line_error(call) -> str:
@@ -226,7 +234,8 @@ def fresh_worker(monkeypatch, cache: Path) -> None:
 def test_imagefolder_loads_at_resolution(image_tree, resolution):
     splits = load_dataset(f"imagefolder:{image_tree}", resolution)
     assert_splits(splits, resolution, 3)
-    assert len(splits.train_labels) + len(splits.val_labels) == 12
+    test = load_test_split(f"imagefolder:{image_tree}", resolution)
+    assert len(splits.train_labels) + len(splits.val_labels) + len(test.labels) == 12
     # Every class with 2+ images has at least one image in each split.
     assert set(splits.val_labels.tolist()) == {0, 1, 2} == set(splits.train_labels.tolist())
 
@@ -287,7 +296,8 @@ def test_relative_imagefolder_loads_from_another_cwd(image_tree, tmp_path, monke
     fresh_worker(monkeypatch, tmp_path / "worker-cache")
     splits = load_dataset(name, 32, data_dir)
     assert_splits(splits, 32, 3)
-    assert len(splits.train_labels) + len(splits.val_labels) == 12
+    test = load_test_split(name, 32, data_dir)
+    assert len(splits.train_labels) + len(splits.val_labels) + len(test.labels) == 12
     fresh_worker(monkeypatch, tmp_path / "absolute-cache")
     from_absolute = load_dataset(f"imagefolder:{image_tree}", 32)
     assert torch.equal(splits.train_images, from_absolute.train_images)
@@ -314,7 +324,7 @@ def test_an_unreadable_image_is_skipped_the_same_way_everywhere(scraped_tree, tm
 
     fresh_worker(monkeypatch, tmp_path / "worker-1")
     first = load_dataset(name, 32)
-    assert len(first.train_labels) + len(first.val_labels) == 60
+    assert len(first.train_labels) + len(first.val_labels) + len(load_test_split(name, 32).labels) == 60
     fresh_worker(monkeypatch, tmp_path / "worker-2")
     second = load_dataset(name, 32)
     assert torch.equal(first.train_images, second.train_images) and torch.equal(first.val_images, second.val_images)
@@ -376,3 +386,58 @@ def test_hidden_files_are_not_images(image_tree):
 def test_unknown_dataset_is_one_line():
     assert "available" in one_line_error(lambda: check_dataset("imagenet"))
     assert "imagefolder:PATH" in one_line_error(lambda: check_dataset("imagefolder"))
+
+
+# ---- the test split ---------------------------------------------------------------------------------
+
+
+def image_set(images: torch.Tensor) -> set[bytes]:
+    return {image.numpy().tobytes() for image in images}
+
+
+def test_shapes_test_split_is_disjoint_and_its_own_stream():
+    splits = load_dataset("shapes", 32, train_size=256, val_size=128)
+    test = load_test_split("shapes", 32, train_size=256, test_size=128)
+    assert len(test.labels) == 128 and test.num_classes == 8
+    assert not image_set(test.images) & (image_set(splits.train_images) | image_set(splits.val_images))
+    # Its own stream: capping the training split does not move the test images.
+    assert torch.equal(test.labels, load_test_split("shapes", 32, train_size=64, test_size=128).labels)
+
+
+def test_digits_partition_is_disjoint_and_covers_every_image():
+    from gas.evaluate.datasets import digits
+
+    train, val, test = digits._partition(1797)
+    indices = [set(part.tolist()) for part in (train, val, test)]
+    assert not (indices[0] & indices[1] or indices[0] & indices[2] or indices[1] & indices[2])
+    assert set().union(*indices) == set(range(1797))
+    assert len(load_test_split("digits", 16).labels) == len(test) == 359
+
+
+def test_imagefolder_test_files_are_held_out_per_class(tmp_path):
+    from gas.evaluate.datasets import imagefolder
+
+    root = write_image_tree(tmp_path / "tree", {"a": 10, "b": 6, "c": 2})
+    train, val, test = imagefolder._partition(imagefolder.scan(str(root)))
+    files = [{file for file, _ in part} for part in (train, val, test)]
+    assert not (files[0] & files[1] or files[0] & files[2] or files[1] & files[2])
+    assert sum(len(part) for part in files) == 18
+    held_out = {label for _, label in test}
+    assert held_out == {0, 1}  # a class of 2 images keeps one for training and one for validation
+    assert len(load_test_split(f"imagefolder:{root}", 32).labels) == len(test)
+
+
+def test_test_split_is_normalised_like_training_and_cached_apart(tmp_path, monkeypatch):
+    """The test file is written only when the test split is asked for: a search that never asks leaves none."""
+    fresh_worker(monkeypatch, tmp_path / "cache")
+    load_dataset("digits", 16, train_size=200)
+    assert not list((cache_dir() / "datasets").glob("*-test-*"))
+    test = load_test_split("digits", 16, train_size=200)
+    assert len(list((cache_dir() / "datasets").glob("digits-test-16px-*.pt"))) == 1
+    from gas.evaluate.datasets import digits
+
+    raw = digits.load(16, 200, None).train_images.float() / 255
+    mean, std = raw.mean(dim=(0, 2, 3), keepdim=True), raw.std(dim=(0, 2, 3), keepdim=True)
+    expected = (digits.load_test(16, None).images.float() / 255 - mean) / std
+    assert torch.allclose(test.images, expected, atol=1e-5)
+    assert "test_size" in one_line_error(lambda: load_test_split("digits", 16, test_size=0))

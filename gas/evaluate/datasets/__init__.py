@@ -9,9 +9,16 @@ Names (one module each):
     imagefolder:PATH   one folder per class under PATH, read with Pillow, resized and centre-cropped; files
                        that do not decode are skipped when they are few (see `check_dataset`)
 
-Every source first produces uint8 images [N, 3, R, R]; `load_dataset` then normalises them per channel with
-the training split's mean and standard deviation. The uint8 form is what the disk cache holds (`cache`), so
-a Ray worker that starts fresh reads a few megabytes instead of decoding or drawing images again.
+Each has three disjoint splits: train (trials learn on it), validation (the search's signal) and test.
+`load_dataset` gives train and validation; `load_test_split` gives the test split, which no trial, sampler,
+pick or audit reads: only `gas compare` and the benchmarks score on it, so a pick is never scored on the
+images it was chosen on. shapes draws it from a stream of its own, digits and imagefolder hold out a fixed
+share, and cifar10 uses the archive's test_batch (its validation images come from the training batches).
+
+Every source first produces uint8 images [N, 3, R, R]; they are then normalised per channel with the
+training split's mean and standard deviation (the test split too). The uint8 form is what the disk cache
+holds (`cache`), so a Ray worker that starts fresh reads a few megabytes instead of decoding or drawing
+images again. The test split is cached in a file of its own, built only when something asks for it.
 
 Ray Tune runs each trial in its own working directory, so the driver passes names and data dirs through
 `resolve_dataset` before they reach a worker, and calls `check_dataset` once before any trial starts.
@@ -29,7 +36,7 @@ import torch
 from gas.errors import GasError
 from gas.evaluate.datasets import cifar10, digits, imagefolder, shapes
 from gas.evaluate.datasets.cache import cache_dir, cache_key, load_or_build
-from gas.evaluate.datasets.raw import RawSplits
+from gas.evaluate.datasets.raw import RawSplits, RawTest
 from gas.evaluate.datasets.shapes import SHAPES_CLASSES, draw_shapes
 
 __all__ = [
@@ -38,11 +45,13 @@ __all__ = [
     "SHAPES_CLASSES",
     "DatasetCheck",
     "Splits",
+    "TestSplit",
     "UnreadableImagesWarning",
     "cache_dir",
     "check_dataset",
     "draw_shapes",
     "load_dataset",
+    "load_test_split",
     "num_classes",
     "resolve_dataset",
 ]
@@ -63,10 +72,22 @@ class Splits:
     train_labels: torch.Tensor
     val_images: torch.Tensor
     val_labels: torch.Tensor
+    # The training split's per-channel mean and standard deviation (of [0, 1] pixels), which normalised it.
+    train_statistics: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def resolution(self) -> int:
         return int(self.train_images.shape[-1])
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    """The held-out test images, normalised like the training split they are compared against."""
+
+    name: str
+    num_classes: int
+    images: torch.Tensor
+    labels: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -169,6 +190,44 @@ def load_dataset(
     return _normalise(name, raw)
 
 
+def load_test_split(
+    name: str,
+    resolution: int,
+    data_dir: str | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
+) -> TestSplit:
+    """The test split of dataset `name` at `resolution` px, normalised with the statistics of the training
+    split that `load_dataset(name, resolution, data_dir, train_size)` gives (the one the models trained on).
+
+    `test_size` caps it (None: the dataset's default size for generated data, all held-out images otherwise).
+
+    >>> test = load_test_split("digits", 32, test_size=100)
+    >>> tuple(test.images.shape), test.num_classes
+    ((100, 3, 32, 32), 10)
+    """
+    if test_size is not None and test_size < 1:
+        raise GasError(f"test_size must be positive, got {test_size}")
+    splits = load_dataset(name, resolution, data_dir, train_size)  # checks the other arguments too
+    kind, argument = _parse_name(name)
+    fingerprint = _source_fingerprint(kind, argument, data_dir)
+    key = cache_key(f"{kind}|test|{fingerprint}|{resolution}|{test_size}")
+
+    def build() -> RawTest:
+        if kind == "shapes":
+            return shapes.load_test(resolution, test_size)
+        if kind == "digits":
+            return digits.load_test(resolution, test_size)
+        if kind == "cifar10":
+            return cifar10.load_test(resolution, data_dir, test_size)
+        return imagefolder.load_test(argument, resolution, test_size)
+
+    raw = load_or_build(cache_dir() / "datasets" / f"{kind}-test-{resolution}px-{key}.pt", build, RawTest)
+    if not len(raw.labels):
+        raise GasError(f"dataset {name} holds no test images (each class needs 3+ images for one)")
+    return TestSplit(name, raw.num_classes, _apply(raw.images, splits.train_statistics), raw.labels.long())
+
+
 def _parse_name(name: str) -> tuple[str, str]:
     kind, sep, argument = str(name).partition(":")
     if kind == "imagefolder":
@@ -211,7 +270,7 @@ def _load_raw_cached(
             return cifar10.load(resolution, data_dir, train_size, val_size)
         return imagefolder.load(argument, resolution, train_size, val_size)
 
-    return load_or_build(path, build)
+    return load_or_build(path, build, RawSplits)
 
 
 def _normalise(name: str, raw: RawSplits) -> Splits:
@@ -219,12 +278,17 @@ def _normalise(name: str, raw: RawSplits) -> Splits:
     mean = train.mean(dim=(0, 2, 3), keepdim=True)
     # A constant channel (grey images copied to RGB have equal channels, not constant ones) must not divide by 0.
     std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
-    val = raw.val_images.float().div_(255)
     return Splits(
         name=name,
         num_classes=raw.num_classes,
         train_images=train.sub_(mean).div_(std),
         train_labels=raw.train_labels.long(),
-        val_images=val.sub_(mean).div_(std),
+        val_images=_apply(raw.val_images, (mean, std)),
         val_labels=raw.val_labels.long(),
+        train_statistics=(mean, std),
     )
+
+
+def _apply(images: torch.Tensor, statistics: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    mean, std = statistics
+    return images.float().div_(255).sub_(mean).div_(std)

@@ -7,12 +7,15 @@ import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
-from gas.evaluate.datasets.raw import RawSplits
+from gas.evaluate.datasets.raw import RawSplits, RawTest
 
-CACHE_VERSION = 2  # bump whenever a source or the generator changes what it produces
+CACHE_VERSION = 3  # bump whenever a source or the generator changes what it produces
+
+Raw = TypeVar("Raw", RawSplits, RawTest)
 
 
 def cache_dir() -> Path:
@@ -25,10 +28,10 @@ def cache_key(text: str) -> str:
     return hashlib.sha256(f"{CACHE_VERSION}|{text}".encode()).hexdigest()[:20]
 
 
-def load_or_build(path: Path, build: Callable[[], RawSplits]) -> RawSplits:
-    """The splits stored at `path`, or `build()`'s, stored there for the next process."""
+def load_or_build(path: Path, build: Callable[[], Raw], kind: type[Raw]) -> Raw:
+    """The `kind` stored at `path`, or `build()`'s, stored there for the next process."""
     try:
-        return RawSplits(**torch.load(path, weights_only=True))
+        return kind(**torch.load(path, weights_only=True))
     except (OSError, RuntimeError, TypeError, pickle.UnpicklingError, EOFError):
         pass  # absent, half-written by a killed worker, or from another torch: rebuild it
     raw = build()

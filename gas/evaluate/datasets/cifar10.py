@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from gas.errors import GasError
-from gas.evaluate.datasets.raw import SPLIT_SEED, RawSplits, resize_uint8, take
+from gas.evaluate.datasets.raw import SPLIT_SEED, RawSplits, RawTest, resize_uint8, take
 
 CLASSES = 10
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
 CIFAR_TEST_BATCH = "test_batch"
+CIFAR_VAL_FRACTION = 0.1  # of the training batches' images, held out for validation (5,000 of 50,000)
 _CIFAR_EXPECTED = f"{CIFAR_DIR}/ (data_batch_1..5, test_batch) or {CIFAR_ARCHIVE}"
 
 
@@ -51,8 +52,7 @@ def _unpickle_cifar(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def _read_cifar_batches(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    names = (*CIFAR_TRAIN_BATCHES, CIFAR_TEST_BATCH)
+def _read_cifar_batches(path: Path, names: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if path.is_dir():
         return {name: _unpickle_cifar((path / name).read_bytes(), str(path / name)) for name in names}
     batches = {}
@@ -73,25 +73,36 @@ def _read_cifar_batches(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def load(resolution: int, data_dir: str | None, train_size: int | None, val_size: int | None) -> RawSplits:
-    """Training images from data_batch_1..5, validation images from test_batch (never trained on)."""
-    batches = _read_cifar_batches(source(data_dir))
-    train_images = np.concatenate([batches[name][0] for name in CIFAR_TRAIN_BATCHES])
-    train_labels = np.concatenate([batches[name][1] for name in CIFAR_TRAIN_BATCHES])
-    val_images, val_labels = batches[CIFAR_TEST_BATCH]
-    rng = np.random.default_rng(SPLIT_SEED)
+    """Training and validation images from data_batch_1..5 (a share held out by a fixed shuffle).
+
+    test_batch is the test split (`load_test`): nothing a search reads comes from it.
+    """
+    batches = _read_cifar_batches(source(data_dir), CIFAR_TRAIN_BATCHES)
+    images = np.concatenate([batches[name][0] for name in CIFAR_TRAIN_BATCHES])
+    labels = np.concatenate([batches[name][1] for name in CIFAR_TRAIN_BATCHES])
     # A fixed shuffle before truncating keeps a capped split class-balanced in expectation.
-    train_index = rng.permutation(len(train_labels))[: take(train_size, len(train_labels))]
-    val_index = rng.permutation(len(val_labels))[: take(val_size, len(val_labels))]
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
+    n_val = round(len(labels) * CIFAR_VAL_FRACTION)
+    val_index, train_index = order[:n_val], order[n_val:]
+    train_index = train_index[: take(train_size, len(train_index))]
+    val_index = val_index[: take(val_size, len(val_index))]
     return RawSplits(
         CLASSES,
-        resize_uint8(torch.from_numpy(train_images[train_index]), resolution),
-        torch.from_numpy(train_labels[train_index]),
-        resize_uint8(torch.from_numpy(val_images[val_index]), resolution),
-        torch.from_numpy(val_labels[val_index]),
+        resize_uint8(torch.from_numpy(images[train_index]), resolution),
+        torch.from_numpy(labels[train_index]),
+        resize_uint8(torch.from_numpy(images[val_index]), resolution),
+        torch.from_numpy(labels[val_index]),
     )
 
 
-# ---- imagefolder ------------------------------------------------------------------------------------
+def load_test(resolution: int, data_dir: str | None, test_size: int | None) -> RawTest:
+    """The archive's test_batch, shuffled by a fixed seed before a cap."""
+    images, labels = _read_cifar_batches(source(data_dir), (CIFAR_TEST_BATCH,))[CIFAR_TEST_BATCH]
+    index = np.random.default_rng(SPLIT_SEED).permutation(len(labels))[: take(test_size, len(labels))]
+    return RawTest(
+        CLASSES, resize_uint8(torch.from_numpy(images[index]), resolution), torch.from_numpy(labels[index])
+    )
+
 
 def fingerprint(data_dir: str | None) -> str:
     """The batches' paths, sizes and times, so replacing the archive invalidates the cached copy."""

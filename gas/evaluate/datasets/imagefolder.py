@@ -15,7 +15,7 @@ import torch
 
 from gas.errors import GasError
 from gas.evaluate.datasets.cache import cache_dir, cache_key, write_atomically
-from gas.evaluate.datasets.raw import SPLIT_SEED, RawSplits, take
+from gas.evaluate.datasets.raw import SPLIT_SEED, RawSplits, RawTest, take
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 IMAGEFOLDER_VAL_FRACTION = 0.2
+IMAGEFOLDER_TEST_FRACTION = 0.2
 # Skipping is for the stray bad file of a scraped set. When a larger share fails the cause is rarely the
 # files themselves (permissions on a sub-tree, a codec Pillow lacks, a copy still running), and training on
 # what is left would quietly change the task, so the scan refuses instead.
@@ -183,28 +184,50 @@ def _read_image(file: Path, resolution: int) -> np.ndarray:
 
 
 def load(path: str, resolution: int, train_size: int | None, val_size: int | None) -> RawSplits:
-    """A per-class held-out split chosen by a hash of each file's name, so it survives adding files.
-
-    Only files that decode take part, so a skipped file is simply absent: the splits are those of the same
-    tree without it.
-    """
+    """Training and validation images of the tree (see `_partition`), each split shuffled before a cap."""
     found = scan(path)
-    train, val = [], []
-    for label, files in enumerate(found.classes.values()):
-        ranked = sorted(files, key=lambda file: zlib.crc32(str(file.relative_to(found.root)).encode()))
-        n_val = round(len(ranked) * IMAGEFOLDER_VAL_FRACTION)
-        if len(ranked) >= 2:
-            n_val = min(max(n_val, 1), len(ranked) - 1)  # both splits see every class that has 2+ images
-        val += [(file, label) for file in ranked[:n_val]]
-        train += [(file, label) for file in ranked[n_val:]]
+    train, val, _ = _partition(found)
     rng = np.random.default_rng(SPLIT_SEED)
     train = [train[index] for index in rng.permutation(len(train))[: take(train_size, len(train))]]
     val = [val[index] for index in rng.permutation(len(val))[: take(val_size, len(val))]]
-
-    def stack(items: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = np.stack([_read_image(file, resolution) for file, _ in items])
-        return torch.from_numpy(images), torch.tensor([label for _, label in items], dtype=torch.int64)
-
-    train_images, train_labels = stack(train)
-    val_images, val_labels = stack(val)
+    train_images, train_labels = _stack(train, resolution)
+    val_images, val_labels = _stack(val, resolution)
     return RawSplits(len(found.classes), train_images, train_labels, val_images, val_labels)
+
+
+def load_test(path: str, resolution: int, test_size: int | None) -> RawTest:
+    """The tree's test images (see `_partition`), shuffled before a cap."""
+    found = scan(path)
+    test = _partition(found)[2]
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(test))
+    test = [test[index] for index in order[: take(test_size, len(test))]]
+    images, labels = _stack(test, resolution)
+    return RawTest(len(found.classes), images, labels)
+
+
+Labelled = list[tuple[Path, int]]
+
+
+def _partition(found: Scan) -> tuple[Labelled, Labelled, Labelled]:
+    """(train, validation, test) files with their labels, held out per class by a hash of each file's name.
+
+    A hash, not a shuffle, so a file keeps its split when others are added. Only files that decode take
+    part, so a skipped file is simply absent: the splits are those of the same tree without it. Every class
+    with 2+ images has one in training and one in validation; the test split takes its share after that.
+    """
+    train, val, test = [], [], []
+    for label, files in enumerate(found.classes.values()):
+        ranked = sorted(files, key=lambda file: zlib.crc32(str(file.relative_to(found.root)).encode()))
+        n_val = min(max(round(len(ranked) * IMAGEFOLDER_VAL_FRACTION), 1), len(ranked) - 1)
+        n_test = min(round(len(ranked) * IMAGEFOLDER_TEST_FRACTION), len(ranked) - 1 - n_val)
+        val += [(file, label) for file in ranked[:n_val]]
+        test += [(file, label) for file in ranked[n_val : n_val + n_test]]
+        train += [(file, label) for file in ranked[n_val + n_test :]]
+    return train, val, test
+
+
+def _stack(items: Labelled, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if not items:  # a tree too small to hold a test image in any class
+        return torch.zeros((0, 3, resolution, resolution), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
+    images = np.stack([_read_image(file, resolution) for file, _ in items])
+    return torch.from_numpy(images), torch.tensor([label for _, label in items], dtype=torch.int64)

@@ -22,6 +22,19 @@ class RawSplits:
     val_labels: torch.Tensor
 
 
+@dataclass(frozen=True)
+class RawTest:
+    """The held-out test split as uint8 images [N, 3, R, R] and int64 labels; kept in a file of its own.
+
+    Only `gas compare` and the benchmarks load it. A search never does, so the test images cannot steer
+    which genome it picks, and a test-split file in the cache means something read it.
+    """
+
+    num_classes: int
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
 def resize_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """Bilinear resize of uint8 [N, 3, H, W] to a square side; antialiased when shrinking."""
     if images.shape[-1] == resolution and images.shape[-2] == resolution:

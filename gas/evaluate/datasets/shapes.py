@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gas.evaluate.datasets.raw import SPLIT_SEED, RawSplits
+from gas.evaluate.datasets.raw import SPLIT_SEED, RawSplits, RawTest
 
 # Eight classes: which shape the large figure is, and which half of the image holds it.
 SHAPE_KINDS = ("circle", "square", "triangle", "cross")
 SHAPES_LABELS = tuple(f"{kind}-{side}" for side in ("left", "right") for kind in SHAPE_KINDS)
 SHAPES_CLASSES = len(SHAPES_LABELS)
-SHAPES_TRAIN, SHAPES_VAL = 2048, 512
+SHAPES_TRAIN, SHAPES_VAL, SHAPES_TEST = 2048, 512, 1024
 SHAPES_FIGURE_RADIUS = (0.15, 0.22)  # the figure's size as a fraction of the image side
 SHAPES_DISTRACTORS = (0, 2)  # small shapes per scene, inclusive range
 SHAPES_DISTRACTOR_RADIUS = (0.035, 0.06)
@@ -26,12 +26,18 @@ _EXTENT = 1.12  # every kind fits in a disc of this many (scaled) radii around i
 
 
 def load(resolution: int, train_size: int | None, val_size: int | None) -> RawSplits:
-    """Generate the `shapes` splits; train and validation come from disjoint seeds, so they never overlap."""
+    """Generate the `shapes` splits; train, validation and test come from seeds of their own, so never overlap."""
     n_train = train_size or SHAPES_TRAIN
     n_val = val_size or SHAPES_VAL
     train_images, train_labels = draw_shapes(n_train, resolution, seed=SPLIT_SEED)
     val_images, val_labels = draw_shapes(n_val, resolution, seed=SPLIT_SEED + 1)
     return RawSplits(SHAPES_CLASSES, train_images, train_labels, val_images, val_labels)
+
+
+def load_test(resolution: int, test_size: int | None) -> RawTest:
+    """The test split, drawn from a stream of its own (SHAPES_TEST scenes unless `test_size` says)."""
+    images, labels = draw_shapes(test_size or SHAPES_TEST, resolution, seed=SPLIT_SEED + 2)
+    return RawTest(SHAPES_CLASSES, images, labels)
 
 
 def draw_shapes(count: int, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
