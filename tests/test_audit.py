@@ -21,15 +21,14 @@ from gas.evaluate.proxy import ProxyConfig
 from gas.search import SearchConfig, search_in_process
 from gas.search.audit import (
     AuditConfig,
-    bootstrap_interval,
     evaluate_in_process,
     evaluate_on_ray,
-    kendall_tau,
     long_schedule,
     run_audit,
     select_trials,
 )
 from gas.space import get_space, load_genome
+from gas.stats import kendall_tau, tau_interval
 from tests.studies import add_complete, mixed_study, new_study, sampled_genomes, sqlite_url
 
 # The audit's own sizes: long runs at the search's 32px (the 64px default is checked on paper), two epochs.
@@ -77,13 +76,13 @@ def test_bootstrap_interval_contains_tau_and_is_seeded():
     x = rng.normal(size=30)
     y = x + rng.normal(scale=0.8, size=30)
     tau = kendall_tau(x, y)
-    low, high = bootstrap_interval(x, y, rounds=1000, seed=3)
+    low, high = tau_interval(x, y, rounds=1000, seed=3)
     assert -1.0 <= low < tau < high <= 1.0
-    assert bootstrap_interval(x, y, rounds=1000, seed=3) == (low, high)
-    assert bootstrap_interval(x, y, rounds=1000, seed=4) != (low, high)
+    assert tau_interval(x, y, rounds=1000, seed=3) == (low, high)
+    assert tau_interval(x, y, rounds=1000, seed=4) != (low, high)
     # A perfectly kept order stays perfect in every resample that ranks anything.
-    assert bootstrap_interval([1, 2, 3, 4], [2, 3, 5, 8]) == (1.0, 1.0)
-    assert all(math.isnan(bound) for bound in bootstrap_interval([1, 1, 1], [1, 2, 3]))
+    assert tau_interval([1, 2, 3, 4], [2, 3, 5, 8]) == (1.0, 1.0)
+    assert all(math.isnan(bound) for bound in tau_interval([1, 1, 1], [1, 2, 3]))
 
 
 # ---- which trials are retrained ----------------------------------------------------------------------

@@ -18,7 +18,6 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from experiments.common.hypervolume import hypervolume
 from experiments.common.results import update_summary
 from gas import study as record
 from gas.bench import time_in_turns
@@ -27,6 +26,7 @@ from gas.errors import GasError
 from gas.latency import LatencySettings, measure
 from gas.search.latency_limit import LatencyTarget
 from gas.space import get_space, load_genome
+from gas.stats import hypervolume
 from tests.conftest import REPO, run_gas
 
 BUDGET = 2_500_000_000

@@ -42,7 +42,6 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from experiments.common.hypervolume import hypervolume
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from experiments.common.worker_time import search_for
 from experiments.common.workers import worker_pool
@@ -51,6 +50,7 @@ from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
 from gas.search import SearchConfig, prepare
 from gas.search.early_stop import DEFAULT_ETA, EarlyStopping
+from gas.stats import hypervolume
 from gas.units import compact_count, parse_count
 
 SCRIPT = "experiments/bench_early_stop/run.py"

@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from scipy.stats import kendalltau
 
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from gas.errors import GasError
@@ -47,6 +46,7 @@ from gas.latency import DEFAULT_RUNS, BuildPlan, LatencyModel, LatencySettings, 
 from gas.latency.parts import family
 from gas.search.sampling import sample_genomes
 from gas.space import get_space
+from gas.stats import kendall_tau
 from gas.units import format_count, parse_count
 
 SCRIPT = "experiments/bench_latency/run.py"
@@ -190,10 +190,10 @@ def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
                 "measured_ms": f"{1000 * measured.min():.1f}–{1000 * measured.max():.1f}",
                 "within_10pct": (group["error"].abs() <= TOLERANCE).mean(),
                 "median_abs_error": group["error"].abs().median(),
-                "tau_predicted": kendalltau(group["predicted_s"], measured)[0],
-                "tau_summed": kendalltau(group["summed_s"], measured)[0],
-                "tau_flops": kendalltau(group["flops"], measured)[0],
-                "tau_params": kendalltau(group["params"], measured)[0],
+                "tau_predicted": kendall_tau(group["predicted_s"], measured),
+                "tau_summed": kendall_tau(group["summed_s"], measured),
+                "tau_flops": kendall_tau(group["flops"], measured),
+                "tau_params": kendall_tau(group["params"], measured),
                 "predict_us": group["predict_us"].iloc[0],
                 "build_s": group["build_s"].iloc[0],
                 "build_parts": group["build_parts"].iloc[0],

@@ -38,7 +38,6 @@ from collections.abc import Sequence
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
-from scipy.stats import ttest_ind
 
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from experiments.common.worker_time import search_for, worker_seconds
@@ -50,6 +49,7 @@ from gas.latency import LatencySettings, measure
 from gas.search import SearchConfig, prepare
 from gas.search.latency_limit import LatencyTarget
 from gas.space import load_genome
+from gas.stats import welch_p
 from gas.units import format_count, parse_count
 
 SCRIPT = "experiments/bench_latency_search/run.py"
@@ -142,8 +142,9 @@ def summarise(runs: pd.DataFrame, limit: float) -> tuple[pd.DataFrame, list[str]
     latency = runs[runs.arm == "latency"].best_accuracy.dropna()
     for other in ("flops", "turbovit"):
         against = runs[runs.arm == other].best_accuracy.dropna()
-        if len(latency) > 1 and len(against) > 1:
-            p_values[other] = float(ttest_ind(latency, against, equal_var=False).pvalue)
+        p = welch_p(latency, against)
+        if p is not None:
+            p_values[other] = p
             headlines.append(
                 f"- Latency-aware search against {LABELS[other]}: {100 * (latency.mean() - against.mean()):+.2f} "
                 f"points of proxy accuracy at or under {1000 * limit:.1f} ms (Welch's t-test p = "

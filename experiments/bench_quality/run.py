@@ -39,7 +39,6 @@ import dataclasses
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import as_completed
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from gas.genome import Genome
 from gas.latency import DEFAULT_RUNS, LatencySettings, fingerprint, measure, measure_many
 from gas.latency.device import difference
 from gas.space import get_space, load_genome
+from gas.stats import welch_p
 from gas.units import compact_count, format_count, format_duration, parse_count
 from search_spaces.turbovit import DEPTH_RANGE, TurboViTGenome
 
@@ -340,7 +340,6 @@ SIGNIFICANCE = 0.05  # a searched architecture "beats" a baseline only below thi
 
 def verdicts(runs: pd.DataFrame) -> list[str]:
     """Per dataset: does the best searched candidate beat every baseline on mean accuracy, and how surely."""
-    from scipy import stats
 
     lines = []
     for dataset, rows in runs.groupby("dataset", sort=False):
@@ -354,11 +353,7 @@ def verdicts(runs: pd.DataFrame) -> list[str]:
         margin = searched[best] - baselines[rival]
         ours = rows.loc[rows["candidate"] == best, "accuracy"]
         theirs = rows.loc[rows["candidate"] == rival, "accuracy"]
-        p = None
-        if len(ours) > 1 and len(theirs) > 1 and (ours.std() > 0 or theirs.std() > 0):
-            with warnings.catch_warnings():  # near-identical accuracies only make the p-value imprecise
-                warnings.simplefilter("ignore", RuntimeWarning)
-                p = stats.ttest_ind(ours, theirs, equal_var=False).pvalue
+        p = welch_p(ours, theirs)
         p_value = "too few seeds for a t-test" if p is None else f"Welch's t-test p = {p:.3f}"
         if margin <= 0:
             verdict = "does not beat every baseline"

@@ -49,13 +49,13 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.common.hypervolume import hypervolume_curve
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from experiments.common.workers import worker_pool
 from gas import study as record
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
 from gas.search import SAMPLERS, SearchConfig, prepare, run_search, search_in_process
+from gas.stats import hypervolume_curve
 from gas.units import compact_count, parse_count
 
 SCRIPT = "experiments/bench_search/run.py"

@@ -154,7 +154,9 @@ def run_study(args: argparse.Namespace) -> None:
 
 
 def _signal_table(frame, dataset: str):
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import spearmanr
+
+    from gas.stats import CONFIDENCE, kendall_tau, tau_interval
 
     proxy = frame[(frame.dataset == dataset) & (frame.schedule == "proxy")].set_index("genome_key")
     long = frame[(frame.dataset == dataset) & (frame.schedule == "long")].set_index("genome_key")
@@ -174,37 +176,18 @@ def _signal_table(frame, dataset: str):
         values = columns[signal]
         usable = values.notna() & target.notna()
         x, y = values[usable].to_numpy(), target[usable].to_numpy()
-        low, high = _bootstrap_tau(x, y)
+        low, high = tau_interval(x, y, rounds=2000)
         rows.append(
             {
                 "dataset": dataset,
                 "signal": signal,
-                "kendall_tau": kendalltau(x, y).statistic,
-                "tau_90%_interval": f"[{low:.2f}, {high:.2f}]",
+                "kendall_tau": kendall_tau(x, y),
+                f"tau_{CONFIDENCE:.0%}_interval": f"[{low:.2f}, {high:.2f}]",
                 "spearman_rho": spearmanr(x, y).statistic,
                 "n": usable.sum(),
             }
         )
     return rows, proxy, long
-
-
-def _bootstrap_tau(x, y, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """5th and 95th percentile of Kendall's tau over genomes resampled with replacement.
-
-    With 30 genomes one swapped pair moves tau by ~0.005 and an outlier by much more; the interval says
-    how far the figure would move on another draw of genomes.
-    """
-    import numpy as np
-    from scipy.stats import kendalltau
-
-    rng = np.random.default_rng(seed)
-    taus = []
-    for _ in range(resamples):
-        pick = rng.integers(0, len(x), len(x))
-        tau = kendalltau(x[pick], y[pick]).statistic
-        if not np.isnan(tau):  # a resample of one repeated genome has no ranking
-            taus.append(tau)
-    return float(np.percentile(taus, 5)), float(np.percentile(taus, 95))
 
 
 TARGET_TAU = 0.6  # the proxy must rank at least this well against the long schedule

@@ -41,13 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gas import study as record
 from gas.defaults import DEFAULT_SPACE
 from gas.errors import GasError
+from gas.stats import kendall_tau, tau_interval
 
 if TYPE_CHECKING:  # the proxy imports torch and the Ray driver imports Ray; reading an audit needs neither
     from gas.evaluate.proxy import ProxyConfig, ProxyResult
@@ -57,11 +57,9 @@ __all__ = [
     "AuditConfig",
     "after_search",
     "audit_line",
-    "bootstrap_interval",
     "evaluate_in_process",
     "evaluate_on_ray",
     "format_audit",
-    "kendall_tau",
     "long_schedule",
     "print_outcome",
     "run_audit",
@@ -94,51 +92,6 @@ def after_search(trials: int, proxy: ProxyConfig) -> AuditConfig:
     envelope holds.
     """
     return AuditConfig(trials=trials, epoch_factor=3, resolution=proxy.resolution, data_dir=proxy.data_dir)
-
-
-# ---- statistics ------------------------------------------------------------------------------------
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b of two equally long sequences; nan when either is constant (no ranking to compare).
-
-    tau-b = (concordant - discordant) / sqrt((pairs - pairs tied in x) (pairs - pairs tied in y)), the
-    variant that stays in [-1, 1] with ties (the same as scipy.stats.kendalltau's default).
-
-    >>> kendall_tau([1, 2, 3], [1, 3, 2])
-    0.3333333333333333
-    """
-    first, second = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if first.ndim != 1 or first.shape != second.shape:
-        raise ValueError(f"kendall_tau needs two sequences of one length, got shapes {first.shape} and {second.shape}")
-    pairs = np.triu_indices(len(first), k=1)
-    # Per pair: +1 if the first element is the larger, -1 if the smaller, 0 for a tie.
-    order_x = np.sign(first[:, None] - first[None, :])[pairs]
-    order_y = np.sign(second[:, None] - second[None, :])[pairs]
-    untied_x, untied_y = np.count_nonzero(order_x), np.count_nonzero(order_y)
-    if untied_x == 0 or untied_y == 0:
-        return math.nan
-    return float(np.dot(order_x, order_y) / math.sqrt(untied_x * untied_y))
-
-
-def bootstrap_interval(
-    x: Sequence[float], y: Sequence[float], rounds: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """The 2.5th and 97.5th percentiles of tau over pairs resampled with replacement, seeded.
-
-    Resamples whose tau is undefined (every pick the same trial, or tied throughout) are left out; if all
-    are, the interval is (nan, nan).
-    """
-    first, second = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if first.shape != second.shape or len(first) == 0:
-        raise ValueError("bootstrap_interval needs two non-empty sequences of one length")
-    picks = np.random.default_rng(seed).integers(0, len(first), size=(rounds, len(first)))
-    taus = np.array([kendall_tau(first[pick], second[pick]) for pick in picks])
-    taus = taus[~np.isnan(taus)]
-    if taus.size == 0:
-        return math.nan, math.nan
-    low, high = np.percentile(taus, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def front_order_held(pairs: Mapping[str, Mapping[str, float]], front: Sequence[str]) -> bool | None:
@@ -304,7 +257,7 @@ def run_audit(
     search = [pair["search"] for pair in pairs.values()]
     retrained = [pair["long"] for pair in pairs.values()]
     tau = kendall_tau(search, retrained)
-    low, high = bootstrap_interval(search, retrained, config.rounds, config.seed)
+    low, high = tau_interval(search, retrained, config.rounds, config.seed)
     front = [number for number in pairs if int(number) in front_numbers]
     audit = {
         "settings": {

@@ -27,8 +27,8 @@ from gas.errors import GasError
 from gas.genome import Genome
 from gas.latency import DEFAULT_RUNS, BuildPlan, LatencyModel, LatencySettings, fingerprint, measure
 from gas.latency.device import settings_dict
-from gas.search.audit import kendall_tau
 from gas.search.sampling import sample_genomes
+from gas.stats import kendall_tau
 from gas.units import format_duration
 
 # Random genomes whose predictions show whether a limit can be met at all, before anything trains.
