@@ -150,7 +150,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from gas.front import format_table, front_rows
+    from gas.front_report import format_table, front_rows
     from gas.search import run_search
     from gas.search.latency_limit import describe_accuracy
     from gas.study import DEFAULT_STORAGE, feasible_share_by_half, latency_of
@@ -302,7 +302,8 @@ def _pareto(args: argparse.Namespace) -> int:
     import re
     import shlex
 
-    from gas.front import format_table, front_rows, pick_trial, write_csv, write_plot
+    from gas.front import pick_trial
+    from gas.front_report import format_table, front_rows, write_csv, write_plot
     from gas.study import StudyKey, audit_of, latency_of, objective_of, open_study, state_counts, study_budget
 
     study = open_study(args.study, args.storage)
