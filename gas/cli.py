@@ -567,7 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the .py file to write, e.g. generated/NAME.py")
     export.set_defaults(run=_export)
 
-    pareto = commands.add_parser("pareto", help="the feasible accuracy/FLOPs front of a study: table, CSV, plot")
+    pareto = commands.add_parser(
+        "pareto", help="the feasible front of a study, accuracy against its objective: table, CSV, plot"
+    )
     _add_study_options(pareto, "study name")
     pareto.add_argument("--csv", help="also write the front to this CSV file")
     pareto.add_argument("--plot", help="also draw the front against all trials: .png/.svg/.pdf, or .html (no network)")
