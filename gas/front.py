@@ -3,9 +3,10 @@
 The cost axis is the study's objective: FLOPs unless the search said params or measured latency. Tables,
 CSV, the plot and its page are drawn from here by gas.front_report.
 
-The front is made of feasible, fully trained trials only. The study contract keeps infeasible proposals
-out of COMPLETE (they are PRUNED with a positive constraint), so the front computed here, Optuna's
-`study.best_trials` and optuna-dashboard's Pareto plot (which looks at COMPLETE trials only) agree.
+The front is made of feasible, fully trained trials only: Optuna's `study.best_trials` on the study's two
+values, accuracy and the objective (gas.study.front). The study contract keeps infeasible proposals out of
+COMPLETE (they are PRUNED with a positive constraint), so that front and optuna-dashboard's Pareto plot
+(which looks at COMPLETE trials only) agree.
 
 Picking one trial off the front (`gas export --pick`):
     best               the most accurate trial on the front.
