@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 
 from gas import study as record
+from gas.cost import Cost
 from gas.search.budget import Budget
 from gas.search.sampling import sample_genomes
 from gas.space import get_space, load_genome
@@ -115,3 +116,71 @@ def mixed_study(path: Path, name: str = "mixed") -> tuple[str, optuna.Study, dic
         else:
             numbers["infeasible"].append(add_infeasible(study, genomes[index], budget))
     return url, study, numbers
+
+
+def objective_study(path: Path, objective: str) -> tuple[str, optuna.Study]:
+    """A study whose front's cost axis is `objective` (flops, params or latency), written as the engine writes one.
+
+    Measured latency falls as FLOPs rise, so a front drawn on FLOPs is not the front on latency. Trials, by
+    FLOPs: five trained (one dominated on latency), one trained and measured over the latency limit, one
+    predicted over it and never trained, and one that failed while training.
+    """
+    from gas.evaluate.proxy import ProxyResult
+    from gas.latency import LatencySettings
+    from gas.search.latency_limit import LatencyTarget
+
+    genomes = sampled_genomes(8, seed=5, budget=BUDGET)
+    space = get_space("turbovit")
+
+    def by_flops(pair: tuple[Cost, int]) -> int:
+        return pair[0].flops
+
+    costs = sorted(((space.cost(load_genome(data)), index) for index, data in enumerate(genomes)), key=by_flops)
+    limit = 0.030
+    max_params = max(cost.params for cost, _ in costs) + 1
+    url = sqlite_url(path)
+    study = new_study(url, f"by-{objective}")
+    study.set_user_attr(record.StudyKey.OBJECTIVE, objective)
+    study.set_user_attr(record.StudyKey.MAX_PARAMS, max_params)
+    target = LatencyTarget(LatencySettings(device="cpu", threads=1), limit)
+    study.set_user_attr(record.StudyKey.LATENCY, {**target.to_dict(), "accuracy": None})
+    budget = Budget(BUDGET, max_params, limit)
+    accuracies = [0.62, 0.50, 0.41, 0.45, 0.48, 0.70]
+    measured = [0.026, 0.020, 0.014, 0.018, 0.024, 0.034]
+    predicted = [0.028, 0.021, 0.015, 0.019, 0.025, 0.028, 0.045, 0.021]  # the sixth predicted under, measured over
+    for rank, (cost, index) in enumerate(costs):
+        trial = study.ask()
+        flops_only, _ = budget.check(cost)
+        with_latency, reasons = budget.check(cost, predicted[rank])
+        if reasons:
+            record.write_proposal(trial, load_genome(genomes[index]), cost, BUDGET, with_latency, predicted[rank])
+            record.write_infeasible(study, trial, reasons)
+            continue
+        record.write_proposal(trial, load_genome(genomes[index]), cost, BUDGET, flops_only, predicted[rank])
+        _dispatch(trial)
+        if rank >= len(measured):
+            record.write_failure(study, trial, "RuntimeError: loss diverged")
+            continue
+        result = ProxyResult(
+            accuracy=accuracies[rank],
+            accuracy_history=(accuracies[rank],),
+            wall_time=1.0,
+            images_per_second=100.0,
+            device="cpu",
+            epochs=1,
+            zero_cost={},
+            mfu=None,
+            loss=1.0,
+            batch_size=32,
+            forward_flops=1,
+        )
+        record.write_measured_latency(trial, measured[rank])
+        latency, reasons = budget.check(cost, measured[rank])
+        latency = {name: value for name, value in latency.items() if name == "latency"}
+        if reasons:
+            record.write_over_limit(study, trial, result, latency, reasons)
+            continue
+        record.write_constraints(trial, latency)
+        axis = {"flops": cost.flops, "params": cost.params, "latency": measured[rank]}[objective]
+        record.write_result(study, trial, result, axis)
+    return url, study

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from gas.cli import main
-from gas.front import front_rows
+from gas.front_report import front_rows
 from tests.studies import mixed_study
 
 STARTUP_SECONDS = 120

@@ -15,6 +15,7 @@ from gas.cli import main
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
 from gas.front import parse_pick, pick_trial
+from gas.front_report import front_figure, front_plot
 from gas.latency import BuildPlan, LatencySettings
 from gas.search import SearchConfig, search_in_process
 from gas.search.latency_limit import LatencyJudge, LatencyTarget, prediction_accuracy
@@ -107,6 +108,12 @@ def test_latency_as_the_objective_and_the_fastest_over_pick(tmp_path, capsys, li
     fastest = pick_trial(study, *parse_pick(["fastest-over", f"{floor:.6f}"]))
     assert fastest.user_attrs[record.TrialKey.MEASURED_LATENCY] == min(
         t.user_attrs[record.TrialKey.MEASURED_LATENCY] for t in front
+    )
+    axes = front_figure(front_plot(study)).axes[0]
+    drawn = next(points for points in axes.collections if points.get_label().startswith("Pareto front"))
+    assert axes.get_xlabel().startswith("measured latency (ms")
+    assert sorted(drawn.get_offsets()[:, 0]) == pytest.approx(
+        sorted(1e3 * t.user_attrs[record.TrialKey.MEASURED_LATENCY] for t in front)
     )
     assert main(["pareto", "--study", "speed", "--storage", storage]) == 0
     shown = capsys.readouterr().out

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from gas.cli import main
-from gas.front import format_table, front_rows, knee_point, parse_pick, pick_trial
+from gas.front import knee_point, parse_pick, pick_trial
+from gas.front_report import format_table, front_figure, front_plot, front_rows
 from gas.space import get_space, load_genome
-from gas.study import front, state_counts
+from gas.study import StudyKey, TrialKey, front, latency_of, state_counts, study_budget
 from tests.conftest import run_gas
-from tests.studies import mixed_study, new_study, sqlite_url
+from tests.studies import mixed_study, new_study, objective_study, sqlite_url
 
 
 def brute_force_front(study) -> list[int]:
@@ -158,3 +159,50 @@ def test_unknown_plot_format_is_refused(plot, mixed, capsys):
     folder, url, _, _ = mixed
     assert main(["pareto", "--study", "mixed", "--storage", url, "--plot", str(folder / plot)]) == 2
     assert "write .png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("objective", "unit", "label"),
+    [
+        ("latency", 1e-3, "measured latency (ms"),
+        ("params", 1e6, "parameters at 224px (M)"),
+        ("flops", 1e9, "FLOPs at 224px (G"),
+    ],
+)
+def test_the_plot_draws_the_front_on_the_study_objective(tmp_path, objective, unit, label):
+    _, study = objective_study(tmp_path / "study.db", objective)
+    trials = {trial.number: trial for trial in study.get_trials()}
+    key = {"latency": TrialKey.MEASURED_LATENCY, "params": TrialKey.PARAMS, "flops": TrialKey.FLOPS}[objective]
+
+    def at(numbers, *keys) -> list[float]:
+        """Where these trials belong on the axis: the first of `keys` each carries, in the axis unit."""
+        return sorted(next(trials[n].user_attrs[k] for k in keys if k in trials[n].user_attrs) / unit for n in numbers)
+
+    axes = front_figure(front_plot(study)).axes[0]
+    assert axes.get_xlabel().startswith(label)
+    drawn = {points.get_label().split(" (")[0]: sorted(points.get_offsets()[:, 0]) for points in axes.collections}
+    on_front = brute_force_front(study)
+    by_state: dict[str, list[int]] = {}
+    for number, trial in trials.items():
+        by_state.setdefault(trial.state.name, []).append(number)
+    assert drawn["Pareto front"] == pytest.approx(at(on_front, key))
+    assert drawn["feasible, dominated"] == pytest.approx(at(set(by_state["COMPLETE"]) - set(on_front), key))
+    # Trials that never trained sit at their predicted latency; one trained, then measured over, at its measure.
+    assert drawn["infeasible, not trained"] == pytest.approx(at(by_state["PRUNED"], key, TrialKey.PREDICTED_LATENCY))
+    assert drawn["failed while training"] == pytest.approx(at(by_state["FAIL"], key, TrialKey.PREDICTED_LATENCY))
+    limit = {
+        "latency": latency_of(study)["limit"],
+        "params": study.user_attrs[StudyKey.MAX_PARAMS],
+        "flops": study_budget(study),
+    }[objective]
+    labelled_lines = [line for line in axes.lines if not line.get_label().startswith("_")]  # the staircase has none
+    assert [line.get_xdata()[0] for line in labelled_lines] == [pytest.approx(limit / unit)]
+
+
+def test_a_latency_front_page_is_headed_and_drawn_on_latency(tmp_path):
+    url, study = objective_study(tmp_path / "study.db", "latency")
+    path = tmp_path / "front.html"
+    assert main(["pareto", "--study", study.study_name, "--storage", url, "--plot", str(path)]) == 0
+    page = path.read_text(encoding="utf-8")
+    assert f"{study.study_name} (turbovit space): accuracy against latency</h2>" in page
+    assert "measured latency (ms" in page[page.index("<svg") : page.index("</svg>")] and "FLOPs at 224px" not in page

@@ -10,7 +10,9 @@ from gas.units import format_count
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    pareto = commands.add_parser("pareto", help="the feasible accuracy/FLOPs front of a study: table, CSV, plot")
+    pareto = commands.add_parser(
+        "pareto", help="the feasible front of a study, accuracy against its objective: table, CSV, plot"
+    )
     add_study_options(pareto, "study name")
     pareto.add_argument("--csv", help="also write the front to this CSV file")
     pareto.add_argument("--plot", help="also draw the front against all trials: .png/.svg/.pdf, or .html (no network)")
@@ -22,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     import re
     import shlex
 
-    from gas.front import format_table, front_rows, pick_trial, write_csv, write_plot
+    from gas.front import pick_trial
+    from gas.front_report import format_table, front_rows, write_csv, write_plot
     from gas.study import StudyKey, audit_of, latency_of, objective_of, open_study, state_counts, study_budget
 
     study = open_study(args.study, args.storage)

@@ -95,7 +95,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gas.front import format_table, front_rows
+    from gas.front_report import format_table, front_rows
     from gas.search import run_search
     from gas.search.latency_limit import describe_accuracy
     from gas.study import DEFAULT_STORAGE, feasible_share_by_half, latency_of
