@@ -241,21 +241,6 @@ def find_trial(study: optuna.Study, number: int, states: Sequence[TrialState] = 
     raise GasError(f"study {study.study_name!r} has no trial {number}; it has {span}")
 
 
-def trial_row(trial: FrozenTrial) -> dict[str, Any]:
-    """The numbers a table shows for one trial."""
-    attrs = trial.user_attrs
-    return {
-        "trial": trial.number,
-        "state": trial.state.name,
-        "accuracy": attrs.get(TrialKey.ACCURACY),
-        "flops": attrs.get(TrialKey.FLOPS),
-        "params": attrs.get(TrialKey.PARAMS),
-        "budget_utilisation": attrs.get(TrialKey.BUDGET_UTILISATION),
-        "wall_time": attrs.get(TrialKey.WALL_TIME),
-        "device": attrs.get(TrialKey.DEVICE),
-    }
-
-
 # ---- opening a search's study ------------------------------------------------------------------------
 
 

@@ -20,10 +20,10 @@ from optuna.trial import TrialState
 
 from experiments.common.results import update_summary
 from gas import study as record
-from gas.bench import time_in_turns
 from gas.cli import main as gas_main
 from gas.errors import GasError
 from gas.latency import LatencySettings, measure
+from gas.latency.measure import time_in_turns
 from gas.search.latency_limit import LatencyTarget
 from gas.space import get_space, load_genome
 from gas.stats import hypervolume

@@ -4,7 +4,7 @@
 
 Reports batch-1 latency (median over repeats, after warm-up) and batch-64 throughput (images/s from the
 median batch time), with ratios against EfficientViT-M5. The models take turns within each repeat, so a
-change in machine load during the run affects all of them alike (`gas.bench.time_in_turns`, the timing that
+change in machine load during the run affects all of them alike (`gas.latency.measure.time_in_turns`, the timing that
 `gas bench` uses). EfficientViT-M5 is also timed before fusion to show what folding its BatchNorms buys.
 Writes bench_inference.{csv,md} into --out (default: experiments/results).
 """
@@ -30,7 +30,7 @@ from torch import nn
 
 from experiments.common.machine import machine_line
 from experiments.common.results import RESULTS
-from gas.bench import time_in_turns
+from gas.latency.measure import time_in_turns
 from gas.space import get_space, load_genome
 from gas.units import format_count
 

@@ -33,9 +33,10 @@ import torch
 
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from gas import study as record
-from gas.bench import add_ratios, load_model, run_benchmark, settings_for
+from gas.bench import add_ratios, run_benchmark, settings_for
 from gas.errors import GasError
 from gas.front import pick_trial
+from gas.named_model import load_model
 from gas.units import format_count
 
 SCRIPT = "experiments/bench_speed/run.py"
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = torch.get_num_threads()
     setup = (
         f"Eval mode, `torch.inference_mode()`, fresh weights, each model at its genome's resolution (224px). "
-        f"Settings: {', '.join(setting.name for setting in settings)}; {threads} CPU threads. Batch 1: median of "
+        f"Settings: {', '.join(setting.kind for setting in settings)}; {threads} CPU threads. Batch 1: median of "
         f"{args.repeats} runs; larger batches: median of {args.batch_repeats}; {args.warmup} warm-up runs per model "
         f"and batch size; models in turns. `latency_x`: median time over {baseline}'s (below 1 is faster); "
         f"`throughput_x`: images/s over {baseline}'s (above 1 is more). FLOPs: fvcore multiply-adds at 224px "
@@ -132,13 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for model in named:
             if model == baseline:
                 continue
-            latency = [r for r in rows if r["setting"] == setting.name and r["model"] == model and r["batch"] == 1]
+            latency = [r for r in rows if r["setting"] == setting.kind and r["model"] == model and r["batch"] == 1]
             widest = max(
-                (r for r in rows if r["setting"] == setting.name and r["model"] == model), key=lambda r: r["batch"]
+                (r for r in rows if r["setting"] == setting.kind and r["model"] == model), key=lambda r: r["batch"]
             )
             if latency:
                 headline.append(
-                    f"- {setting.name}, {model}: batch-1 latency {latency[0]['latency_x']:.2f}x of {baseline}'s; "
+                    f"- {setting.kind}, {model}: batch-1 latency {latency[0]['latency_x']:.2f}x of {baseline}'s; "
                     f"batch-{widest['batch']} throughput {widest['throughput_x']:.2f}x."
                 )
     command = command_line(SCRIPT, argv)

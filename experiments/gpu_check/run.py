@@ -589,7 +589,9 @@ def bench_models() -> list[str]:
 
 
 def run_bench(report: Report, check: Check, sizes: Sizes) -> None:
-    from gas.bench import CPU_FP32, add_ratios, format_rows, load_models, run_benchmark, settings_for, write_csv
+    from gas.bench import CPU_FP32, add_ratios, run_benchmark, settings_for, write_csv
+    from gas.cli.bench import format_rows
+    from gas.named_model import load_models
 
     on_gpus = report.cuda and not report.dry_run
     names = bench_models()
@@ -617,13 +619,13 @@ def run_bench(report: Report, check: Check, sizes: Sizes) -> None:
             )
     report.sections["bench"] = (
         "## Inference: bf16 eager and compiled\n\n"
-        f"`gas bench {' '.join(names)}` on {', '.join(setting.name for setting in settings)}, batch sizes "
+        f"`gas bench {' '.join(names)}` on {', '.join(setting.kind for setting in settings)}, batch sizes "
         f"{', '.join(map(str, sizes.bench_batches))}: median of {sizes.bench_repeats} timed runs at batch 1 and "
         f"{sizes.bench_batch_repeats} at larger batches after {sizes.bench_warmup} warm-up runs, models taking "
         "turns; `latency x` and `throughput x` against Hiera-T at the same setting and batch.\n\n"
         "```\n" + "\n".join(format_rows(rows)) + "\n```\n\n" + "\n".join(verdicts)
     )
-    expected = {(setting.name, batch) for setting in settings for batch in sizes.bench_batches}
+    expected = {(setting.kind, batch) for setting in settings for batch in sizes.bench_batches}
     timed = {(row["setting"], row["batch"]) for row in rows}
     if timed != expected:
         check.status, check.detail = "failed", f"timed {sorted(timed)}, expected {sorted(expected)}"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import Any
 
 from gas.defaults import LATENCY_DEVICES
 from gas.errors import GasError
+from gas.units import format_count
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -39,7 +42,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from gas.bench import add_ratios, format_rows, load_models, run_benchmark, settings_for, write_csv
+    from gas.bench import add_ratios, run_benchmark, settings_for, write_csv
+    from gas.named_model import load_models
 
     if args.threads is not None:
         if args.threads < 1:
@@ -54,3 +58,31 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         print(f"wrote {write_csv(rows, args.csv)}")
     return 0
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The rows as an aligned text table."""
+    header = ("model", "setting", "batch", "params", "FLOPs", "median ms", "images/s", "latency x", "throughput x")
+    body = [
+        (
+            str(row["model"]),
+            str(row["setting"]),
+            str(row["batch"]),
+            format_count(row["params"]),
+            "?" if row["flops"] is None else format_count(row["flops"]),
+            f"{row['median_ms']:.2f}",
+            f"{row['images_per_s']:.1f}",
+            f"{row['latency_x']:.2f}" if "latency_x" in row else "",
+            f"{row['throughput_x']:.2f}" if "throughput_x" in row else "",
+        )
+        for row in rows
+    ]
+    widths = [max(len(cells[column]) for cells in [header, *body]) for column in range(len(header))]
+    lines = []
+    for cells in [header, *body]:
+        text = [
+            cell.ljust(width) if column < 2 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        lines.append("  ".join(text).rstrip())
+    return lines

@@ -66,12 +66,16 @@ class LatencySettings:
         """The CPU thread count the settings time with."""
         return self.threads if self.threads is not None else torch.get_num_threads()
 
+    @property
+    def kind(self) -> str:
+        """'cpu fp32' or 'cuda bf16 compiled': where and how, without threads or batch."""
+        return " ".join([self.device, self.dtype] + (["compiled"] if self.compile else []))
+
     def describe(self) -> str:
         """'cpu fp32, 1 thread, batch 1' or 'cuda bf16 compiled, batch 8'."""
-        words = [self.device, self.dtype] + (["compiled"] if self.compile else [])
         threads = self.effective_threads()
         where = f", {threads} thread{'s' if threads != 1 else ''}" if self.device == "cpu" else ""
-        return f"{' '.join(words)}{where}, batch {self.batch}"
+        return f"{self.kind}{where}, batch {self.batch}"
 
 
 def processor_name() -> str:

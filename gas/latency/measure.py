@@ -1,7 +1,7 @@
 """Measured inference latency: warm-up runs, then the median and interquartile range of timed runs.
 
-The clock is `gas.bench.time_in_turns`, the one `gas bench` uses: wall time on the CPU, CUDA events on a
-GPU. Several networks measured together take turns, one call each per round, so a change in the machine's
+The clock (`time_in_turns`, which `gas bench` uses too) is wall time on the CPU and CUDA events on a GPU.
+Several networks measured together take turns, one call each per round, so a change in the machine's
 load during the measurement touches all of them alike. The median of the timed runs is the figure; the
 interquartile range (IQR) says how much the runs scattered, and so how far to trust it.
 """
@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import copy
 import statistics
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from gas.bench import load_model, time_in_turns
 from gas.errors import GasError
 from gas.genome import Genome
 from gas.latency.device import LatencySettings, running_with
+from gas.named_model import load_model
 from gas.space import get_space
 
 #: Timed runs per measurement. The median's own scatter shrinks as 1/√runs: with an interquartile range of
@@ -32,7 +33,7 @@ DEFAULT_RUNS = 20
 #: Untimed runs first: allocation, caches, the one-time work of oneDNN and cuDNN kernel selection.
 DEFAULT_WARMUP = 3
 
-#: What `measure` accepts: a built module, a genome, or a name as `gas bench` takes one (a reference,
+#: What `measure` accepts: a built module, a genome, or a name as `gas.named_model` reads one (a reference,
 #: a genome file, an exported .py file, any of them with ":fused").
 Target = nn.Module | Genome | str
 
@@ -63,6 +64,54 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         return {"median_s": self.median, "spread_s": self.spread, "runs": self.runs}
+
+
+def time_call(call: Callable[[], object], device: str = "cpu") -> float:
+    """Seconds one call takes on `device` ("cpu" or "cuda"), counting the work it queued there.
+
+    On the CPU it reads the wall clock around the call. On CUDA, where a call returns before its kernels
+    finish, a pair of CUDA events brackets the call on the current stream, and the reading waits for the
+    second one: the figure is the stream's time from the first kernel's launch to the last one's end,
+    which includes any gap the host's launches leave (what a batch-1 caller waits for) but not the time
+    before the call started.
+    """
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000  # elapsed_time is in milliseconds
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def time_in_turns(
+    calls: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    device: str = "cpu",
+) -> dict[str, list[float]]:
+    """Seconds per call of each callable, `repeats` times each, the callables taking turns.
+
+    Each callable first runs `warmup` untimed calls (allocation, caches, compilation). Then every round
+    calls each one once, starting one further along each round, so no callable always runs right after
+    the same other one. Each call is timed by `time_call` on `device` ("cpu" or "cuda"); on CUDA the
+    warm-up's queued work finishes before the first timed call.
+    """
+    names = list(calls)
+    for name in names:
+        for _ in range(warmup):
+            calls[name]()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(repeats):
+        for offset in range(len(names)):
+            name = names[(round_number + offset) % len(names)]
+            seconds[name].append(time_call(calls[name], device))
+    return seconds
 
 
 def prepare(module: nn.Module, settings: LatencySettings) -> nn.Module:
