@@ -24,6 +24,18 @@ def run_gas(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     )
 
 
+def start_gas(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+    """Start `python -m gas ARGS` without waiting, output piped as text: for tests that stop it or talk to it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gas", *args],
+        cwd=cwd or REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
 @pytest.fixture
 def gas_cli():
     return run_gas

@@ -6,8 +6,6 @@ import json
 import queue
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -16,6 +14,7 @@ import pytest
 
 from gas.cli import main
 from gas.front_report import front_rows
+from tests.conftest import start_gas
 from tests.studies import mixed_study
 
 STARTUP_SECONDS = 120
@@ -65,13 +64,7 @@ def mixed(tmp_path_factory):
 def test_dashboard_serves_the_study_with_gas_front_and_stops_on_sigint(mixed, tmp_path):
     url, study, numbers = mixed
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gas", "dashboard", "--study", "mixed", "--storage", url, "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_gas("dashboard", "--study", "mixed", "--storage", url, "--port", str(port), cwd=tmp_path)
     output: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(process.stdout, output), daemon=True).start()
     try:

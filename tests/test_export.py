@@ -212,47 +212,10 @@ def test_export_from_study_is_deterministic_and_picks_match_their_definitions(tm
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
-    by_trial = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gas",
-            "export",
-            "--study",
-            "mixed",
-            "--storage",
-            url,
-            "--trial",
-            str(best),
-            "--out",
-            "model.py",
-        ],
-        cwd=first,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    from_study = ("export", "--study", "mixed", "--storage", url, "--out", "model.py")
+    by_trial = run_gas(*from_study, "--trial", str(best), cwd=first)
     assert by_trial.returncode == 0, by_trial.stderr
-    by_pick = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gas",
-            "export",
-            "--study",
-            "mixed",
-            "--storage",
-            url,
-            "--pick",
-            "best",
-            "--out",
-            "model.py",
-        ],
-        cwd=second,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    by_pick = run_gas(*from_study, "--pick", "best", cwd=second)
     assert by_pick.returncode == 0, by_pick.stderr
     assert (first / "model.py").read_bytes() == (second / "model.py").read_bytes()
     text = (first / "model.py").read_text()
@@ -293,13 +256,7 @@ def test_export_from_study_is_deterministic_and_picks_match_their_definitions(tm
 
 
 def test_export_of_reference_through_cli_writes_an_importable_module(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "gas", "export", "hiera_tiny", "--out", str(tmp_path / "hiera_tiny.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_gas("export", "hiera_tiny", "--out", str(tmp_path / "hiera_tiny.py"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "hiera_tiny.py" in result.stdout and "27.91M params" in result.stdout
     module = _import_file(tmp_path / "hiera_tiny.py")

@@ -30,7 +30,7 @@ from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
 from gas.search import Engine, SearchConfig, run_search, search_in_process
 from gas.space import get_space, load_genome
-from tests.conftest import REPO, run_gas
+from tests.conftest import REPO, run_gas, start_gas
 
 # Small proxies: 32px digits for one epoch keeps a trial to seconds on one CPU thread.
 TINY = ["--dataset", "digits", "--resolution", "32", "--epochs", "1", "--no-progress", "--seed", "1", "--audit", "0"]
@@ -164,7 +164,7 @@ def _count(folder: Path, name: str, state: TrialState) -> int:
 
 def _interrupt(args: list[str], folder: Path, stop_signal: int, finished: int) -> dict[int, list[float]]:
     """Run the search until `finished` trials are complete, stop it with `stop_signal`, and return what it kept."""
-    process = subprocess.Popen(args, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_gas(*args, cwd=folder)
 
     def enough() -> bool:
         if process.poll() is not None:  # the search ended on its own: show why instead of waiting
@@ -183,12 +183,12 @@ def _interrupt(args: list[str], folder: Path, stop_signal: int, finished: int) -
 
 def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path):
     """Ctrl-C, then a kill (SIGTERM) of the resumed run, then a resume to the end: nothing finished is lost."""
-    args = [sys.executable, "-m", "gas", "search", "--budget", "1G", "--trials", "8", "--study", "resume", *SCORED]
+    args = ["search", "--budget", "1G", "--trials", "8", "--study", "resume", *SCORED]
     after_ctrl_c = _interrupt(args, tmp_path, signal.SIGINT, finished=1)
     after_kill = _interrupt(args, tmp_path, signal.SIGTERM, finished=len(after_ctrl_c) + 1)
     assert after_ctrl_c and all(after_kill[number] == values for number, values in after_ctrl_c.items())
 
-    result = run_gas(*args[3:], cwd=tmp_path)
+    result = run_gas(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = open_study(tmp_path, "resume")
     after = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
@@ -209,8 +209,7 @@ def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path):
 def test_a_search_rejecting_proposals_stops_at_once_when_killed(tmp_path):
     """Under 450M FLOPs the random sampler's first 1224 proposals (seed 1) are over the budget: minutes in which
     the driver is inside one of Tune's requests for a suggestion. A kill still stops it at once."""
-    args = [sys.executable, "-m", "gas", "search", "--budget", "450M", "--sampler", "random", "--study", "t", *SCORED]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_gas("search", "--budget", "450M", "--sampler", "random", "--study", "t", *SCORED, cwd=tmp_path)
 
     def rejecting() -> bool:
         if process.poll() is not None:
