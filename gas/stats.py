@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 CONFIDENCE = 0.95
+# Fewer pairs than this give no tau interval: the variance below is undefined at n = 4 and too rough under 6.
+MIN_TAU_INTERVAL_N = 6
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
@@ -37,23 +39,46 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.dot(order_x, order_y) / math.sqrt(untied_x * untied_y))
 
 
-def tau_interval(x: Sequence[float], y: Sequence[float], rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """The CONFIDENCE percentile bootstrap interval of tau over pairs resampled with replacement, seeded.
+def tau_interval(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """The CONFIDENCE interval of Kendall's tau between `x` and `y`; (nan, nan) where none can be honest.
 
-    Resamples whose tau is undefined (every pick the same trial, or tied throughout) are left out; if all
-    are, the interval is (nan, nan).
+    Fisher's z-transform with the Fieller-Hartley-Pearson variance, 0.437 / (n - 4), which holds up at
+    the small n an audit affords (a percentile bootstrap does not: at n = 4 every resample of a perfectly
+    kept order is perfect again, and it reports [1, 1]). It needs n of at least MIN_TAU_INTERVAL_N. A
+    perfect tau has no z; its far bound is that of one swapped pair, the smallest step tau takes, and its
+    near bound stays at +-1.
+
+    >>> low, high = tau_interval(range(10), range(10))
+    >>> round(low, 2), high
+    (0.88, 1.0)
     """
-    first, second = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if first.shape != second.shape or len(first) == 0:
-        raise ValueError("tau_interval needs two non-empty sequences of one length")
-    picks = np.random.default_rng(seed).integers(0, len(first), size=(rounds, len(first)))
-    taus = np.array([kendall_tau(first[pick], second[pick]) for pick in picks])
-    taus = taus[~np.isnan(taus)]
-    if taus.size == 0:
+    tau = kendall_tau(x, y)
+    n = len(x)
+    if math.isnan(tau) or n < MIN_TAU_INTERVAL_N:
         return math.nan, math.nan
-    tail = 100 * (1 - CONFIDENCE) / 2
-    low, high = np.percentile(taus, [tail, 100 - tail])
-    return float(low), float(high)
+    pairs = n * (n - 1) / 2
+    shrunk = math.copysign(min(abs(tau), 1 - 2 / pairs), tau)
+    half_width = _normal_quantile((1 + CONFIDENCE) / 2) * math.sqrt(0.437 / (n - 4))
+    low = math.tanh(math.atanh(shrunk) - half_width)
+    high = math.tanh(math.atanh(shrunk) + half_width)
+    if abs(tau) == 1:
+        low, high = (low, 1.0) if tau > 0 else (-1.0, high)
+    return low, high
+
+
+def tau_interval_width(tau: float, n: int) -> float:
+    """How wide `tau_interval` is for `n` pairs at `tau`: what an audit of `n` trials can hope to say."""
+    if n < MIN_TAU_INTERVAL_N:
+        return math.inf
+    half_width = _normal_quantile((1 + CONFIDENCE) / 2) * math.sqrt(0.437 / (n - 4))
+    centre = math.atanh(max(-0.99, min(0.99, tau)))
+    return math.tanh(centre + half_width) - math.tanh(centre - half_width)
+
+
+def _normal_quantile(probability: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(probability)
 
 
 def welch_p(first: Sequence[float], second: Sequence[float]) -> float | None:
@@ -73,7 +98,7 @@ def paired_p(first: Sequence[float], second: Sequence[float]) -> float | None:
     a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired_p needs pairs, got {len(a)} and {len(b)} values")
-    if len(a) < 2 or np.ptp(a - b) == 0:
+    if len(a) < 2 or np.ptp(a - b) <= 1e-12:  # equal gaps up to rounding: nothing to test against
         return None
     from scipy.stats import ttest_rel
 
@@ -103,3 +128,59 @@ def hypervolume_curve(evaluations: Sequence[tuple[float, float] | None], budget:
         seen += point is not None
         curve.append(hypervolume(done[:seen], budget))
     return curve
+
+
+def seed_noise(accuracies: Sequence[Sequence[float]]) -> dict[str, float | int | None]:
+    """How much a proxy's accuracy moves with the training seed, against how much it moves between genomes.
+
+    `accuracies` holds one sequence per genome: its accuracy at each seed it was trained with. Genomes with
+    a single seed count towards the spread between genomes only. Returns:
+
+        genomes, replicated   genomes given, and those with 2+ seeds
+        seed_sd               pooled within-genome standard deviation: the noise of one evaluation
+        between_sd            standard deviation of the genomes' mean accuracies
+        icc                   one-way random-effects intraclass correlation ICC(1): the share of the
+                              variance of one evaluation that is the genome's, not its seed's (1: seeds
+                              agree exactly; 0: a genome's accuracy is all seed); None without replicates
+        retest_tau            Kendall tau between the genomes' first and second seeds' accuracies, and
+        retest_low/high       its CONFIDENCE interval; None with fewer than 3 replicated genomes
+
+    >>> noise = seed_noise([[0.5, 0.6], [0.7, 0.8], [0.9, 0.9]])
+    >>> round(noise["seed_sd"], 4), round(noise["icc"], 3)
+    (0.0577, 0.897)
+    """
+    groups = [np.asarray(group, dtype=float) for group in accuracies if len(group)]
+    replicated = [group for group in groups if len(group) >= 2]
+    means = np.array([group.mean() for group in groups])
+    noise: dict[str, float | int | None] = {
+        "genomes": len(groups),
+        "replicated": len(replicated),
+        "seed_sd": None,
+        "between_sd": float(means.std(ddof=1)) if len(means) >= 2 else None,
+        "icc": None,
+        "retest_tau": None,
+        "retest_low": None,
+        "retest_high": None,
+    }
+    if not replicated:
+        return noise
+    within_squares = sum(float(((group - group.mean()) ** 2).sum()) for group in replicated)
+    within_df = sum(len(group) - 1 for group in replicated)
+    mean_square_within = within_squares / within_df
+    noise["seed_sd"] = math.sqrt(mean_square_within)
+    if len(replicated) >= 2:
+        # One-way ANOVA over the replicated genomes; k0 is the per-genome count for unequal seeds.
+        counts = np.array([len(group) for group in replicated])
+        grand = np.concatenate(replicated).mean()
+        between_squares = float(sum(len(group) * (group.mean() - grand) ** 2 for group in replicated))
+        mean_square_between = between_squares / (len(replicated) - 1)
+        k0 = (counts.sum() - (counts**2).sum() / counts.sum()) / (len(replicated) - 1)
+        denominator = mean_square_between + (k0 - 1) * mean_square_within
+        noise["icc"] = float((mean_square_between - mean_square_within) / denominator) if denominator > 0 else None
+    if len(replicated) >= 3:
+        first, second = [group[0] for group in replicated], [group[1] for group in replicated]
+        tau = kendall_tau(first, second)
+        noise["retest_tau"] = None if math.isnan(tau) else tau
+        low, high = tau_interval(first, second)
+        noise["retest_low"], noise["retest_high"] = (None, None) if math.isnan(low) else (low, high)
+    return noise

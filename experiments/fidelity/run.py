@@ -176,7 +176,7 @@ def _signal_table(frame, dataset: str):
         values = columns[signal]
         usable = values.notna() & target.notna()
         x, y = values[usable].to_numpy(), target[usable].to_numpy()
-        low, high = tau_interval(x, y, rounds=2000)
+        low, high = tau_interval(x, y)
         rows.append(
             {
                 "dataset": dataset,

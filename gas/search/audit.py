@@ -12,9 +12,10 @@ study's seed, data and every other setting unchanged, so the schedule is the onl
                       audited trials. 1: the long schedule orders them exactly as the search did; 0: no
                       better than chance; -1: reversed. Among n trials one swapped pair moves tau by
                       4 / (n (n - 1)), a third at n = 4, so a small audit speaks in coarse steps.
-    interval          a 95% percentile bootstrap interval of tau (trials resampled with replacement,
-                      seeded). With the handful of trials an audit can afford it is wide; an interval that
-                      reaches down to 0 says this sample cannot tell the proxy's ranking from chance.
+    interval          the 95% interval of tau (`gas.stats.tau_interval`), None under 6 trials, where no
+                      interval would be honest. With the handful of trials an audit can afford it is wide;
+                      an interval that reaches down to 0 says this sample cannot tell the proxy's ranking
+                      from chance.
     front_order_held  whether the audited front trials come out in the same order by accuracy in the long
                       runs (no two swap places; a tie in the long runs is not a swap). This is what decides
                       which genome `gas export --pick best` hands over. None with fewer than two of them.
@@ -47,7 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gas import study as record
 from gas.defaults import DEFAULT_SPACE
 from gas.errors import GasError
-from gas.stats import kendall_tau, tau_interval
+from gas.stats import MIN_TAU_INTERVAL_N, kendall_tau, tau_interval
 
 if TYPE_CHECKING:  # the proxy imports torch and the Ray driver imports Ray; reading an audit needs neither
     from gas.evaluate.proxy import ProxyConfig, ProxyResult
@@ -75,14 +76,12 @@ Report = Callable[["Proposal", "ProxyResult | str"], None]
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """How many trials an audit retrains, how much longer it trains them, and its bootstrap's seed."""
+    """How many trials an audit retrains, and how much longer it trains them."""
 
     trials: int = 4  # trials retrained: the front first, then spread over the accuracy range
     epoch_factor: int = 3  # the long schedule trains this many times the search's epochs
     resolution: int | None = None  # None: twice the search's resolution if the space allows it, else the same
-    seed: int = 0  # the bootstrap's; training keeps the study's seed so that only the schedule differs
     data_dir: str | None = None  # the dataset's folder where it needs one (a study does not record paths)
-    rounds: int = 1000  # bootstrap resamples
 
 
 def after_search(trials: int, proxy: ProxyConfig) -> AuditConfig:
@@ -257,7 +256,7 @@ def run_audit(
     search = [pair["search"] for pair in pairs.values()]
     retrained = [pair["long"] for pair in pairs.values()]
     tau = kendall_tau(search, retrained)
-    low, high = tau_interval(search, retrained, config.rounds, config.seed)
+    low, high = tau_interval(search, retrained)
     front = [number for number in pairs if int(number) in front_numbers]
     audit = {
         "settings": {
@@ -275,7 +274,6 @@ def run_audit(
         "interval": None if math.isnan(low) else [low, high],
         "n": len(pairs),
         "front_order_held": front_order_held(pairs, front),
-        "bootstrap": {"rounds": config.rounds, "seed": config.seed},
         "seconds": time.perf_counter() - started,
     }
     study.set_user_attr(record.StudyKey.AUDIT, audit)
@@ -380,7 +378,10 @@ def _tau_text(audit: Mapping[str, Any]) -> str:
     if audit.get("tau") is None:
         return "Kendall τ undefined (the accuracies are all tied)"
     interval = audit.get("interval")
-    within = f" (95% interval {interval[0]:.2f} to {interval[1]:.2f})" if interval else ""
+    if interval:
+        within = f" (95% interval {interval[0]:.2f} to {interval[1]:.2f})"
+    else:  # an audit too small for an honest interval says so rather than look certain
+        within = f" (no interval under {MIN_TAU_INTERVAL_N} trials)"
     return f"Kendall τ {audit['tau']:.2f}{within}"
 
 
