@@ -106,6 +106,8 @@ LEGACY_PROXY_SETTINGS = {
     "zero_cost_batch": 64,
     "compile": False,
     "eval_batch_size": 256,
+    "test_size": None,
+    "splits": 1,
 }
 
 

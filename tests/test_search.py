@@ -342,6 +342,8 @@ def test_resumed_study_must_keep_its_settings(tmp_path):
         "proxy.batch_size 32 (now 16)": {"proxy": proxy.with_overrides(batch_size=16)},
         "proxy.train_size 64 (now 128)": {"proxy": proxy.with_overrides(train_size=128)},
         "proxy.epochs 1 (now 2)": {"proxy": proxy.with_overrides(epochs=2)},
+        "proxy.test_size null (now 100)": {"proxy": proxy.with_overrides(test_size=100)},
+        "proxy.seed 1 (now 2)": {"proxy": proxy.with_overrides(seed=2)},
     }
     for difference, change in changes.items():
         with pytest.raises(GasError) as refused:
@@ -424,6 +426,12 @@ def test_a_study_from_an_earlier_version_opens_and_resumes_only_under_its_settin
     assert record.settings_differences(recorded, {**recorded, "proxy": {**now, "lr": 1e-3}}, seed) == [
         "proxy.lr 0.0001 (now 0.001)"
     ]
+    # Its shapes images are today's: the test split came from a stream of its own. A digits study of that
+    # version trained on images that now belong to the test split, and is refused.
+    digits = ProxyConfig(dataset="digits").with_overrides(device="cpu").settings()
+    assert record.settings_differences(
+        {**recorded, "proxy": {**recorded["proxy"], "dataset": "digits"}}, {**recorded, "proxy": digits}, seed
+    ) == ["proxy.splits 1 (now 2)"]
 
 
 def test_in_process_and_ray_drivers_write_the_same_study(tmp_path):

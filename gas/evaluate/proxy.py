@@ -43,7 +43,14 @@ import torch
 
 from gas.defaults import DEFAULT_SPACE, EVALUATORS
 from gas.errors import GasError, GenomeError
-from gas.evaluate.datasets import DEFAULT_DATASET, DatasetCheck, check_dataset, load_dataset, resolve_dataset
+from gas.evaluate.datasets import (
+    DEFAULT_DATASET,
+    DatasetCheck,
+    check_dataset,
+    load_dataset,
+    resolve_dataset,
+    split_version,
+)
 from gas.evaluate.train import Report, TrainConfig, TrialFailed, device_name, resolve_device, train
 from gas.evaluate.zero_cost import normalised_primary, zero_cost_scores
 from gas.genome import Genome
@@ -78,6 +85,9 @@ class ProxyConfig:
     evaluator: str = "train"  # "train" or "zero-cost"
     train_size: int | None = 1024  # caps every dataset's training split (None: all of it)
     val_size: int | None = 512
+    # Caps the test split (None: all of it; shapes draws 1024), which only `gas compare` and the benchmarks
+    # score on. No trial reads it, but a study records its size, so a comparison scores what it says.
+    test_size: int | None = None
     zero_cost_batch: int = DEFAULT_ZERO_COST_BATCH  # images for the zero-cost scores; 0 skips them when training
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -105,7 +115,7 @@ class ProxyConfig:
         kind = self.train.device.partition(":")[0]
         train["device"] = resolve_device("auto").type if kind == "auto" else kind
         own = {key: value for key, value in dataclasses.asdict(self).items() if key not in ("data_dir", "train")}
-        return {**own, **train}
+        return {**own, "splits": split_version(self.dataset), **train}
 
 
 #: The proxy `gas search` trains where its trials get GPUs (see the module docstring for why these values).

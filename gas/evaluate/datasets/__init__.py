@@ -54,6 +54,7 @@ __all__ = [
     "load_test_split",
     "num_classes",
     "resolve_dataset",
+    "split_version",
 ]
 
 DEFAULT_DATASET = "shapes"
@@ -155,6 +156,16 @@ def check_dataset(name: str, data_dir: str | None = None) -> DatasetCheck:
             stacklevel=2,
         )
     return DatasetCheck(num_classes=len(scan.classes), images=scan.images, unreadable=tuple(scan.unreadable))
+
+
+def split_version(name: str) -> int:
+    """Which partition into train, validation and test `name`'s images follow; a study records it.
+
+    1: no test split (versions before it held one out). shapes drew its test split from a stream of its
+    own, so its train and validation images stayed as they were; the others gave up images to it.
+    """
+    kind, _ = _parse_name(name)
+    return 1 if kind == "shapes" else 2
 
 
 def num_classes(name: str, data_dir: str | None = None) -> int:
