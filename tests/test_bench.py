@@ -26,7 +26,7 @@ from gas.latency import LatencySettings, measure
 from gas.latency.measure import time_in_turns
 from gas.search.latency_limit import LatencyTarget
 from gas.space import get_space, load_genome
-from gas.stats import hypervolume
+from gas.stats import hypervolume, kendall_tau, seed_noise
 from tests.conftest import REPO, run_gas
 
 BUDGET = 2_500_000_000
@@ -423,6 +423,29 @@ def test_diagnosis_names_the_part_that_grew():
     larger = dict(shared, mean_flops=2e9)
     line = bench_scale.diagnose([dict(alone, mean_flops=1e9), larger])[0]
     assert "most growth in genome mix (+30.0s" in line
+
+
+# ---- proxy design ------------------------------------------------------------------------------------
+
+
+def test_proxy_design_harness_runs_what_is_missing_and_measures_the_seed_noise(tmp_path):
+    script = REPO / "experiments" / "proxy_design" / "run.py"
+    tiny = ["--genomes", "3", "--epochs", "1", "--train-size", "32", "--val-size", "32", "--out", str(tmp_path)]
+    args = [sys.executable, str(script), *tiny, "--only", "today", "--jobs", "2"]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    runs = pd.read_csv(tmp_path / "proxy_design_runs.csv")
+    assert len(runs) == 8 and set(runs.seed) == {0, 1} and not runs.error.notna().any()
+    table = pd.read_csv(tmp_path / "proxy_design.csv").set_index("setting")
+    by_seed = runs.pivot_table(index="genome", columns="seed", values="accuracy")
+    expected = kendall_tau(by_seed[0], by_seed[1])
+    assert table.loc["today", "retest_tau"] == pytest.approx(expected, nan_ok=True)
+    assert table.loc["today", "seed_sd"] == pytest.approx(seed_noise(by_seed[[0, 1]].to_numpy())["seed_sd"])
+    # A second run finds every row and trains nothing; another base proxy in the same folder is refused.
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "8 runs found, 0 to go" in again.stdout and len(pd.read_csv(tmp_path / "proxy_design_runs.csv")) == 8
+    other = subprocess.run([*args, "--epochs", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "another base proxy" in other.stderr
 
 
 # ---- the summary page --------------------------------------------------------------------------------
