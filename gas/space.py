@@ -97,7 +97,7 @@ class Part:
 
 
 class SearchSpace(ABC):
-    """What genomes may be, how a trial samples one, how to build and cost it, and named references."""
+    """What genomes may be, how a trial samples one, how to build, cost and time it, and named references."""
 
     #: The name genomes carry in their "space" field (with options, e.g. "turbovit:q_pools=2").
     name: str
