@@ -2,7 +2,9 @@
 
 A space is one module in `search_spaces/` (or any importable module) exposing `SPACE`, a `SearchSpace`
 subclass. `get_space("turbovit")` imports `search_spaces.turbovit`; options follow a colon
-(`"turbovit:q_pools=2"`) and become constructor arguments. Nothing else in gas names a space.
+(`"turbovit:q_pools=2"`) and become constructor arguments. Nothing else in gas names a space: what gas
+needs to know of a space's networks (their cost, how to export them, the parts the latency model times)
+the space declares through the types below.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib
 import json
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,8 +57,47 @@ class ExportRecipe:
     arguments: Mapping[str, str] = field(default_factory=dict)
 
 
+#: A part's key: plain numbers and flags, so it is hashable and round-trips through JSON.
+Key = tuple[int | float | bool, ...]
+
+
+@dataclass(frozen=True)
+class PartKind:
+    """One kind of part a space's networks run (a stem, a kind of block, a head), for the latency model.
+
+    A part's key holds everything its latency depends on once the device is fixed: its layer widths and
+    options and the grid it runs on. Two parts of a kind with equal keys run the same computation, so one
+    timing serves both, in any genome. `build` makes the real module (the one the network runs, not a
+    stand-in); `features` gives the work figures (multiply-adds, elements moved, attention problems) the
+    latency model regresses the kind's timings on, which is what lets it predict a part it never timed.
+    """
+
+    #: Unique over all spaces (e.g. 'hiera.block'): the latency model's table and cache files are keyed by
+    #: it, so a kind whose key or work figures change meaning needs a new name.
+    name: str
+    #: Names of the key's entries, in order; "name..." takes all the rest.
+    fields: tuple[str, ...] = field(compare=False)
+    #: Names of the work figures `features` returns, in order; the first is always 'calls' (= 1).
+    feature_names: tuple[str, ...] = field(compare=False)
+    #: key → work figures of one example (one image), the regression's inputs.
+    features: Callable[[Key], tuple[float, ...]] = field(compare=False)
+    #: key → (the real module, the shape of one example's input without the batch axis).
+    build: Callable[[Key], tuple[nn.Module, tuple[int, ...]]] = field(compare=False)
+
+    def __repr__(self) -> str:
+        return f"PartKind({self.name!r})"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One stage of a network's forward pass: its kind and the key of its shapes."""
+
+    kind: PartKind
+    key: Key
+
+
 class SearchSpace(ABC):
-    """What genomes may be, how a trial samples one, how to build and cost it, and named references."""
+    """What genomes may be, how a trial samples one, how to build, cost and time it, and named references."""
 
     #: The name genomes carry in their "space" field (with options, e.g. "turbovit:q_pools=2").
     name: str
@@ -128,11 +169,44 @@ class SearchSpace(ABC):
         """
         raise GasError(f"the {self.name} space does not support export (it does not implement export_recipe)")
 
+    def parts(self, genome: Genome) -> list[Part]:
+        """The parts `genome`'s network runs one after another (stem, blocks, head), for the latency model.
+
+        A space implements this to have its genomes' latency predicted. The contract: the parts' modules
+        (`part.kind.build(part.key)`), each given the input shape its `build` states and run in order,
+        take the image to the logits with the parameters of `self.build(genome)`. Like `cost`, it reads
+        the genome's fields and builds nothing.
+        """
+        known = ", ".join(name for name in space_names() if type(get_space(name)).parts is not SearchSpace.parts)
+        raise GasError(f"the latency model does not know the {self.name} space's networks; it knows {known}")
+
     def parse(self, data: Mapping[str, Any]) -> Genome:
         """A checked genome from its JSON document."""
         genome = self.genome_type.from_dict({**data, "space": self.name})
         self.check(genome)
         return genome
+
+
+def draw_genomes(
+    space: SearchSpace, n: int, seed: int, resolution: int, fits: Callable[[Cost], bool], draws: int
+) -> list[tuple[Genome, Cost]]:
+    """Up to `n` distinct genomes the space's sampler draws at `resolution` whose cost `fits`, with their
+    costs, in the order first drawn: seeded random draws, at most `draws` of them."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    found: dict[str, tuple[Genome, Cost]] = {}
+    for _ in range(draws):
+        trial = study.ask()
+        genome = space.sample(trial, resolution=resolution)
+        study.tell(trial, 0.0)
+        cost = space.cost(genome)
+        if fits(cost):
+            found.setdefault(genome.to_json(), (genome, cost))
+            if len(found) == n:
+                break
+    return list(found.values())
 
 
 def space_names() -> list[str]:

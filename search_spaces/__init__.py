@@ -1,1 +1,1 @@
-"""Search spaces: one module per space."""
+"""Search spaces: one module or package per space, holding its family's genome, rules, sampler, cost and parts."""

@@ -42,7 +42,7 @@ import pandas as pd
 from experiments.common.results import RESULTS, command_line, stamp, update_summary
 from gas.errors import GasError
 from gas.genome import Genome
-from gas.latency import DEFAULT_RUNS, BuildPlan, LatencyModel, LatencySettings, measure_many
+from gas.latency import DEFAULT_RUNS, BuildPlan, LatencyModel, LatencySettings, build_genomes, measure_many
 from gas.latency.parts import family
 from gas.search.sampling import sample_genomes
 from gas.space import get_space
@@ -81,7 +81,7 @@ def run_space(
     started = time.perf_counter()
     record = model.build(space)
     build_seconds = time.perf_counter() - started
-    built = {genome.to_json() for genome, _ in sample_genomes(space, plan.genomes, plan.seed, 224, budget)}
+    built = {genome.to_json() for genome in build_genomes(space, plan)}
     genomes = unseen_genomes(space, args.genomes, args.seed, budget, built)
     print(
         f"{space}: model built in {build_seconds:.1f}s ({record['parts_timed']} parts timed); measuring "

@@ -2,18 +2,18 @@
 
     from gas.latency import LatencyModel, LatencySettings, measure
     settings = LatencySettings(device="cpu", threads=1)
-    measure("turbovit", settings)                     # Measurement(median=..., spread=..., runs=20)
+    measure(genome, settings)                         # Measurement(median=..., spread=..., runs=20)
     model = LatencyModel.for_device(settings)         # cached per device fingerprint
     model.predict(genome)                             # seconds, in microseconds of compute
 
 Modules: `device` (settings and the device fingerprint), `measure` (end-to-end timing), `parts` (a genome
-as the parts its network runs), `fit` (the regressions), `model` (the latency model).
+as the parts its network runs, as its space declares them), `fit` (the regressions), `model` (the latency model).
 """
 
 from gas.latency.device import LatencySettings, fingerprint
 from gas.latency.fit import Calibration
 from gas.latency.measure import DEFAULT_RUNS, DEFAULT_WARMUP, Measurement, measure, measure_many
-from gas.latency.model import BuildPlan, LatencyModel, default_path
+from gas.latency.model import BuildPlan, LatencyModel, build_genomes, default_path
 from gas.latency.parts import Part, decompose
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "LatencySettings",
     "Measurement",
     "Part",
+    "build_genomes",
     "decompose",
     "default_path",
     "fingerprint",

@@ -202,7 +202,7 @@ def measure(
     """End-to-end inference latency of one network: `warmup` untimed calls, then `runs` timed ones.
 
     >>> from gas.latency import LatencySettings, measure
-    >>> measure("turbovit", LatencySettings(threads=1), runs=3).median > 0
+    >>> measure(genome, LatencySettings(threads=1), runs=3).median > 0
     True
     """
     return measure_many({"model": target}, settings, runs, warmup, resolution)["model"]

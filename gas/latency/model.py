@@ -1,9 +1,10 @@
 """The latency model of one device: a genome's inference latency predicted in microseconds, before training.
 
-How it predicts. A genome is split into the parts its network runs (`gas.latency.parts`: stem, blocks,
-head). Each part's seconds come from its kind's regression on work figures (multiply-adds, elements moved,
-attention problems), fitted to timings of real part modules; their sum then passes through a per-space
-calibration line fitted to end-to-end measurements of whole networks. No network is built to predict.
+How it predicts. A genome is split into the parts its network runs, as its space declares them
+(`gas.latency.parts`: stem, blocks, head). Each part's seconds come from its kind's regression on work
+figures (multiply-adds, elements moved, attention problems), fitted to timings of real part modules; their
+sum then passes through a per-space calibration line fitted to end-to-end measurements of whole networks.
+No network is built to predict.
 
 How it is built. Lazily, per space, the first time a genome of that space is predicted: the parts of a
 seeded sample of random genomes of the space are timed on this device (the table), the kinds' weights
@@ -13,9 +14,10 @@ run on the same machine starts with them; a file made on another machine is refu
 
 >>> from gas.latency import LatencyModel, LatencySettings
 >>> from gas.space import load_genome
+>>> genome = load_genome("genome.json")
 >>> model = LatencyModel.for_device(LatencySettings(threads=1))     # loads the cache or starts empty
->>> seconds = model.predict(load_genome("turbovit"))                 # builds the turbovit part on first need
->>> model.observe(load_genome("turbovit"), 0.061)                    # a new end-to-end figure recalibrates
+>>> seconds = model.predict(genome)                                  # builds the genome's space's share first
+>>> model.observe(genome, 0.061)                                     # a new end-to-end figure recalibrates
 >>> model.save()                                                     # doctest: +SKIP
 """
 
@@ -35,12 +37,16 @@ from gas.latency import parts as partlib
 from gas.latency.device import LatencySettings, difference, fingerprint, fingerprint_id
 from gas.latency.fit import Calibration, fit_calibration, fit_weights
 from gas.latency.measure import DEFAULT_WARMUP, Measurement, measure_many, time_modules
-from gas.latency.parts import Part, decompose, family
-from gas.space import load_genome
+from gas.latency.parts import Part, PartKind, decompose, family
+from gas.space import draw_genomes, get_space, load_genome
+from gas.units import compact_count
 
-#: Version of the cache file's layout and of the part keys (`gas.latency.parts`); bump it when either
-#: changes, and files of the old version are rebuilt instead of read.
+#: Version of the cache file's layout; bump it when it changes, and files of the old version are rebuilt
+#: instead of read. (A part kind whose key changes meaning takes a new name instead: see `PartKind.name`.)
 FORMAT = 1
+
+#: Random draws per genome a build may take to find its genomes within `BuildPlan.max_flops`.
+DRAWS_PER_GENOME = 2000
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,27 @@ class BuildPlan:
             raise GasError(f"a build plan needs runs ≥ 1 and warm-up runs ≥ 0, got {self}")
 
 
+def build_genomes(space: str, plan: BuildPlan) -> list[Genome]:
+    """The random genomes a space's share of the model is built from: `plan.genomes` of them, drawn with
+    `plan.seed` at `plan.resolution`, each within `plan.max_flops` if it is set."""
+    limit, searched = plan.max_flops, get_space(space)
+    drawn = draw_genomes(
+        searched,
+        plan.genomes,
+        plan.seed,
+        plan.resolution,
+        lambda cost: limit is None or cost.flops <= limit,
+        plan.genomes * DRAWS_PER_GENOME,
+    )
+    if len(drawn) < plan.genomes:
+        within = f"{compact_count(limit)} FLOPs" if limit is not None else "no limit"
+        raise GasError(
+            f"found only {len(drawn)} of {plan.genomes} genomes within {within} in {plan.genomes * DRAWS_PER_GENOME} "
+            f"draws from the {searched.name} space at {plan.resolution}px; raise the budget"
+        )
+    return [genome for genome, _ in drawn]
+
+
 def default_path(settings: LatencySettings, folder: str | Path | None = None) -> Path:
     """Where the model of this device is cached: FOLDER/<fingerprint id>.json, FOLDER by default
     $GAS_CACHE_DIR/latency (else ~/.cache/gas/latency), as the dataset cache does."""
@@ -96,7 +123,7 @@ class LatencyModel:
         self.fingerprint = fingerprint(settings)
         self.plan = plan or BuildPlan()
         self.path = path
-        #: kind → part key → measured seconds of one call (a batch of `settings.batch`).
+        #: kind name → part key → measured seconds of one call (a batch of `settings.batch`).
         self.table: dict[str, dict[partlib.Key, float]] = {}
         #: space family → end-to-end figures: (genome, measured seconds).
         self.observations: dict[str, list[tuple[Genome, float]]] = {}
@@ -142,8 +169,7 @@ class LatencyModel:
             raise GasError(f"latency model {path} was made for another device or settings: {mismatch}")
         try:
             for kind, rows in data["table"].items():
-                if kind in partlib.KINDS:
-                    model.table[kind] = {tuple(key): float(seconds) for key, seconds in rows}
+                model.table[kind] = {tuple(key): float(seconds) for key, seconds in rows}
             for space_family, rows in data["observations"].items():
                 model.observations[space_family] = list(_readable_observations(rows))
             model.builds = dict(data["builds"])
@@ -182,13 +208,13 @@ class LatencyModel:
 
     def time_parts(self, parts: Iterable[Part], runs: int | None = None) -> int:
         """Time every part not yet in the table (real modules, in turns); return how many were timed."""
-        missing = {part: None for part in parts if part.key not in self.table.get(part.kind, {})}
+        missing = {part: None for part in parts if part.key not in self.table.get(part.kind.name, {})}
         if not missing:
             return 0
         modules = {str(index): partlib.build(part) for index, part in enumerate(missing)}
         timed = time_modules(modules, self.settings, runs or self.plan.part_runs, self.plan.warmup)
         for index, part in enumerate(missing):
-            self.table.setdefault(part.kind, {})[part.key] = timed[str(index)].median
+            self.table.setdefault(part.kind.name, {})[part.key] = timed[str(index)].median
         self._weights.clear()
         self._calibrations.clear()
         return len(missing)
@@ -199,13 +225,9 @@ class LatencyModel:
         Times the parts of `plan.genomes` random genomes of the space, then measures `plan.calibrate` of
         them end to end. Takes about a minute on one CPU thread with the default plan.
         """
-        from gas.search.sampling import sample_genomes  # the search imports this module, not the reverse
-
         plan = self.plan
         started = time.perf_counter()
-        genomes = [
-            genome for genome, _ in sample_genomes(space, plan.genomes, plan.seed, plan.resolution, plan.max_flops)
-        ]
+        genomes = build_genomes(space, plan)
         timed = sum(self.time_parts(decompose(genome)) for genome in genomes)
         self.calibrate(genomes[: plan.calibrate])
         record = {"genomes": len(genomes), "parts_timed": timed, "seconds": time.perf_counter() - started}
@@ -243,13 +265,12 @@ class LatencyModel:
         """Whether the share of `space` (a name, options allowed) exists, so predictions measure nothing."""
         return space.partition(":")[0] in self.builds
 
-    def _kind_weights(self, kind: str) -> tuple[float, ...]:
-        weights = self._weights.get(kind)
+    def _kind_weights(self, kind: PartKind) -> tuple[float, ...]:
+        weights = self._weights.get(kind.name)
         if weights is None:
-            rows = self.table.get(kind, {})
-            describe = partlib.KINDS[kind].features
-            weights = fit_weights([describe(key) for key in rows], list(rows.values()))
-            self._weights[kind] = weights
+            rows = self.table.get(kind.name, {})
+            weights = fit_weights([kind.features(key) for key in rows], list(rows.values()))
+            self._weights[kind.name] = weights
         return weights
 
     def part_seconds(self, part: Part) -> float:
@@ -296,7 +317,7 @@ class LatencyModel:
             self.build(genome.space)
             if self.path is not None:
                 self.save()
-        unknown = [part for part in parts if not self.table.get(part.kind)]
+        unknown = [part for part in parts if not self.table.get(part.kind.name)]
         if unknown:
             # A kind no build genome had (a space option the sample missed): time this genome's now.
             self.time_parts(unknown)

@@ -34,7 +34,8 @@ from gas.models.efficientvit import (
     stem_grid,
     window_layout,
 )
-from gas.space import ExportConstant, ExportRecipe, SearchSpace
+from gas.space import ExportConstant, ExportRecipe, Part, SearchSpace
+from search_spaces.efficientvit.parts import BLOCK, HEAD, STEM, SUBSAMPLE
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -317,6 +318,27 @@ class EfficientViTSpace(SearchSpace):
         assert isinstance(genome, EfficientViTGenome)
         fused = count.total([row.count for row in _rows(genome, fused=True)])
         return count.Cost(genome.resolution, tuple(_rows(genome, fused=False)), fused=fused)
+
+    def parts(self, genome: Genome) -> list[Part]:
+        """Mirrors `EfficientViT.__init__`: the stem, each stage's subsample block and blocks, the head."""
+        assert isinstance(genome, EfficientViTGenome)
+        parts = [Part(STEM, (genome.resolution, *genome.stem.widths))]
+        grid, dim = stem_grid(genome.resolution), genome.stem.widths[-1]
+        for index, stage in enumerate(genome.stages):
+            if index:
+                spec = genome.subsamples[index - 1]
+                key = (grid, dim, stage.dim, float(spec.expand_ratio), float(spec.se_ratio), float(spec.ffn_ratio))
+                parts.append(Part(SUBSAMPLE, (*key, spec.dw_kernel)))
+                grid = halve(grid)
+            dim = stage.dim
+            for block in stage.blocks:
+                # A window at least as large as the grid is the grid itself: one key for all such windows.
+                window = min(block.window, grid)
+                key = (grid, dim, block.heads, block.key_dim, window, float(block.ffn_ratio))
+                # One query kernel per head, last: the key's length follows the head count.
+                parts.append(Part(BLOCK, (*key, block.dw_kernel, *block.q_kernels)))
+        parts.append(Part(HEAD, (grid, dim, genome.num_classes)))
+        return parts
 
     def describe(self, genome: Genome) -> dict[str, str]:
         assert isinstance(genome, EfficientViTGenome)

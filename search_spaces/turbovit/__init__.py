@@ -21,7 +21,8 @@ from gas import cost as count
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome
 from gas.models.hiera import BlockSpec, Hiera, stem_grid
-from gas.space import ExportConstant, ExportRecipe, SearchSpace
+from gas.space import ExportConstant, ExportRecipe, Part, SearchSpace
+from search_spaces.turbovit.parts import BLOCK, HEAD, STEM
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -297,6 +298,28 @@ class TurboViTSpace(SearchSpace):
         head = count.layer_norm(1, dim) + count.linear(1, dim, genome.num_classes)
         rows.append(count.Row("head", f"mean → norm → linear {dim}→{genome.num_classes}", head))
         return count.Cost(genome.resolution, tuple(rows))
+
+    def parts(self, genome: Genome) -> list[Part]:
+        """Mirrors `Hiera.__init__`: the stem, one part per block on the token count it receives, the head."""
+        assert isinstance(genome, TurboViTGenome)
+        stem = genome.stem
+        grid = stem_grid(genome.resolution, stem.kernel, stem.stride, stem.padding)
+        pool_steps = sum(block.q_pool for block in genome.blocks)
+        parts = [
+            Part(
+                STEM,
+                (genome.resolution, stem.dim, stem.kernel, stem.stride, stem.padding, genome.mask_unit, pool_steps),
+            )
+        ]
+        mask_units = (grid // genome.mask_unit) ** 2
+        tokens, dim = grid * grid, stem.dim
+        for block in genome.blocks:
+            windows = mask_units if block.attention == "mask_unit" else 1
+            key = (tokens, dim, block.dim, block.heads, float(block.mlp_ratio), windows, bool(block.q_pool))
+            parts.append(Part(BLOCK, key))
+            tokens, dim = (tokens // 4 if block.q_pool else tokens), block.dim
+        parts.append(Part(HEAD, (tokens, dim, genome.num_classes)))
+        return parts
 
     def describe(self, genome: Genome) -> dict[str, str]:
         assert isinstance(genome, TurboViTGenome)
