@@ -18,7 +18,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from experiments.common.results import update_summary
+from experiments.common.results import update_summary, write_page
+from experiments.common.tables import markdown_table
 from gas import study as record
 from gas.cli import main as gas_main
 from gas.errors import GasError
@@ -459,6 +460,17 @@ def test_summary_sections_are_replaced_and_others_kept(tmp_path):
     assert "new" in text and "old" not in text and "## Second" in text
     assert text.index("<!-- first:start -->") < text.index("<!-- second:start -->")
     assert text.count("<!-- first:start -->") == 1
+
+
+def test_pages_end_in_one_newline_and_tables_keep_their_cells(tmp_path):
+    table = markdown_table(["figure", "value"], [("trials", 40), ("audit_tau", None), ("empty", "")])
+    assert table == "| figure | value |\n|---|---|\n| trials | 40 |\n| audit_tau | None |\n| empty |  |"
+    page = write_page(tmp_path / "out", "name", f"# Title\n\n{table}\n\n", summary="## Title\n\nshort")
+    assert page.read_text() == f"# Title\n\n{table}\n"
+    summary = (tmp_path / "out" / "SUMMARY.md").read_text()
+    assert "<!-- name:start -->\n## Title\n\nshort\n<!-- name:end -->" in summary
+    write_page(tmp_path / "out", "other", "# Other")  # no summary given: SUMMARY.md keeps only the first
+    assert (tmp_path / "out" / "SUMMARY.md").read_text() == summary
 
 
 def test_committed_summary_names_a_command_for_every_section():

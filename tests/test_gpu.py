@@ -221,3 +221,23 @@ def test_gpu_check_dry_run_runs_through_on_the_cpu(tmp_path):
     for name in ("gpu_check.csv", "gpu_check_bench.csv", "gpu_check_fidelity.csv"):
         assert (out / name).stat().st_size > 0
     assert "## Search on the GPU" in markdown and "## Proxy fidelity" in markdown and "## Inference" in markdown
+
+
+def test_a_gpu_check_step_runs_alone_as_its_own_script(tmp_path):
+    """experiments/gpu_check/bench.py is the runner's --only bench, and its page says how to run it again."""
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "experiments/gpu_check/bench.py", "--dry-run", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    markdown = (out / "gpu_check.md").read_text()
+    skipped = "skipped: dry run" if torch.cuda.is_available() else "skipped: no CUDA"
+    assert f"| bench | {skipped} |" in markdown and "## Inference" in markdown
+    for step in ("tests", "search", "fidelity"):
+        assert f"| {step} | not run (--only) |" in markdown
+    assert f"Command: `bash experiments/gpu_check/run.sh --dry-run --out {out} --only bench`" in markdown
+    assert (out / "gpu_check_bench.csv").stat().st_size > 0 and not (out / "gpu_check.csv").exists()

@@ -14,23 +14,23 @@ from pathlib import Path
 # Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
 
-from experiments.common.machine import machine_line
-from experiments.common.results import RESULTS
+from experiments.common.cli import harness_parser
+from experiments.common.results import RESULTS, command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from gas.fvcore_count import fvcore_flops
 from gas.search.sampling import sample_genomes
 from gas.space import get_space
 
+SCRIPT = "experiments/bench_cost/run.py"
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, out=None)
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--space", default="turbovit")
@@ -69,14 +69,14 @@ def main() -> None:
         ]
     )
     rows["speedup_of_analytic"] = rows["seconds"] / analytic_s
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(RESULTS / "bench_cost.csv", index=False)
-    command = "python experiments/bench_cost/run.py " + " ".join(sys.argv[1:])
-    table = rows.to_markdown(index=False, floatfmt=".4g")
-    (RESULTS / "bench_cost.md").write_text(
+    write_csv(RESULTS / "bench_cost.csv", rows)
+    table = frame_markdown(rows, ".4g")
+    write_page(
+        RESULTS,
+        "bench_cost",
         f"# Analytic cost model vs fvcore\n\n{args.n} random `{args.space}` genomes at 224px within "
         f"{args.budget:.3g} FLOPs, one CPU thread. Worst relative FLOPs difference: {worst:.2e}.\n\n"
-        f"{table}\n\nMachine: {machine_line()}\n\nCommand: `{command.strip()}`\n"
+        f"{table}\n\n{stamp(command_line(SCRIPT))}",
     )
     print(table)
     print(f"worst relative difference {worst:.2e}")

@@ -42,7 +42,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.cli import harness_parser
+from experiments.common.results import command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.worker_time import search_for
 from experiments.common.workers import worker_pool
 from gas import study as record
@@ -207,7 +209,7 @@ def plot(trials: pd.DataFrame, budget_seconds: float, path: Path, title: str) ->
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, redraw="redraw from the CSV; train nothing")
     parser.add_argument("--budget", default="2.5G", help="FLOPs budget at 224px (default: 2.5G)")
     parser.add_argument("--worker-seconds", type=float, default=720.0, help="worker time per run (default: 720)")
     parser.add_argument("--max-epochs", type=int, default=9, help="the longest schedule, every arm (default: 9)")
@@ -216,8 +218,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: 2)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
-    parser.add_argument("--report-only", action="store_true", help="redraw from the CSV; train nothing")
     return parser.parse_args(argv)
 
 
@@ -248,8 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with worker_pool(args.jobs, threads=1) as pool:
                 results = list(pool.map(run_arm, tasks))
         trials = pd.DataFrame([row for rows in results for row in rows])
-        out.mkdir(parents=True, exist_ok=True)
-        trials.to_csv(out / f"{NAME}.csv", index=False)
+        write_csv(out / f"{NAME}.csv", trials)
     budget_seconds = float(trials.groupby(["arm", "seed"]).worker_seconds.max().min())
     budget_seconds = max(budget_seconds, args.worker_seconds if not args.report_only else 0.0)
     table, headlines = summarise(trials, budget_seconds)
@@ -269,15 +268,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{', '.join(map(str, EarlyStopping(args.max_epochs, args.eta).rungs))}). Hypervolume counts fully "
             "trained trials only.",
             "",
-            table.to_markdown(index=False, floatfmt=".3f"),
+            frame_markdown(table, ".3f"),
             "",
             *headlines,
             "",
             f"![hypervolume against worker-seconds]({NAME}.png)",
         ]
     )
-    (out / f"{NAME}.md").write_text(markdown + "\n")
-    update_summary(out, NAME, markdown)
+    write_page(out, NAME, markdown, markdown)
     print(markdown)
     return 0
 

@@ -17,23 +17,23 @@ from pathlib import Path
 # Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import copy
 import os
 import statistics
-import sys
-from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from experiments.common.machine import machine_line
-from experiments.common.results import RESULTS
+from experiments.common.cli import harness_parser
+from experiments.common.machine import load_line
+from experiments.common.results import command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from gas.latency.measure import time_in_turns
 from gas.space import get_space, load_genome
 from gas.units import format_count
 
+SCRIPT = "experiments/bench_inference/run.py"
 BASELINE = "efficientvit_m5 (fused)"
 
 
@@ -54,13 +54,12 @@ def build_models() -> dict[str, tuple[nn.Module, int, int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed batch-1 runs per model first (default: 5)")
     parser.add_argument("--repeats", type=int, default=30, help="timed batch-1 runs per model (default: 30)")
     parser.add_argument("--batch", type=int, default=64, help="throughput batch size (default: 64)")
     parser.add_argument("--batch-repeats", type=int, default=3, help="timed batches per model (default: 3)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -101,12 +100,16 @@ def main() -> None:
     table["latency_x_of_m5"] = table["batch1_ms_median"] / base["batch1_ms_median"]
     table["m5_throughput_x"] = base[throughput] / table[throughput]
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "bench_inference.csv", index=False)
+    write_csv(args.out / "bench_inference.csv", table)
     shown = table.assign(params=table["params"].map(format_count), flops=table["flops"].map(format_count))
-    markdown = shown.to_markdown(index=False, floatfmt=".3g")
-    command = "nice python experiments/bench_inference/run.py " + " ".join(sys.argv[1:])
-    (args.out / "bench_inference.md").write_text(
+    markdown = frame_markdown(shown, ".3g")
+    note = (
+        f", torch threads {args.threads}. {load_line(load_before, load_after)}: the machine is shared, so absolute "
+        "times carry that noise; the ratios, measured in turns, much less."
+    )
+    write_page(
+        args.out,
+        "bench_inference",
         "# CPU inference: EfficientViT-M5 vs TurboViT vs Hiera-T\n\n"
         f"Models as gas builds them, eval mode, `torch.inference_mode()`, 224px, {args.threads} torch threads. "
         f"Batch 1: median of {args.repeats} runs after {args.warmup} warm-up runs. Batch {args.batch}: images/s "
@@ -114,11 +117,7 @@ def main() -> None:
         "fvcore multiply-adds; the fused EfficientViT's are counted after folding its BatchNorms.\n"
         "`latency_x_of_m5`: this model's batch-1 latency over the fused EfficientViT-M5's; `m5_throughput_x`: the "
         "fused EfficientViT-M5's batch throughput over this model's.\n\n"
-        f"{markdown}\n\n"
-        f"Machine: {machine_line()}, torch threads {args.threads}. Load average (1 min) "
-        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after: the machine is shared, so absolute times "
-        "carry that noise; the ratios, measured in turns, much less.\n\n"
-        f"Command: `{command.strip()}`\n"
+        f"{markdown}\n\n{stamp(command_line(SCRIPT, runner='nice python'), note)}",
     )
     print(markdown)
 

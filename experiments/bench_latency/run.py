@@ -35,11 +35,13 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
-from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.cli import fail, harness_parser
+from experiments.common.machine import load_line
+from experiments.common.results import command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from gas.errors import GasError
 from gas.genome import Genome
 from gas.latency import DEFAULT_RUNS, BuildPlan, LatencyModel, LatencySettings, build_genomes, measure_many
@@ -268,7 +270,7 @@ def noise_ceiling(rows: pd.DataFrame, runs: int = DEFAULT_RUNS) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, redraw="redraw the tables and summary from the CSVs")
     parser.add_argument("--spaces", nargs="+", default=list(BUDGETS), help="(default: turbovit efficientvit)")
     parser.add_argument("--budget", nargs="*", default=[], metavar="SPACE=COUNT", help="e.g. turbovit=2.5G")
     parser.add_argument("--genomes", type=int, default=50, help="test genomes per space (default: 50)")
@@ -286,8 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat-models", nargs="*", default=["turbovit", "efficientvit_m0"], help="repeatability")
     parser.add_argument("--repeat-runs", type=int, nargs="*", default=[5, 10, 20, 40], help="(default: 5 10 20 40)")
     parser.add_argument("--repeats", type=int, default=5, help="measurements per model and run count (default: 5)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
-    parser.add_argument("--report-only", action="store_true", help="redraw the tables and summary from the CSVs")
     args = parser.parse_args(argv)
 
     out = args.out.resolve()
@@ -315,16 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 found += run_space(space, budgets[space], settings, plan, args)
             rows = pd.DataFrame(found)
-            out.mkdir(parents=True, exist_ok=True)
-            rows.to_csv(out / "bench_latency.csv", index=False)  # kept before the repeats, which may fail
+            write_csv(out / "bench_latency.csv", rows)  # kept before the repeats, which may fail
             repeats = pd.DataFrame(
                 repeatability(settings, args.repeat_models, args.repeat_runs, args.repeats),
                 columns=["model", "runs", "repeat", "median_s", "spread_s", "load_1min"],
             )
-            repeats.to_csv(out / "bench_latency_repeat.csv", index=False)
+            write_csv(out / "bench_latency_repeat.csv", repeats)
     except (GasError, OSError) as error:
-        print(f"bench_latency: error: {error}", file=sys.stderr)
-        return 2
+        return fail("bench_latency", str(error))
     load_after = os.getloadavg()
 
     accuracy = accuracy_table(rows)
@@ -360,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report_only:
         load = "Load average: see the CSVs' load_1min column (recorded at each measurement)."
     else:
-        load = f"Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after."
+        load = f"{load_line(load_before, load_after)}."
     headline = [
         f"- {row.space}: {row.within_10pct:.0%} of {row.genomes} predictions within ±10% (median |error| "
         f"{row.median_abs_error:.1%}); Kendall τ {row.tau_predicted:.2f} against FLOPs' {row.tau_flops:.2f} and "
@@ -378,17 +376,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ceiling:
         headline.append(ceiling)
     body = (
-        f"## Accuracy\n\n{shown.to_markdown(index=False, floatfmt='.3g')}\n\n"
-        f"## Repeatability of one measurement\n\n{repeat.to_markdown(index=False, floatfmt='.3g')}\n\n"
+        f"## Accuracy\n\n{frame_markdown(shown, '.3g')}\n\n"
+        f"## Repeatability of one measurement\n\n{frame_markdown(repeat, '.3g')}\n\n"
         "`range_pct`: (largest − smallest) / mean of the repeated medians; `cv_pct`: their coefficient of "
         "variation; `iqr_pct`: the median IQR of one measurement over its median."
     )
-    (out / "bench_latency.md").write_text(
-        f"# Latency model accuracy\n\n{setup}\n\n" + "\n".join(headline) + f"\n\n{body}\n\n{load}\n\n{stamp(command)}\n"
-    )
-    update_summary(
+    write_page(
         out,
         "bench_latency",
+        f"# Latency model accuracy\n\n{setup}\n\n" + "\n".join(headline) + f"\n\n{body}\n\n{load}\n\n{stamp(command)}",
         "## Latency model accuracy\n\n"
         + "\n".join(headline)
         + f"\n\nTables: [bench_latency.md](bench_latency.md); rows: [bench_latency.csv](bench_latency.csv), "

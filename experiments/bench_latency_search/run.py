@@ -39,7 +39,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.cli import harness_parser
+from experiments.common.results import command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.worker_time import search_for, worker_seconds
 from experiments.common.workers import worker_pool
 from gas import study as record
@@ -170,15 +172,13 @@ def arms_text(arms: set[str], budget: str) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, redraw="redraw from the CSVs; measure nothing")
     parser.add_argument("--budget", default="2.5G", help="the FLOPs arm's budget at 224px (default: 2.5G)")
     parser.add_argument("--worker-seconds", type=float, default=540.0, help="worker time per run (default: 540)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="(default: flops latency)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per latency measurement (default: 20)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: 2)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
-    parser.add_argument("--report-only", action="store_true", help="redraw from the CSVs; measure nothing")
     return parser.parse_args(argv)
 
 
@@ -210,9 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append({**result, **best})
                 measured += tried
             runs = pd.DataFrame([*rows, *references]).assign(limit_s=limit)
-            out.mkdir(parents=True, exist_ok=True)
-            runs.to_csv(out / f"{NAME}.csv", index=False)
-            pd.DataFrame(measured).to_csv(out / f"{NAME}_trials.csv", index=False)
+            write_csv(out / f"{NAME}.csv", runs)
+            write_csv(out / f"{NAME}_trials.csv", pd.DataFrame(measured))
     except (GasError, OSError) as error:
         print(f"bench_latency_search: error: {error}", file=sys.stderr)
         return 2
@@ -232,13 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "searches ended; the reference row is turbovit trained on the same proxy and seeds. Proxy accuracy "
             "only: nothing here trains on a longer schedule.",
             "",
-            table.to_markdown(index=False, floatfmt=".3f"),
+            frame_markdown(table, ".3f"),
             "",
             *headlines,
         ]
     )
-    (out / f"{NAME}.md").write_text(markdown + "\n")
-    update_summary(out, NAME, markdown)
+    write_page(out, NAME, markdown, markdown)
     print(markdown)
     return 0
 

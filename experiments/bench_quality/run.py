@@ -34,19 +34,18 @@ from pathlib import Path
 # Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import dataclasses
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import as_completed
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
-from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.cli import fail, harness_parser
+from experiments.common.results import command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.workers import worker_pool
 from gas import study as record
 from gas.errors import GasError, GenomeError
@@ -412,7 +411,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, redraw="redraw the tables and summary from the CSV")
     parser.add_argument("--budget", help="FLOPs budget at 224px (default: the study's)")
     parser.add_argument("--study", default="turbovit-2.5G", help="the gas search's study (default: turbovit-2.5G)")
     parser.add_argument("--storage", help="its Optuna storage URL (default: sqlite:///runs/gas.db)")
@@ -426,8 +425,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run (default: 1)")
     parser.add_argument("--jobs", type=int, default=1, help="training runs at a time, one process each (1)")
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs per latency measurement (20)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
-    parser.add_argument("--report-only", action="store_true", help="redraw the tables and summary from the CSV")
     args = parser.parse_args(argv)
 
     def proxy_for(dataset: str, seed: int) -> ProxyConfig:
@@ -464,15 +461,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs = pd.DataFrame(train_all(jobs, args.jobs)).assign(limit=limits_text(limits))
             if latencies:
                 runs["latency_s"] = runs["candidate"].map(latencies)
-            out.mkdir(parents=True, exist_ok=True)
-            runs.to_csv(out / "bench_quality.csv", index=False)
+            write_csv(out / "bench_quality.csv", runs)
     except (GasError, OSError) as error:
-        print(f"bench_quality: error: {error}", file=sys.stderr)
-        return 2
+        return fail("bench_quality", str(error))
 
     limit = str(runs["limit"].iloc[0])
     table = summary_table(runs)
-    table.to_csv(out / "bench_quality_summary.csv", index=False)
+    write_csv(out / "bench_quality_summary.csv", table)
     lines = verdicts(runs) + latency_lines(table)
     shown = table.assign(
         accuracy=[
@@ -486,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown["latency"] = table["latency_s"].map(lambda seconds: f"{1000 * seconds:.1f} ms")
         columns.insert(-1, "latency")
     shown = shown[columns]
-    markdown = shown.to_markdown(index=False)
+    markdown = frame_markdown(shown)
     proxy = proxy_for(args.datasets[0], 0)
     if "latency_s" in runs:
         where = (
@@ -504,12 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "1000-class head."
     )
     command = command_line(SCRIPT, argv)
-    (out / "bench_quality.md").write_text(
-        f"# Search quality at {limit}\n\n{setup}\n\n" + "\n".join(lines) + f"\n\n{markdown}\n\n{stamp(command)}\n"
-    )
-    update_summary(
+    write_page(
         out,
         "bench_quality",
+        f"# Search quality at {limit}\n\n{setup}\n\n" + "\n".join(lines) + f"\n\n{markdown}\n\n{stamp(command)}",
         f"## Search quality at {limit}\n\n{setup}\n\n" + "\n".join(lines) + "\n\n"
         f"Table: [bench_quality.md](bench_quality.md); every run: [bench_quality.csv](bench_quality.csv).\n\n"
         f"{stamp(command)}",

@@ -37,16 +37,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import argparse
 import itertools
 import statistics
-import sys
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.cli import fail, harness_parser
+from experiments.common.results import command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from gas import study as record
 from gas.errors import GasError
 from gas.evaluate.datasets import load_dataset
@@ -187,7 +187,7 @@ def diagnose(rows: list[dict]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, redraw="redraw the table and diagnosis from the CSV")
     parser.add_argument("--concurrency", type=int, nargs="+", help="levels (default: 1 2; with CUDA 1 2 4 8)")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default with CUDA: GPUs / level)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (torch threads) per trial (1)")
@@ -199,8 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="proxy epochs (default: gas's)")
     parser.add_argument("--train-size", type=int, help="proxy training images (default: gas's)")
     parser.add_argument("--val-size", type=int, help="proxy validation images (default: gas's)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
-    parser.add_argument("--report-only", action="store_true", help="redraw the table and diagnosis from the CSV")
     args = parser.parse_args(argv)
 
     gpus = torch.cuda.device_count()
@@ -217,16 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     share = gpus / concurrency  # the levels' trials share the GPUs evenly
                 rows.append(run_level(concurrency, share, args, out))
     except (GasError, OSError) as error:
-        print(f"bench_scale: error: {error}", file=sys.stderr)
-        return 2
+        return fail("bench_scale", str(error))
 
     first = rows[0]
     for row in rows:
         row["speedup"] = row["trials_per_hour"] / first["trials_per_hour"]
         row["efficiency"] = row["speedup"] / (row["slots"] / first["slots"])
     table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "bench_scale.csv", index=False)
+    write_csv(out / "bench_scale.csv", table)
     shown = table.assign(mean_flops=table["mean_flops"].map(lambda flops: format_count(int(flops))))
     columns = [
         "concurrency",
@@ -246,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_images_per_s",
         "mean_flops",
     ]
-    markdown = shown[columns].to_markdown(index=False, floatfmt=".3g")
+    markdown = frame_markdown(shown[columns], ".3g")
     lines = diagnose(rows)
     proxy = ProxyConfig()
     setup = (
@@ -259,12 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "differ between levels (the sampler sees results in another order), hence `mean_flops`."
     )
     command = command_line(SCRIPT, argv)
-    (out / "bench_scale.md").write_text(
-        f"# Scaling with concurrent trials\n\n{setup}\n\n{markdown}\n\n" + "\n".join(lines) + f"\n\n{stamp(command)}\n"
-    )
-    update_summary(
+    write_page(
         out,
         "bench_scale",
+        f"# Scaling with concurrent trials\n\n{setup}\n\n{markdown}\n\n" + "\n".join(lines) + f"\n\n{stamp(command)}",
         "## Scaling with concurrent trials\n\n"
         + "\n".join(lines)
         + f"\n\n{markdown}\n\nDetails: [bench_scale.md](bench_scale.md), [bench_scale.csv](bench_scale.csv).\n\n"

@@ -39,17 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import argparse
 import math
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.cli import fail, harness_parser
+from experiments.common.results import command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.workers import worker_pool
 from gas import study as record
 from gas.errors import GasError
@@ -276,10 +276,9 @@ def record_runs(
                 "first_error": result.errors[0] if result.errors else "",
             }
         )
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(curve_rows).to_csv(out / f"{name}.csv", index=False)
+    write_csv(out / f"{name}.csv", pd.DataFrame(curve_rows))
     runs = pd.DataFrame(run_rows)
-    runs.to_csv(out / f"{name}_runs.csv", index=False)
+    write_csv(out / f"{name}_runs.csv", runs)
     return curves, runs
 
 
@@ -297,7 +296,7 @@ def read_back(out: Path, name: str, samplers: Sequence[str]) -> tuple[dict[str, 
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, redraw="redraw table, plot and summary from the CSVs")
     parser.add_argument("--evaluator", choices=sorted(DEFAULTS), default="zero-cost", help="(default: zero-cost)")
     parser.add_argument("--budget", default="2.5G", help="FLOPs budget at 224px (default: 2.5G)")
     parser.add_argument("--space", default="turbovit", help="search space (default: turbovit)")
@@ -313,8 +312,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="proxy epochs (train evaluator; default: gas's)")
     parser.add_argument("--train-size", type=int, help="proxy training images (default: gas's)")
     parser.add_argument("--val-size", type=int, help="proxy validation images (default: gas's)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
-    parser.add_argument("--report-only", action="store_true", help="redraw table, plot and summary from the CSVs")
     return parser.parse_args(argv)
 
 
@@ -323,8 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         budget = parse_count(args.budget)
     except GasError as error:
-        print(f"bench_search: error: {error}", file=sys.stderr)
-        return 2
+        return fail("bench_search", str(error))
     trials = args.trials or DEFAULTS[args.evaluator]["trials"]
     random_trials = args.random_trials or 2 * trials
     seeds = range(args.seeds or DEFAULTS[args.evaluator]["seeds"])
@@ -362,19 +358,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             curves, runs = read_back(out, name, args.samplers)
         except (OSError, KeyError, ValueError) as error:
-            print(f"bench_search: error: cannot redraw from {out / name}.csv: {error}", file=sys.stderr)
-            return 2
+            return fail("bench_search", f"cannot redraw from {out / name}.csv: {error}")
     else:
         try:
             prepare(tasks[0].config)
             results = run_all(tasks, args.jobs if driver == "inprocess" else 1)
         except GasError as error:
-            print(f"bench_search: error: {error}", file=sys.stderr)
-            return 2
+            return fail("bench_search", str(error))
         curves, runs = record_runs(results, budget, out, name)
     table, headlines = summarise(curves, trials, random_trials)
     table = table.fillna("")  # random's own rows have no ratio to random
-    table.to_csv(out / f"{name}_summary.csv", index=False)
+    write_csv(out / f"{name}_summary.csv", table)
     title = f"{args.space}, budget {compact_count(budget)} FLOPs, {args.evaluator} evaluator, {driver} driver"
     plot(curves, out / f"{name}.png", f"Front hypervolume vs evaluations\n{title}")
 
@@ -402,21 +396,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"reached within random's {random_trials} evaluations.\n\n"
         f"Setup: {setup}\n\n"
         + ("\n".join(headlines) + "\n\n" if headlines else "")
-        + table.to_markdown(index=False, floatfmt=".4f")
+        + frame_markdown(table, ".4f")
         + "\n\nPer run, mean over seeds:\n\n"
-        + per_run.to_markdown(floatfmt=".3g")
+        + frame_markdown(per_run, ".3g", index=True)
         + f"\n\n![hypervolume]({name}.png)"
     )
-    (out / f"{name}.md").write_text(f"# Search efficiency ({args.evaluator} evaluator)\n\n{body}\n\n{stamp(command)}\n")
-    update_summary(
+    write_page(
         out,
         name,
+        f"# Search efficiency ({args.evaluator} evaluator)\n\n{body}\n\n{stamp(command)}",
         f"## Search efficiency, {args.evaluator} evaluator\n\n"
         + ("\n".join(headlines) + "\n\n" if headlines else "")
         + f"Setup: {setup} Table: [{name}.md]({name}.md); "
         f"curves: [{name}.csv]({name}.csv).\n\n![hypervolume vs evaluations]({name}.png)\n\n{stamp(command)}",
     )
-    print(table.to_markdown(index=False, floatfmt=".4f"))
+    print(frame_markdown(table, ".4f"))
     print("\n".join(headlines))
     return 0
 

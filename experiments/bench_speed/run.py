@@ -21,17 +21,17 @@ from pathlib import Path
 # Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 import torch
 
-from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.cli import fail, harness_parser
+from experiments.common.machine import load_line
+from experiments.common.results import command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from gas import study as record
 from gas.bench import add_ratios, run_benchmark, settings_for
 from gas.errors import GasError
@@ -71,7 +71,7 @@ def searched_specs(study_name: str, storage: str | None, picks: Sequence[str], f
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__)
     parser.add_argument("--study", help="add this gas search's front picks")
     parser.add_argument("--storage", help="the study's Optuna storage URL (default: sqlite:///runs/gas.db)")
     parser.add_argument("--picks", nargs="+", default=["best", "knee"], choices=["best", "knee"], help="front picks")
@@ -84,7 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per model at batch 1 (default: 20)")
     parser.add_argument("--batch-repeats", type=int, default=3, help="timed runs per model at larger batches (3)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per model and batch size first (2)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
     args = parser.parse_args(argv)
 
     out = args.out.resolve()
@@ -104,19 +103,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = run_benchmark(models, settings, args.batch_sizes, args.repeats, args.batch_repeats, args.warmup)
         load_after = os.getloadavg()
     except GasError as error:
-        print(f"bench_speed: error: {error}", file=sys.stderr)
-        return 2
+        return fail("bench_speed", str(error))
     baseline = add_ratios(rows, BASELINE)
 
     table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "bench_speed.csv", index=False)
+    write_csv(out / "bench_speed.csv", table)
     shown = table.assign(
         params=table["params"].map(format_count),
         flops=table["flops"].map(lambda flops: "?" if pd.isna(flops) else format_count(int(flops))),
     )[["setting", "batch", "model", "params", "flops", "median_ms", "images_per_s", "latency_x", "throughput_x"]]
     sections = [
-        f"### {setting}\n\n" + group.drop(columns="setting").to_markdown(index=False, floatfmt=".3g")
+        f"### {setting}\n\n" + frame_markdown(group.drop(columns="setting"), ".3g")
         for setting, group in shown.groupby("setting", sort=False)
     ]
     threads = torch.get_num_threads()
@@ -143,15 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"batch-{widest['batch']} throughput {widest['throughput_x']:.2f}x."
                 )
     command = command_line(SCRIPT, argv)
-    load = f"Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after."
+    load = f"{load_line(load_before, load_after)}."
     body = "\n\n".join(sections)
-    (out / "bench_speed.md").write_text(
-        f"# Inference speed\n\n{setup}\n\n" + "\n".join(headline) + f"\n\n{PAPER_CONTEXT}\n\n{body}\n\n{load}\n\n"
-        f"{stamp(command)}\n"
-    )
-    update_summary(
+    write_page(
         out,
         "bench_speed",
+        f"# Inference speed\n\n{setup}\n\n" + "\n".join(headline) + f"\n\n{PAPER_CONTEXT}\n\n{body}\n\n{load}\n\n"
+        f"{stamp(command)}",
         "## Inference speed\n\n"
         + "\n".join(headline)
         + f"\n\n{PAPER_CONTEXT}\n\nTable: [bench_speed.md](bench_speed.md); rows: [bench_speed.csv](bench_speed.csv). "

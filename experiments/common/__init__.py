@@ -1,1 +1,1 @@
-"""What the benchmark harnesses share: result tables and summaries, the machine stamp, worker pools."""
+"""What the benchmark harnesses share: their command line, result tables and pages, the machine stamp, worker pools."""

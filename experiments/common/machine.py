@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
@@ -34,3 +35,8 @@ def machine_line() -> str:
     info = machine_info()
     libraries = ", ".join(f"{name} {info[name]}" for name in ("torch", "optuna", "ray", "fvcore"))
     return f"CPU: {info['cpu']} ({info['cores']} cores), GPU: {info['gpu']}, Python {info['python']}, {libraries}"
+
+
+def load_line(before: Sequence[float], after: Sequence[float]) -> str:
+    """'Load average (1 min) 5.9 before, 3.0 after', from `os.getloadavg()` before and after a measurement."""
+    return f"Load average (1 min) {before[0]:.1f} before, {after[0]:.1f} after"

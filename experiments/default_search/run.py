@@ -20,21 +20,20 @@ from pathlib import Path
 # Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import statistics
-import sys
-from pathlib import Path
 
 import pandas as pd
 from optuna.trial import TrialState
 
-from experiments.common.machine import machine_line
-from experiments.common.results import RESULTS
+from experiments.common.cli import harness_parser
+from experiments.common.results import RESULTS, command_line, stamp, write_page
+from experiments.common.tables import markdown_table, write_csv
 from gas import study as record
 from gas.search import SearchConfig, run_search
 from gas.search.audit import AuditConfig, after_search, evaluate_on_ray, run_audit
 from gas.units import compact_count
 
+SCRIPT = "experiments/default_search/run.py"
 STORAGE_FILE = RESULTS / "default_search.db"
 
 
@@ -57,7 +56,7 @@ def worker_memory(trials: list) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, out=None)
     parser.add_argument("--trials", type=int, default=SearchConfig(budget=1).trials)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=float, default=2.5e9)
@@ -107,10 +106,11 @@ def main() -> None:
             "audit_tau_interval": "[" + ", ".join(f"{bound:.2f}" for bound in audit["interval"] or ()) + "]",
             "audit_s": round(audit["seconds"], 1),
         }
-    pd.DataFrame([figures]).to_csv(RESULTS / "default_search.csv", index=False)
-    table = "\n".join(["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in figures.items())])
-    command = "python experiments/default_search/run.py " + " ".join(sys.argv[1:])
-    (RESULTS / "default_search.md").write_text(
+    write_csv(RESULTS / "default_search.csv", pd.DataFrame([figures]))
+    table = markdown_table(["figure", "value"], figures.items())
+    write_page(
+        RESULTS,
+        "default_search",
         f"# The default search\n\n`gas search --budget {compact_count(args.budget)}` on its embedded defaults "
         f"({args.trials} trials, seed {args.seed}), from an empty study.\n\n{table}\n\n"
         "- driver_s_per_trial: time the driver spent proposing genomes (rejections included) and recording results.\n"
@@ -120,7 +120,7 @@ def main() -> None:
         "  largest over workers), and the largest ratio last / first; worker_trials: trials per worker.\n"
         "- audit_*: the fidelity audit the search ends with (its trials retrained with 3x the epochs): Kendall's\n"
         "  tau of proxy against long-run accuracy, its 95% bootstrap interval, and its seconds.\n\n"
-        f"Machine: {machine_line()}\n\nCommand: `{command.strip()}`\n"
+        f"{stamp(command_line(SCRIPT))}",
     )
     print(table)
 

@@ -29,10 +29,11 @@ import math
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.common.results import RESULTS
+from experiments.common.cli import harness_parser
+from experiments.common.results import command_line, stamp, write_page
+from experiments.common.tables import frame_markdown
 
 if TYPE_CHECKING:
     from gas.evaluate.proxy import ProxyConfig
@@ -215,9 +216,6 @@ def report(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from experiments.common.machine import machine_line
-    from experiments.common.results import command_line
-
     frame = pd.read_csv(args.out / "fidelity.csv")
     frame["genome_key"] = frame["genome_key"].astype(str)
     datasets = [dataset for dataset in args.datasets if dataset in set(frame.dataset)]
@@ -249,6 +247,10 @@ def report(args: argparse.Namespace) -> None:
     )
     failures = frame[frame["error"].notna() & (frame["error"].astype(str) != "")]
     command = command_line("experiments/fidelity/run.py")
+    note = (
+        f". {args.workers} runs side by side, one torch thread each, on a machine shared with other jobs (absolute "
+        "times carry that noise; accuracies do not)."
+    )
     text = (
         "# Proxy ranking fidelity\n\n"
         f"{frame.genome_key.nunique()} genomes sampled at random from the turbovit space within "
@@ -259,23 +261,23 @@ def report(args: argparse.Namespace) -> None:
         "validation accuracy; the zero-cost scores come from the proxy's model at initialisation (one batch of "
         f"{config.zero_cost_batch} training images). Params and FLOPs alone are the baselines a proxy must "
         "beat.\n\n"
-        + table.to_markdown(index=False, floatfmt=".3f")
+        + frame_markdown(table, ".3f")
         + "\n\n"
         + "".join(_verdict(table, dataset, pairs[dataset][1]) for dataset in datasets)
         + "\nRuns and timings (one torch thread per run; wall time includes data loading and zero-cost scores):\n\n"
-        + timing.to_markdown(index=False, floatfmt=".3f")
+        + frame_markdown(timing, ".3f")
         + f"\n\nFailed runs: {len(failures)}"
         + "".join(f"\n- {row.dataset} genome {row.genome} {row.schedule}: {row.error}" for row in failures.itertuples())
-        + f"\n\nMachine: {machine_line()}. {args.workers} runs side by side, one torch thread each, on a machine "
-        "shared with other jobs (absolute times carry that noise; accuracies do not).\n\n"
-        f"Command: `{command}`\n\n![scatter](fidelity.png)\n"
+        + "\n\n"
+        + stamp(command, note)
+        + "\n\n![scatter](fidelity.png)"
     )
-    (args.out / "fidelity.md").write_text(text)
+    write_page(args.out, "fidelity", text)
     print(table.to_string(index=False))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, redraw="only redraw the table and plot from the CSV")
     parser.add_argument("--genomes", type=int, default=30, help="how many genomes to sample (default: 30)")
     parser.add_argument("--budget", default="2.5G", help="FLOPs budget at 224px for sampling (default: 2.5G)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
@@ -283,8 +285,6 @@ def main() -> None:
     parser.add_argument("--long-factor", type=int, default=4, help="long schedule = this x the epochs (default: 4)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="runs side by side")
     parser.add_argument("--epochs", type=int, help="proxy epochs (default: ProxyConfig's); long = this x factor")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
-    parser.add_argument("--report-only", action="store_true", help="only redraw the table and plot from the CSV")
     args = parser.parse_args()
     args.datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
     if not args.report_only:

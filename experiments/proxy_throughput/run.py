@@ -17,24 +17,24 @@ from pathlib import Path
 # Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from experiments.common.machine import machine_line
-from experiments.common.results import RESULTS
+from experiments.common.cli import harness_parser
+from experiments.common.machine import load_line
+from experiments.common.results import RESULTS, command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from gas.evaluate.datasets import load_dataset
 from gas.evaluate.proxy import ProxyConfig, build_proxy_model, evaluate
 from gas.evaluate.train import param_groups
 from gas.space import get_space, load_genome
 
+SCRIPT = "experiments/proxy_throughput/run.py"
 GENOME = "turbovit"
 
 
@@ -73,7 +73,7 @@ def training_rate(config: ProxyConfig, steps: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, out=None)
     parser.add_argument("--threads", default="1", help="comma-separated torch thread counts (default: 1)")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps (default: 30)")
     parser.add_argument("--evaluations", type=int, default=1, help="whole default evaluations to time (default: 1)")
@@ -104,10 +104,14 @@ def main() -> None:
         print(rows[-1], flush=True)
     load_after = os.getloadavg()
     table = pd.DataFrame(rows)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS / "proxy_throughput.csv", index=False)
-    command = "nice -n 10 .venv/bin/python experiments/proxy_throughput/run.py " + " ".join(sys.argv[1:])
-    (RESULTS / "proxy_throughput.md").write_text(
+    write_csv(RESULTS / "proxy_throughput.csv", table)
+    note = (
+        f". {load_line(load_before, load_after)}: the machine is shared with other jobs, so these are what a trial "
+        "sees under that load."
+    )
+    write_page(
+        RESULTS,
+        "proxy_throughput",
         "# Proxy training throughput on CPU\n\n"
         f"The `{GENOME}` reference genome ({flops_224 / 1e9:.2f} GFLOPs at 224px, {flops_proxy / 1e6:.1f} MFLOPs "
         f"at {config.resolution}px) trained as the default proxy trains it: {config.resolution}px, batch "
@@ -118,10 +122,8 @@ def main() -> None:
         f"`evaluation_s` is the wall time of a whole default proxy evaluation ({config.train.epochs} epochs of "
         f"{config.train_size} {config.dataset} images, validation on {config.val_size} after every epoch, "
         f"zero-cost scores, data from the cache), median of {args.evaluations}.\n\n"
-        + table.to_markdown(index=False, floatfmt=".3g")
-        + f"\n\nMachine: {machine_line()}. Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} "
-        "after: the machine is shared with other jobs, so these are what a trial sees under that load.\n\n"
-        f"Command: `{command}`\n"
+        + frame_markdown(table, ".3g")
+        + f"\n\n{stamp(command_line(SCRIPT, runner='nice -n 10 .venv/bin/python'), note)}",
     )
 
 

@@ -61,8 +61,9 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.common.machine import machine_line
-from experiments.common.results import command_line
+from experiments.common.cli import harness_parser
+from experiments.common.results import command_line, machine_stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.workers import worker_pool
 from gas.defaults import DEFAULT_SPACE
 from gas.evaluate.proxy import ProxyConfig, evaluate
@@ -369,7 +370,7 @@ def cpu_against_ray(trials: pd.DataFrame, variant: str, epochs: int) -> float | 
 
 def write_report(out: Path, trials: pd.DataFrame, args: argparse.Namespace, argv: Sequence[str]) -> str:
     workers = per_worker(trials)
-    workers.to_csv(out / "worker_memory.csv", index=False)
+    write_csv(out / "worker_memory.csv", workers)
     shown = workers.copy()
     shown["worker"] = shown.groupby(RUN).cumcount() + 1
     shown["what"] = shown["variant"].map(lambda name: VARIANTS[name].what if name in VARIANTS else "")
@@ -388,7 +389,7 @@ def write_report(out: Path, trials: pd.DataFrame, args: argparse.Namespace, argv
         "median_trial_s",
         "median_trial_cpu_s",
     ]
-    table = shown[columns].to_markdown(index=False, floatfmt=".3g")
+    table = frame_markdown(shown[columns], ".3g")
     lines = []
     for (variant, epochs, run_trials), group in shown.groupby(RUN, sort=False):
         worst = group["ratio"].max()
@@ -414,10 +415,10 @@ def write_report(out: Path, trials: pd.DataFrame, args: argparse.Namespace, argv
         "the wall time.\n\n"
         f"{table}\n\n"
         + "\n".join(lines)
-        + f"\n\nMachine: {machine_line()}\n\nCommands:\n\n"
+        + f"\n\n{machine_stamp()}\n\nCommands:\n\n"
         + "".join(f"- `{command}`\n" for command in commands)
     )
-    (out / "worker_memory.md").write_text(markdown)
+    write_page(out, "worker_memory", markdown)
     return table + "\n\n" + "\n".join(lines)
 
 
@@ -435,14 +436,12 @@ def proxy_epochs(config: ProxyConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, redraw="redraw the table from the trials CSV", out=OUT)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--trials", type=int, default=20, help="trials per variant (default: 20)")
     parser.add_argument("--epochs", type=int, default=None, help="proxy epochs (default: the proxy's own)")
     parser.add_argument("--budget", type=parse_count, default=parse_count("2.5G"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--report-only", action="store_true", help="redraw the table from the trials CSV")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
     trials_csv = args.out / "worker_memory_trials.csv"
@@ -468,8 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 same_run = existing[RUN].eq(pd.Series([name, epochs, args.trials], index=RUN)).all(axis=1)
                 existing = existing[~same_run]
             existing = pd.concat([existing, table], ignore_index=True)
-            args.out.mkdir(parents=True, exist_ok=True)
-            existing.to_csv(trials_csv, index=False)
+            write_csv(trials_csv, existing)
     if not len(existing):
         print(f"no trials in {trials_csv}", file=sys.stderr)
         return 1
