@@ -53,7 +53,7 @@ def fidelity_schedules(sizes: Sizes, device: str) -> dict[str, ProxyConfig]:
 
 
 def kendall_with_interval(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
-    """Kendall's tau and its interval (gas.stats' convention) over genomes resampled with replacement."""
+    """Kendall's tau over genomes and its interval, in gas.stats' convention."""
     from gas.stats import kendall_tau, tau_interval
 
     return (kendall_tau(x, y), *tau_interval(x, y))
@@ -125,7 +125,7 @@ def fidelity_section(
         "## Proxy fidelity at the GPU default\n\n"
         f"{genomes} genomes sampled at random within {format_count(sizes.budget)} FLOPs (seed 0), each trained with "
         f"three schedules on {schedules['gpu proxy'].train.device}, {sizes.fidelity_workers or 1} at a time: "
-        f"{described}. Kendall's τ of each proxy's accuracies against the reference's (95% bootstrap interval "
+        f"{described}. Kendall's τ of each proxy's accuracies against the reference's (95% interval, Fisher's z "
         "over genomes; with this few genomes it is wide):\n\n"
         f"{table}\n\n"
         "For scale: on 30 genomes, the CPU proxy ranked with τ = 0.59 against 4x its own epochs "

@@ -31,7 +31,6 @@ from pathlib import Path
 # Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import csv
 import json
 import time
@@ -41,7 +40,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from experiments.common.results import RESULTS, command_line, stamp, update_summary
+from experiments.common.cli import harness_parser
+from experiments.common.results import RESULTS, command_line, stamp, write_page
+from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.workers import worker_pool
 from gas.evaluate.proxy import ProxyConfig
 from gas.stats import kendall_tau, seed_noise, tau_interval
@@ -243,26 +244,23 @@ def report(out: Path, count: int, target_seeds: int, base: ProxyConfig) -> str:
         f"{GOALS['icc']}, τ against the target ≥ {GOALS['target_tau']}, at ≤ {GOALS['cost_x']}x today's "
         f"seconds per evaluation on one CPU thread. Runs: {len(runs)} of {expected} planned "
         "(proxy_design_runs.csv).\n\n"
-        + (table.to_markdown(index=False, floatfmt=".3f") if not table.empty else "No setting is complete yet.")
+        + (frame_markdown(table, floatfmt=".3f") if not table.empty else "No setting is complete yet.")
         + f"\n\n{stamp(command_line(SCRIPT))}\n"
     )
-    (out / "proxy_design.md").write_text(markdown)
-    table.to_csv(out / "proxy_design.csv", index=False)
-    update_summary(out, "proxy_design", markdown)
+    write_csv(out / "proxy_design.csv", table)
+    write_page(out, "proxy_design", markdown, summary=markdown)
     return markdown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__, redraw="redraw from the runs CSV; train nothing")
     parser.add_argument("--genomes", type=int, default=16, help="drawn genomes, plus turbovit (default: 16)")
     parser.add_argument("--target-seeds", type=int, default=2, help="seeds of the target schedule (default: 2)")
     parser.add_argument("--jobs", type=int, default=2, help="evaluations at a time, one thread each (default: 2)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
     parser.add_argument("--only", nargs="+", default=(), metavar="SETTING", help="run only these settings")
     parser.add_argument("--epochs", type=int, help="epochs of every setting that does not set its own (tiny runs)")
     parser.add_argument("--train-size", type=int, help="training images of every setting that does not set its own")
     parser.add_argument("--val-size", type=int, help="validation images of every setting that does not set its own")
-    parser.add_argument("--report-only", action="store_true", help="redraw from the runs CSV; train nothing")
     args = parser.parse_args(argv)
     count = args.genomes + 1
     known = {setting.name for setting in SETTINGS} | {TARGET}
