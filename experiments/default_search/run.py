@@ -119,7 +119,7 @@ def main() -> None:
         "- worker_rss_*: each Ray worker's resident memory after its first and after its last trial (MiB, the\n"
         "  largest over workers), and the largest ratio last / first; worker_trials: trials per worker.\n"
         "- audit_*: the fidelity audit the search ends with (its trials retrained with 3x the epochs): Kendall's\n"
-        "  tau of proxy against long-run accuracy, its 95% bootstrap interval, and its seconds.\n\n"
+        "  tau of proxy against long-run accuracy, its 95% interval, and its seconds.\n\n"
         f"{stamp(command_line(SCRIPT))}",
     )
     print(table)
