@@ -16,11 +16,12 @@ from gas.defaults import TRIALS_PER_GPU
 from gas.errors import GasError
 from gas.evaluate import train as training
 from gas.evaluate.data import load_dataset
-from gas.evaluate.proxy import GPU_PROXY, ProxyConfig, check_data, default_proxy, evaluate
-from gas.search import SearchConfig
+from gas.evaluate.proxy import GPU_PROXY, ProxyConfig, build_proxy_model, check_data, default_proxy, evaluate
+from gas.search import Engine, SearchConfig
 from gas.search.early_stop import EarlyStopping
 from gas.search.ray_tune import gpus_per_trial
 from gas.search.sampling import sample_genomes
+from gas.space import load_genome
 from tests.conftest import REPO
 
 
@@ -59,10 +60,23 @@ def test_gpus_per_trial_flag_overrides_the_packing():
 def test_gpus_get_the_gpu_proxy_and_cpus_the_cpu_one():
     assert default_proxy(False) == ProxyConfig()
     assert default_proxy(True) == GPU_PROXY
-    # A proxy a GPU affords and in which mask units of 8 tokens do not span the image: 64px / stride 4 = 16
-    # tokens a side, 2x2 units of 8.
-    assert GPU_PROXY.resolution // 4 // 8 == 2
-    assert GPU_PROXY.train_size > ProxyConfig().train_size and GPU_PROXY.train.epochs > ProxyConfig().train.epochs
+
+
+def _windows_per_block(proxy: ProxyConfig) -> list[int]:
+    """How many mask units each attention layer of the `turbovit` reference attends within, as `proxy` trains it."""
+    model = build_proxy_model(load_genome("turbovit"), proxy.resolution, num_classes=10)
+    return [block.attn.windows for block in model.blocks]
+
+
+def test_in_the_gpu_proxy_mask_unit_attention_is_not_global():
+    """What the GPU proxy is for: at the CPU proxy's size a mask unit spans the image, at the GPU's it does not."""
+    genome = load_genome("turbovit")
+    mask_unit_blocks = [index for index, block in enumerate(genome.blocks) if block.attention == "mask_unit"]
+    assert mask_unit_blocks and len(mask_unit_blocks) < len(genome.blocks)
+    on_cpu, on_gpu = _windows_per_block(ProxyConfig()), _windows_per_block(GPU_PROXY)
+    assert {on_cpu[index] for index in mask_unit_blocks} == {1}
+    assert {on_gpu[index] for index in mask_unit_blocks} == {4}  # 64px: 16x16 tokens, 2x2 units of 8x8
+    assert all(on_gpu[index] == 1 for index in range(len(genome.blocks)) if index not in mask_unit_blocks)
 
 
 def test_user_settings_choose_the_proxy():
@@ -77,12 +91,24 @@ def test_user_settings_choose_the_proxy():
     assert default_proxy(False, {"dataset": "digits"}) == ProxyConfig(dataset="digits")
 
 
-def test_the_gpu_proxy_is_checked_and_recorded_like_any_proxy():
-    checked, _ = check_data(GPU_PROXY)
-    settings = checked.with_overrides(device="cuda").settings()  # as a GPU cluster records it
-    assert settings["resolution"] == 64 and settings["train_size"] == GPU_PROXY.train_size
-    assert settings["epochs"] == GPU_PROXY.train.epochs and settings["device"] == "cuda"
-    assert settings["batch_size"] == GPU_PROXY.train.batch_size and settings["lr"] == GPU_PROXY.train.lr
+def test_a_gpu_study_resumes_on_any_gpu_and_refuses_another_proxy(tmp_path):
+    """The study records the GPU proxy's settings with the device's kind: another GPU (or the same one named
+    otherwise) resumes it; the CPU proxy, or the GPU proxy trained on CPUs, is refused naming what differs."""
+    storage = f"sqlite:///{tmp_path / 'gas.db'}"
+    gpu_proxy, data = check_data(GPU_PROXY)  # checked as "auto": this machine need not have CUDA
+    cpu_proxy, _ = check_data(ProxyConfig())
+
+    def engine(proxy: ProxyConfig, **overrides: str) -> Engine:
+        proxy = proxy.with_overrides(**overrides)
+        return Engine(SearchConfig(budget=2_500_000_000, storage=storage, study="gpu", proxy=proxy), data)
+
+    engine(gpu_proxy, device="cuda:0")
+    engine(gpu_proxy, device="cuda:1")
+    engine(gpu_proxy, device="cuda", data_dir=str(tmp_path))  # the data may live elsewhere on another machine
+    with pytest.raises(GasError, match=r"other settings: .*proxy\.resolution 64 \(now 32\)"):
+        engine(cpu_proxy, device="cuda")
+    with pytest.raises(GasError, match=r"other settings: proxy\.device \"cuda\" \(now \"cpu\"\);"):
+        engine(gpu_proxy, device="cpu")
 
 
 def test_gas_search_gives_the_engine_both_proxies(monkeypatch):
@@ -221,3 +247,32 @@ def test_gpu_check_dry_run_runs_through_on_the_cpu(tmp_path):
     for name in ("gpu_check.csv", "gpu_check_bench.csv", "gpu_check_fidelity.csv"):
         assert (out / name).stat().st_size > 0
     assert "## Search on the GPU" in markdown and "## Proxy fidelity" in markdown and "## Inference" in markdown
+
+
+# ---- the device's peak, for MFU ------------------------------------------------------------------------
+
+# Names as torch.cuda.get_device_name reports them, and each part's dense bf16 tensor peak from its data sheet
+# (half the figure "with sparsity" where the sheet prints only that one). None: a part the table does not know.
+DEVICE_NAMES = {
+    "NVIDIA H100 80GB HBM3": 989.4e12,  # SXM5
+    "NVIDIA H100 PCIe": 756.0e12,
+    "NVIDIA H100 NVL": 1671e12 / 2,
+    "NVIDIA H200": 989.4e12,
+    "NVIDIA H200 NVL": 1671e12 / 2,
+    "NVIDIA GH200 480GB": 989.4e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA L40S": 362.05e12,
+    "NVIDIA L40": 181.05e12,
+    "NVIDIA L4": 121e12,
+    "NVIDIA A10": 125e12,
+    "NVIDIA RTX A6000": 154.8e12,
+    "NVIDIA RTX 6000 Ada Generation": None,
+    "Tesla T4": None,
+}
+
+
+@pytest.mark.parametrize(("name", "dense"), DEVICE_NAMES.items())
+def test_each_device_name_gets_its_own_parts_peak(name, dense):
+    assert training.listed_peak_flops(name) == (None if dense is None else pytest.approx(dense, rel=1e-3))
