@@ -8,8 +8,10 @@ import os
 import subprocess
 import sys
 
+import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from gas.cli import main as gas_main
 from gas.defaults import TRIALS_PER_GPU
@@ -17,12 +19,12 @@ from gas.errors import GasError
 from gas.evaluate import train as training
 from gas.evaluate.data import load_dataset
 from gas.evaluate.proxy import GPU_PROXY, ProxyConfig, build_proxy_model, check_data, default_proxy, evaluate
-from gas.search import Engine, SearchConfig
+from gas.search import Engine, SearchConfig, ray_tune
 from gas.search.early_stop import EarlyStopping
 from gas.search.ray_tune import gpus_per_trial
 from gas.search.sampling import sample_genomes
 from gas.space import load_genome
-from tests.conftest import REPO
+from tests.conftest import REPO, run_gas
 
 
 @pytest.fixture
@@ -276,3 +278,105 @@ DEVICE_NAMES = {
 @pytest.mark.parametrize(("name", "dense"), DEVICE_NAMES.items())
 def test_each_device_name_gets_its_own_parts_peak(name, dense):
     assert training.listed_peak_flops(name) == (None if dense is None else pytest.approx(dense, rel=1e-3))
+
+
+# ---- trials that share a GPU, and CUDA errors that break a worker -------------------------------------
+
+OUT_OF_MEMORY = "out of memory on NVIDIA H100 80GB HBM3 at batch size 64"  # as TrialFailed words it
+CUDA_OUT_OF_MEMORY = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity"
+STICKY = [
+    "RuntimeError: CUDA error: an illegal memory access was encountered",
+    "AcceleratorError: CUDA error: device-side assert triggered",
+    "RuntimeError: CUDA error: unspecified launch failure",
+    "RuntimeError: CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, opa, opb, ...`",
+]
+OWN_ERRORS = [
+    "loss became nan at epoch 2 step 40/512 (lr 0.0001); the model diverged",
+    "RuntimeError: injected fault in forward",
+    "ValueError: cannot unroll 196 tokens as a 14x14 grid split by [2, 2, 2] per side",
+]
+
+
+@pytest.mark.parametrize("error", [OUT_OF_MEMORY, CUDA_OUT_OF_MEMORY, "RuntimeError: CUDA error: out of memory"])
+def test_out_of_memory_is_retried_only_where_the_gpu_was_shared(error):
+    assert "out of memory" in ray_tune.retry_reason(error, gpus=0.25)
+    assert error in ray_tune.retry_reason(error, gpus=0.25)  # the reason carries the first run's error
+    assert ray_tune.retry_reason(error, gpus=1.0) is None  # a GPU of its own: the trial's memory is its result
+    assert ray_tune.retry_reason(error, gpus=0.0) is None  # on CPUs
+    assert not training.breaks_cuda_context(error)  # the worker recovers once the memory is freed
+
+
+@pytest.mark.parametrize("error", STICKY)
+def test_a_cuda_error_that_breaks_the_worker_is_retried_on_any_share(error):
+    assert training.breaks_cuda_context(error)
+    for gpus in (0.25, 1.0):
+        assert ray_tune.retry_reason(error, gpus) == f"a CUDA error that breaks its worker: {error}"
+
+
+@pytest.mark.parametrize("error", OWN_ERRORS)
+def test_a_trials_own_error_is_its_result(error):
+    assert not training.breaks_cuda_context(error)
+    assert ray_tune.retry_reason(error, gpus=0.25) is None
+
+
+def _faults_in(folder):
+    from tests.faulty_space import cuda_faults
+
+    before = os.environ.get("GAS_TEST_FAULTS")
+    os.environ["GAS_TEST_FAULTS"] = str(folder / "faults")
+    try:
+        return cuda_faults()
+    finally:
+        if before is None:
+            del os.environ["GAS_TEST_FAULTS"]
+        else:
+            os.environ["GAS_TEST_FAULTS"] = before
+
+
+def test_a_worker_a_cuda_error_broke_is_replaced_and_the_trial_retried_once(tmp_path):
+    """One Ray worker at a time: trial 0 meets a context-breaking CUDA error once, trial 1 every time, trial 2
+    none. Trial 0 is retried and trains on a new worker; trial 1 is retried once, then recorded with its
+    error; the worker it broke refuses trial 2, which trains on a new worker."""
+    from tests.faulty_space import CUDA_FAULT_ALWAYS, CUDA_FAULT_ONCE
+
+    args = ["search", "--space", "tests.faulty_space:fault=cuda", "--budget", "100G", "--trials", "3"]
+    args += ["--max-concurrent", "1", "--study", "sticky", "--dataset", "digits", "--resolution", "32"]
+    args += ["--evaluator", "zero-cost", "--no-progress", "--seed", "1", "--audit", "0"]
+    env = {"PYTHONPATH": str(REPO), "GAS_TEST_FAULTS": str(tmp_path / "faults")}
+    result = run_gas(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    study = optuna.load_study(study_name="sticky", storage=f"sqlite:///{tmp_path}/runs/gas.db")
+    once, always, healthy = sorted(study.get_trials(), key=lambda trial: trial.number)
+    faults = _faults_in(tmp_path)
+    assert [kernel for kernel, _ in faults] == [CUDA_FAULT_ONCE, CUDA_FAULT_ALWAYS, CUDA_FAULT_ALWAYS]
+    (_, once_pid), (_, always_first_pid), (_, always_second_pid) = faults
+    sticky = "RuntimeError: CUDA error: an illegal memory access was encountered"
+
+    assert once.state == TrialState.COMPLETE
+    assert once.user_attrs["retried"] == f"a CUDA error that breaks its worker: {sticky}"
+    assert once.user_attrs["worker"]["pid"] != once_pid  # trained by another process than the one that broke
+
+    assert always.state == TrialState.FAIL and always.user_attrs["error"] == sticky
+    assert always.user_attrs["retried"] == f"a CUDA error that breaks its worker: {sticky}"
+    assert always_second_pid != always_first_pid and always.user_attrs["worker"]["pid"] == always_second_pid
+
+    assert healthy.state == TrialState.COMPLETE and "retried" not in healthy.user_attrs
+    assert healthy.user_attrs["worker"]["pid"] not in (once_pid, always_first_pid, always_second_pid)
+    refused = [path.read_text() for path in (tmp_path / "runs" / "ray").glob("*/trial_2/error.txt")]
+    assert len(refused) == 1 and "WorkerBroken: an earlier trial in this worker broke its CUDA context" in refused[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_a_trial_sharing_a_gpu_is_held_to_its_share():
+    total = torch.cuda.get_device_properties(0).total_memory
+    assert training.hold_to_share(0.25)
+    try:
+        with pytest.raises(torch.OutOfMemoryError):
+            torch.empty(int(0.3 * total), dtype=torch.uint8, device="cuda")
+        within = torch.empty(int(0.2 * total), dtype=torch.uint8, device="cuda")
+        del within
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    assert not training.hold_to_share(1.0)  # a GPU of its own: no cap

@@ -181,8 +181,48 @@ def _batches(count: int, batch_size: int, generator: torch.Generator) -> Iterato
 def _is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.OutOfMemoryError):
         return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(error, RuntimeError) and says_out_of_memory(str(error))
+
+
+def says_out_of_memory(error: str) -> bool:
+    """Whether an error's text reports memory running out (CUDA's allocator, the CPU's, or TrialFailed's line)."""
+    return "out of memory" in error.lower() or "can't allocate memory" in error
+
+
+# What CUDA errors say that leave the process's CUDA context unusable ("sticky" errors: an illegal address, a
+# failed device-side assert, a launch that died): every later CUDA call in the process fails too, whatever it
+# runs. Any other "CUDA error" is taken as one as well: a process replaced for nothing costs a restart, a
+# broken one kept costs every trial after it.
+STICKY_CUDA_ERRORS = (
+    "CUDA error",
+    "illegal memory access",
+    "device-side assert",
+    "unspecified launch failure",
+    "CUBLAS_STATUS_EXECUTION_FAILED",
+    "CUDNN_STATUS_EXECUTION_FAILED",
+)
+
+
+def breaks_cuda_context(error: str) -> bool:
+    """Whether an error's text is a CUDA error after which this process can run nothing more on its GPU.
+
+    Running out of memory is not one, even when CUDA words it "CUDA error: out of memory": the process
+    recovers once memory is freed.
+    """
+    return not says_out_of_memory(error) and any(sign in error for sign in STICKY_CUDA_ERRORS)
+
+
+def hold_to_share(share: float) -> bool:
+    """Cap this process's CUDA allocations at `share` of its GPU's memory; True if a cap was set.
+
+    Trials packed onto one GPU (`share` below 1) have no memory isolation of their own: without a cap, one
+    trial's growth runs its neighbours out of memory. With it, a trial over its share fails alone. The cap
+    holds for torch's caching allocator; CUDA's own context and libraries' workspaces sit outside it.
+    """
+    if not 0 < share < 1 or not torch.cuda.is_available():
+        return False
+    torch.cuda.set_per_process_memory_fraction(share)
+    return True
 
 
 @contextlib.contextmanager
