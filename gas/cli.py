@@ -492,7 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--max-latency", help="measured inference latency limit on the target device, e.g. 25ms")
     search.add_argument(
-        "--latency-device", choices=["cpu", "cuda"], help="the device latency is measured on (default: cpu)"
+        "--latency-device",
+        choices=["cpu", "cuda"],
+        help="the device latency is measured on, kept from trials: cores on cpu, the last GPU on cuda (default: cpu)",
     )
     search.add_argument("--latency-batch", type=int, default=1, help="images per timed call (default: 1)")
     search.add_argument("--latency-threads", type=int, help="CPU threads while timing (default: 1 on cpu)")

@@ -380,3 +380,59 @@ def test_cuda_a_trial_sharing_a_gpu_is_held_to_its_share():
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
     assert not training.hold_to_share(1.0)  # a GPU of its own: no cap
+
+
+# ---- latency measured on a GPU no trial trains on ------------------------------------------------------
+
+
+def test_latency_on_cuda_keeps_the_last_gpu_from_trials():
+    assert ray_tune.measuring_gpu(4, trials_want_gpus=True) == 3
+    assert ray_tune.measuring_gpu(2, trials_want_gpus=True) == 1
+    assert ray_tune.measuring_gpu(1, trials_want_gpus=False) == 0  # trials on CPUs leave the one GPU alone
+    with pytest.raises(GasError, match=r"this machine has one; train on CPUs \(--device cpu\)"):
+        ray_tune.measuring_gpu(1, trials_want_gpus=True)
+    with pytest.raises(GasError, match="has no CUDA"):
+        ray_tune.measuring_gpu(0, trials_want_gpus=False)
+    # A cluster gas joins: the node on the driver's machine must not offer the last GPU.
+    assert ray_tune.measuring_gpu(4, trials_want_gpus=True, node_gpus=3) == 3
+    assert ray_tune.measuring_gpu(4, trials_want_gpus=True, node_gpus=0) == 3
+    with pytest.raises(GasError, match=r"\(4 of 4 GPUs\); start the node with `ray start --num-gpus 3`"):
+        ray_tune.measuring_gpu(4, trials_want_gpus=True, node_gpus=4)
+
+
+def test_trials_want_gpus_unless_they_train_on_cpus():
+    budget = 2_500_000_000
+    assert ray_tune.trials_want_gpus(SearchConfig(budget=budget))
+    assert ray_tune.trials_want_gpus(SearchConfig(budget=budget, gpus_per_trial=0.5))
+    assert not ray_tune.trials_want_gpus(SearchConfig(budget=budget, gpus_per_trial=0.0))
+    assert not ray_tune.trials_want_gpus(SearchConfig(budget=budget, proxy=ProxyConfig().with_overrides(device="cpu")))
+
+
+def test_a_search_measuring_on_the_only_gpu_its_trials_would_train_on_is_refused(monkeypatch, tmp_path):
+    from gas.latency import LatencySettings
+    from gas.search.latency_limit import LatencyTarget
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a machine with one GPU
+    target = LatencyTarget(LatencySettings(device="cuda", dtype="bf16"), limit=0.02)
+    config = SearchConfig(budget=2_500_000_000, storage=f"sqlite:///{tmp_path / 'gas.db'}", latency=target)
+    with pytest.raises(GasError, match="this machine has one"):
+        ray_tune.run_search(config)
+    assert not (tmp_path / "gas.db").exists(), "refused before anything is written"
+
+
+def test_a_local_cluster_given_one_gpu_fewer_never_hands_out_the_last(monkeypatch):
+    """What measuring_gpu rests on: Ray gives a node's GPUs out from the first this process sees. GPUs Ray
+    is told of are enough to show it on a CPU machine; it maps ids, CUDA is never called."""
+    import ray
+
+    from gas.search.cluster import ray_cluster
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")  # the driver would measure on its second: device 7
+
+    @ray.remote(num_cpus=0, num_gpus=0.5)  # packed, as trials are
+    def devices_seen() -> str:
+        return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+    with ray_cluster(num_cpus=1, num_gpus=1) as cluster:
+        assert cluster.gpus == 1 and cluster.node_gpus == 1
+        assert set(ray.get([devices_seen.remote() for _ in range(2)])) == {"4"}

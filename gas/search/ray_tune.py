@@ -254,11 +254,60 @@ def _cpus_left_for_trials(config: SearchConfig) -> int | None:
     return cores - reserved
 
 
+def trials_want_gpus(config: SearchConfig) -> bool:
+    """Whether the search's trials would train on GPUs where the cluster has any."""
+    return config.proxy.train.device != "cpu" and config.gpus_per_trial != 0
+
+
+def measuring_gpu(visible: int, trials_want_gpus: bool, node_gpus: float | None = None) -> int:
+    """The GPU the driver measures latency on (`--latency-device cuda`): the last of the `visible` ones.
+
+    No trial may train on it, or a measurement would time the neighbour as much as the network. Ray hands
+    a node's GPUs out from the first, so a node that offers one GPU fewer than the machine shows never gives
+    the last to a trial: a local cluster is started so, and on a cluster gas joins, `node_gpus` (the GPUs
+    its node on this machine offers) must leave it out. With one GPU that leaves none to train on, which is
+    refused unless the trials train on CPUs. GasError in one line for each refusal.
+    """
+    if visible < 1:
+        raise GasError("--latency-device cuda: latency is measured where the search runs, and it has no CUDA")
+    if visible == 1 and trials_want_gpus:
+        raise GasError(
+            "--latency-device cuda measures on a GPU that no trial trains on, and this machine has one; "
+            "train on CPUs (--device cpu) or search on a machine with more GPUs"
+        )
+    if node_gpus is not None and node_gpus > visible - 1:
+        raise GasError(
+            f"--latency-device cuda measures on this machine's last GPU, which its Ray node offers to trials "
+            f"({node_gpus:g} of {visible} GPUs); start the node with `ray start --num-gpus {visible - 1}`"
+        )
+    return visible - 1
+
+
+def _reserve_measuring_gpu(config: SearchConfig) -> int | None:
+    """Make the GPU latency is measured on this process's current device; its index, or None when the
+    search measures on CPUs or not at all. The latency model is built and used on that device alone."""
+    if config.latency is None or config.latency.settings.device != "cuda":
+        return None
+    import torch
+
+    index = measuring_gpu(torch.cuda.device_count(), trials_want_gpus(config))
+    torch.cuda.set_device(index)
+    return index
+
+
 def run_search(config: SearchConfig) -> SearchOutcome:
-    """Run (or resume) the search on Ray until the study holds `config.trials` trained trials."""
+    """Run (or resume) the search on Ray until the study holds `config.trials` trained trials.
+
+    With `--latency-device cuda` the driver keeps one GPU for measuring (`measuring_gpu`): trials train on
+    the others while it times each trained network on that one.
+    """
+    measuring = _reserve_measuring_gpu(config)
     config, data = prepare(config)
     started = time.monotonic()
-    with ray_cluster(config.ray_address, num_cpus=_cpus_left_for_trials(config)) as cluster:
+    gpus_for_trials = measuring if not config.ray_address else None  # GPUs 0 .. measuring - 1
+    with ray_cluster(config.ray_address, num_cpus=_cpus_left_for_trials(config), num_gpus=gpus_for_trials) as cluster:
+        if measuring is not None and config.ray_address:  # a joined node's GPUs were its starter's choice
+            measuring_gpu(measuring + 1, trials_want_gpus(config), cluster.node_gpus)
         gpus = gpus_per_trial(cluster.gpus, config.gpus_per_trial, config.proxy.train.device)
         if gpus and config.gpu_proxy is not None:
             # Only now is it known that trials get GPUs; prepare() checked the CPU proxy, so check this one.
