@@ -297,7 +297,11 @@ OWN_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("error", [OUT_OF_MEMORY, CUDA_OUT_OF_MEMORY, "RuntimeError: CUDA error: out of memory"])
+@pytest.mark.parametrize(
+    "error",
+    [OUT_OF_MEMORY, CUDA_OUT_OF_MEMORY, "RuntimeError: CUDA error: out of memory"],
+    ids=["trial_failed", "allocator", "runtime"],  # no "cuda" in a name: the GPU check runs those as CUDA tests
+)
 def test_out_of_memory_is_retried_only_where_the_gpu_was_shared(error):
     assert "out of memory" in ray_tune.retry_reason(error, gpus=0.25)
     assert error in ray_tune.retry_reason(error, gpus=0.25)  # the reason carries the first run's error
@@ -306,14 +310,14 @@ def test_out_of_memory_is_retried_only_where_the_gpu_was_shared(error):
     assert not training.breaks_cuda_context(error)  # the worker recovers once the memory is freed
 
 
-@pytest.mark.parametrize("error", STICKY)
-def test_a_cuda_error_that_breaks_the_worker_is_retried_on_any_share(error):
+@pytest.mark.parametrize("error", STICKY, ids=["illegal_address", "device_assert", "launch_failure", "cublas"])
+def test_a_gpu_error_that_breaks_the_worker_is_retried_on_any_share(error):
     assert training.breaks_cuda_context(error)
     for gpus in (0.25, 1.0):
         assert ray_tune.retry_reason(error, gpus) == f"a CUDA error that breaks its worker: {error}"
 
 
-@pytest.mark.parametrize("error", OWN_ERRORS)
+@pytest.mark.parametrize("error", OWN_ERRORS, ids=["diverged", "raised", "refused"])
 def test_a_trials_own_error_is_its_result(error):
     assert not training.breaks_cuda_context(error)
     assert ray_tune.retry_reason(error, gpus=0.25) is None
@@ -333,7 +337,7 @@ def _faults_in(folder):
             os.environ["GAS_TEST_FAULTS"] = before
 
 
-def test_a_worker_a_cuda_error_broke_is_replaced_and_the_trial_retried_once(tmp_path):
+def test_a_worker_a_gpu_error_broke_is_replaced_and_the_trial_retried_once(tmp_path):
     """One Ray worker at a time: trial 0 meets a context-breaking CUDA error once, trial 1 every time, trial 2
     none. Trial 0 is retried and trains on a new worker; trial 1 is retried once, then recorded with its
     error; the worker it broke refuses trial 2, which trains on a new worker."""
@@ -385,7 +389,7 @@ def test_cuda_a_trial_sharing_a_gpu_is_held_to_its_share():
 # ---- latency measured on a GPU no trial trains on ------------------------------------------------------
 
 
-def test_latency_on_cuda_keeps_the_last_gpu_from_trials():
+def test_latency_measured_on_a_gpu_keeps_the_last_one_from_trials():
     assert ray_tune.measuring_gpu(4, trials_want_gpus=True) == 3
     assert ray_tune.measuring_gpu(2, trials_want_gpus=True) == 1
     assert ray_tune.measuring_gpu(1, trials_want_gpus=False) == 0  # trials on CPUs leave the one GPU alone
