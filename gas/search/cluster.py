@@ -90,9 +90,11 @@ def ray_cluster(
         raise GasError(f"cannot start or join Ray ({address or 'local'}): {str(error).splitlines()[0]}") from None
     try:
         resources = ray.cluster_resources()
-        here = ray.get_runtime_context().get_node_id()
-        node = next((node for node in ray.nodes() if node["NodeID"] == here and node["Alive"]), {})
-        node_gpus = node.get("Resources", {}).get("GPU", 0.0)
+        node_gpus = 0.0  # a Ray Client driver (ray://) runs on no node of the cluster
+        if not (address or "").startswith("ray://"):
+            here = ray.get_runtime_context().get_node_id()
+            node = next((node for node in ray.nodes() if node["NodeID"] == here and node["Alive"]), {})
+            node_gpus = node.get("Resources", {}).get("GPU", 0.0)
         yield Cluster(resources.get("CPU", 0.0), resources.get("GPU", 0.0), address or "local", node_gpus)
     finally:
         ray.shutdown()
