@@ -1,6 +1,7 @@
 """Training on GPUs: how trials are packed, which proxy a GPU gets, the per-process device copy of the data,
-and the GPU check's harness (its dry run, on the CPU). Tests named with "cuda" need a CUDA device; the GPU
-check runs them and fails if they skip."""
+the GPU check's harness (its dry run, on the CPU), each device's peak for MFU, the trials that run again on a
+fresh worker, and the GPU kept for measuring latency. Tests named with "cuda" need a CUDA device; the GPU
+check runs them and fails if they skip, so no other test's name or id holds that word."""
 
 from __future__ import annotations
 
