@@ -70,6 +70,7 @@ class TrialKey:
     DUPLICATE_OF = "duplicate_of"  # the trial whose result this proposal repeats
     REQUEUED_FROM = "requeued_from"  # the interrupted trial this one trains again
     INTERRUPTED = "interrupted"  # written by earlier versions on the interrupted trial itself
+    RETRIED = "retried"  # why the trial ran a second time, on a fresh worker: its first run's error
     # {"pid", "rss_mib"}: the Ray worker that ran the trial and its resident memory after it (after the trim)
     WORKER = "worker"
 
@@ -444,6 +445,11 @@ def write_failure(study: optuna.Study, trial: optuna.Trial, error: str) -> None:
     """A trial that raised, ran out of memory or diverged: FAIL with the error's first line."""
     trial.set_user_attr(TrialKey.ERROR, error)
     study.tell(trial, state=TrialState.FAIL)
+
+
+def write_retried(trial: optuna.Trial, reason: str) -> None:
+    """A trial in flight runs again on a fresh worker: why (its result, or its error, is the second run's)."""
+    trial.set_user_attr(TrialKey.RETRIED, reason)
 
 
 def requeue(study: optuna.Study, number: int) -> None:

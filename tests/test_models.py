@@ -79,6 +79,18 @@ def test_global_attention_block_is_a_single_window():
         torch.testing.assert_close(attn(x), _naive_attention(attn, x, 4, 4))
 
 
+@pytest.mark.parametrize("name", ["turbovit", "hiera_tiny"])
+def test_attention_runs_the_fused_kernel_on_the_cpu(name):
+    """scaled_dot_product_attention has fused kernels for 4-D inputs only; 5-D ones fall back to its math path."""
+    genome = load_genome(name).at_resolution(64)
+    model = get_space(genome.space).build(genome).eval()
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as run:
+        model(torch.randn(1, 3, 64, 64))
+    kernels = [event.name for event in run.events() if event.name.startswith("aten::_scaled_dot_product")]
+    blocks = len(model.blocks)
+    assert kernels.count("aten::_scaled_dot_product_flash_attention_for_cpu") == blocks, sorted(set(kernels))
+
+
 def test_width_change_without_pooling_projects_the_shortcut():
     space = get_space("turbovit")
     genome = load_genome("turbovit")

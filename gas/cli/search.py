@@ -38,7 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     search.add_argument("--max-latency", help="measured inference latency limit on the target device, e.g. 25ms")
     search.add_argument(
-        "--latency-device", choices=LATENCY_DEVICES, help="the device latency is measured on (default: cpu)"
+        "--latency-device",
+        choices=LATENCY_DEVICES,
+        help="the device latency is measured on, kept from trials: cores on cpu, the last GPU on cuda (default: cpu)",
     )
     search.add_argument("--latency-batch", type=int, default=1, help="images per timed call (default: 1)")
     search.add_argument("--latency-threads", type=int, help="CPU threads while timing (default: 1 on cpu)")

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
@@ -33,19 +34,42 @@ from gas.evaluate.datasets import Splits
 
 Report = Callable[[dict[str, Any]], bool | None]
 
-# Peak dense bf16 tensor-core FLOP/s by device-name fragment (vendor data sheets; no sparsity).
-# Override with GAS_PEAK_FLOPS for a device not listed. Checked in order: more specific names first.
-PEAK_BF16_FLOPS = (
-    ("H200", 989.4e12),
-    ("H100 PCIe", 756.0e12),
-    ("H100", 989.4e12),
-    ("A100", 312.0e12),
-    ("L40S", 362.0e12),
-    ("L4", 121.0e12),
-    ("A10G", 70.0e12),
-    ("A10", 125.0e12),
-    ("RTX A6000", 154.8e12),
-)
+# Peak dense bf16 tensor-core FLOP/s (vendor data sheets, which print twice these figures "with sparsity"),
+# by the words of the device's name as CUDA reports it ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB").
+# A name matches an entry when it holds each of the entry's words as a whole word: "L4" is not in "NVIDIA L40",
+# nor "H200" in "NVIDIA GH200 480GB". The entry with most words wins, so a part named by its form factor
+# ("NVIDIA H100 NVL", "NVIDIA H100 PCIe") takes its own figure, and the plain name is the SXM part's.
+# Override with GAS_PEAK_FLOPS for a device not listed.
+PEAK_BF16_FLOPS = {
+    ("H100",): 989.4e12,  # SXM5; CUDA names it "NVIDIA H100 80GB HBM3"
+    ("H100", "PCIE"): 756.0e12,
+    ("H100", "NVL"): 835.5e12,
+    ("H200",): 989.4e12,
+    ("H200", "NVL"): 835.5e12,
+    ("GH200",): 989.4e12,
+    ("A100",): 312.0e12,  # SXM4 and PCIe alike
+    ("L40S",): 362.05e12,
+    ("L40",): 181.05e12,
+    ("L4",): 121.0e12,
+    ("A10G",): 70.0e12,
+    ("A10",): 125.0e12,
+    ("RTX", "A6000"): 154.8e12,
+}
+
+
+def _name_words(name: str) -> set[str]:
+    return set(re.split(r"[\s\-_/]+", name.upper()))
+
+
+def listed_peak_flops(name: str) -> float | None:
+    """The table's peak for a CUDA device name, from its most specific entry; None if no entry matches.
+
+    >>> listed_peak_flops("NVIDIA H100 NVL") == PEAK_BF16_FLOPS[("H100", "NVL")]
+    True
+    """
+    words = _name_words(name)
+    matches = [entry for entry in PEAK_BF16_FLOPS if words.issuperset(entry)]
+    return PEAK_BF16_FLOPS[max(matches, key=len)] if matches else None
 
 
 class TrialFailed(GasError):
@@ -104,8 +128,7 @@ def peak_flops(device: torch.device) -> float | None:
         return None
     if os.environ.get("GAS_PEAK_FLOPS"):
         return float(os.environ["GAS_PEAK_FLOPS"])
-    name = torch.cuda.get_device_name(device)
-    return next((peak for fragment, peak in PEAK_BF16_FLOPS if fragment in name), None)
+    return listed_peak_flops(torch.cuda.get_device_name(device))
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -158,8 +181,48 @@ def _batches(count: int, batch_size: int, generator: torch.Generator) -> Iterato
 def _is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.OutOfMemoryError):
         return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(error, RuntimeError) and says_out_of_memory(str(error))
+
+
+def says_out_of_memory(error: str) -> bool:
+    """Whether an error's text reports memory running out (CUDA's allocator, the CPU's, or TrialFailed's line)."""
+    return "out of memory" in error.lower() or "can't allocate memory" in error
+
+
+# What CUDA errors say that leave the process's CUDA context unusable ("sticky" errors: an illegal address, a
+# failed device-side assert, a launch that died): every later CUDA call in the process fails too, whatever it
+# runs. Any other "CUDA error" is taken as one as well: a process replaced for nothing costs a restart, a
+# broken one kept costs every trial after it.
+STICKY_CUDA_ERRORS = (
+    "CUDA error",
+    "illegal memory access",
+    "device-side assert",
+    "unspecified launch failure",
+    "CUBLAS_STATUS_EXECUTION_FAILED",
+    "CUDNN_STATUS_EXECUTION_FAILED",
+)
+
+
+def breaks_cuda_context(error: str) -> bool:
+    """Whether an error's text is a CUDA error after which this process can run nothing more on its GPU.
+
+    Running out of memory is not one, even when CUDA words it "CUDA error: out of memory": the process
+    recovers once memory is freed.
+    """
+    return not says_out_of_memory(error) and any(sign in error for sign in STICKY_CUDA_ERRORS)
+
+
+def hold_to_share(share: float) -> bool:
+    """Cap this process's CUDA allocations at `share` of its GPU's memory; True if a cap was set.
+
+    Trials packed onto one GPU (`share` below 1) have no memory isolation of their own: without a cap, one
+    trial's growth runs its neighbours out of memory. With it, a trial over its share fails alone. The cap
+    holds for torch's caching allocator; CUDA's own context and libraries' workspaces sit outside it.
+    """
+    if not 0 < share < 1 or not torch.cuda.is_available():
+        return False
+    torch.cuda.set_per_process_memory_fraction(share)
+    return True
 
 
 @contextlib.contextmanager

@@ -41,9 +41,11 @@ from gas.latency.parts import Part, PartKind, decompose, family
 from gas.space import draw_genomes, get_space, load_genome
 from gas.units import compact_count
 
-#: Version of the cache file's layout; bump it when it changes, and files of the old version are rebuilt
-#: instead of read. (A part kind whose key changes meaning takes a new name instead: see `PartKind.name`.)
-FORMAT = 1
+#: Version of the cache file's layout and of how the modules it times run; bump it when either changes, and
+#: files of the old version are rebuilt instead of read. (A part kind whose key changes meaning takes a new
+#: name instead: see `PartKind.name`.) 2: the attention runs scaled_dot_product_attention's fused kernels,
+#: so version 1's timings are not today's.
+FORMAT = 2
 
 #: Random draws per genome a build may take to find its genomes within `BuildPlan.max_flops`.
 DRAWS_PER_GENOME = 2000

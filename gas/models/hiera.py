@@ -88,13 +88,16 @@ class MaskUnitAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape
-        # Window index is the fastest axis after unroll, so windows are a reshape away.
+        # Window index is the fastest axis after unroll, so windows are a reshape away. They are folded into
+        # the batch: scaled_dot_product_attention runs its fused kernels on 4-D inputs only.
         qkv = self.qkv(x).reshape(batch, tokens // self.windows, self.windows, 3, self.heads, -1)
-        q, k, v = qkv.permute(3, 0, 4, 2, 1, 5).unbind(0)  # each [B, heads, windows, T, head_dim]
+        qkv = qkv.permute(3, 0, 2, 4, 1, 5).reshape(3, batch * self.windows, self.heads, tokens // self.windows, -1)
+        q, k, v = qkv.unbind(0)  # each [B * windows, heads, T, head_dim]
         if self.pool:
             q = q_pool(q)
         x = F.scaled_dot_product_attention(q, k, v)
-        x = x.permute(0, 3, 2, 1, 4).reshape(batch, -1, self.heads * x.shape[-1])
+        x = x.reshape(batch, self.windows, self.heads, x.shape[-2], x.shape[-1])
+        x = x.permute(0, 3, 1, 2, 4).reshape(batch, -1, self.heads * x.shape[-1])
         return self.proj(x)
 
 

@@ -20,6 +20,7 @@ class Cluster:
     cpus: float
     gpus: float
     address: str  # "local" for a cluster this process started
+    node_gpus: float = 0.0  # of `gpus`, those on this machine's own node
 
 
 def _check_reachable(address: str) -> None:
@@ -51,10 +52,14 @@ def _worker_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def ray_cluster(address: str | None = None, num_cpus: int | None = None) -> Iterator[Cluster]:
+def ray_cluster(
+    address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None
+) -> Iterator[Cluster]:
     """Connect to `address`, or start a local cluster with no dashboard and no auth token on disk.
 
-    A local cluster is shut down on exit, so nothing is left running after a search.
+    A local cluster gets `num_cpus` CPUs and `num_gpus` GPUs (None: all this machine has); Ray hands its
+    GPUs out from the first this process sees, so `num_gpus` one fewer than the machine's keeps the last
+    one from every trial. A local cluster is shut down on exit, so nothing is left running after a search.
     """
     import ray
 
@@ -76,13 +81,20 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None) -> Iter
     try:
         if started_here:
             # "local" starts a private cluster even when another one runs on this machine.
-            ray.init(address="local", num_cpus=num_cpus, object_store_memory=256 * 1024**2, **options)
+            ray.init(
+                address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=256 * 1024**2, **options
+            )
         else:
             ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise GasError(f"cannot start or join Ray ({address or 'local'}): {str(error).splitlines()[0]}") from None
     try:
         resources = ray.cluster_resources()
-        yield Cluster(resources.get("CPU", 0.0), resources.get("GPU", 0.0), address or "local")
+        node_gpus = 0.0  # a Ray Client driver (ray://) runs on no node of the cluster
+        if not (address or "").startswith("ray://"):
+            here = ray.get_runtime_context().get_node_id()
+            node = next((node for node in ray.nodes() if node["NodeID"] == here and node["Alive"]), {})
+            node_gpus = node.get("Resources", {}).get("GPU", 0.0)
+        yield Cluster(resources.get("CPU", 0.0), resources.get("GPU", 0.0), address or "local", node_gpus)
     finally:
         ray.shutdown()

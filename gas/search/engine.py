@@ -267,6 +267,18 @@ class Engine:
             self.stopped.add(number)
         return goes_on
 
+    def restart(self, number: int, reason: str | None = None) -> None:
+        """A trial in flight runs again from its first epoch (its worker died, or it is retried): its reports so
+        far go, and `reason`, when given, is recorded on the trial as why it ran again."""
+        trial = self.live.get(number)
+        if trial is None:
+            return
+        if reason is not None:
+            record.write_retried(trial, reason)
+        if self.rungs is not None:
+            self.rungs.forget(number)
+        self.histories.pop(number, None)
+
     def partial_result(self, number: int, device: str = "") -> ProxyResult:
         """What a trial stopped at a rung on another machine left: the accuracies its reports carried."""
         history = tuple(self.histories.get(number, ()))

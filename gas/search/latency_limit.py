@@ -7,10 +7,12 @@ recorded infeasible even though its prediction was under it. Every measurement i
 model (`observe`), which refits its calibration, and the study records how well the model predicted its
 own trained trials: median absolute error, share within ±10%, Kendall's τ between predicted and measured.
 
-Where measurements run: on the driver, on cores no trial uses. A local cluster is started with the
-measuring threads fewer CPUs than the machine has (on 2 cores: one trial trains while the other core
-measures), and the in-process driver measures between trials. Either way no training shares the cores
-a measurement times, at the price of those cores' training time.
+Where measurements run: on the driver, on a device no trial uses. On the CPU, a local cluster is started
+with the measuring threads fewer CPUs than the machine has (on 2 cores: one trial trains while the other
+core measures). On CUDA, the driver measures on the machine's last GPU and Ray is given the others
+(`gas.search.ray_tune.measuring_gpu`); a machine with one GPU measures on it only if the trials train on
+CPUs. The in-process driver measures between trials. Either way no training shares the device a
+measurement times, at the price of that device's training time.
 """
 
 from __future__ import annotations

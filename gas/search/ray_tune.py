@@ -27,26 +27,73 @@ from ray.tune.search import Searcher
 from gas.defaults import TRIALS_PER_GPU
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data
+from gas.evaluate.train import breaks_cuda_context, hold_to_share, says_out_of_memory
 from gas.search.cluster import ray_cluster
 from gas.search.engine import Engine, Proposal, SearchConfig, SearchOutcome, evaluate_proposal, prepare
 from gas.search.progress import Progress
 
-# Ray retries a trial whose worker process died (not one whose training raised: that is recorded).
+# Ray runs a trial again when its worker process died, or when the trial raised (`TrialRetried`, `WorkerBroken`);
+# an error a trial returns is its result, recorded.
 WORKER_RETRIES = 2
 TUNE_SIGINT_SWITCH = "TUNE_DISABLE_SIGINT_HANDLER"  # "1": Tune leaves Ctrl-C to the program that runs it
+RETRY = "retry"  # a worker's last report before it raises TrialRetried: why the trial deserves a second run
+RETRIED = "retried"  # in a trial's config once it has been given its second run: there is no third
+
+
+class TrialRetried(RuntimeError):
+    """Raised by a trial whose failure may not be its own: Ray drops the worker and runs the trial on a new one."""
+
+
+class WorkerBroken(RuntimeError):
+    """Raised by a worker whose CUDA context an earlier trial broke: Ray replaces it before it trains anything."""
+
+
+# The error after which this worker process can use its GPU no more (see `breaks_cuda_context`), once met.
+_broken_by: str | None = None
+
+
+def retry_reason(error: str, gpus: float) -> str | None:
+    """Why a trial that failed with `error` (its one-line text) gets a second run on a fresh worker, or None.
+
+    Out of memory on a GPU the trial shared with others (`gpus` below 1): its neighbours held part of the
+    memory, and a later run meets other neighbours. A CUDA error that breaks the CUDA context: it may come
+    from an earlier trial in the same process, and says nothing about this one until it runs in a new
+    process. Any other error, or running out of memory on a GPU of its own, is the trial's own result.
+    """
+    if says_out_of_memory(error):
+        return f"out of memory on a GPU shared with other trials: {error}" if 0 < gpus < 1 else None
+    if breaks_cuda_context(error):
+        return f"a CUDA error that breaks its worker: {error}"
+    return None
 
 
 def run_trial(config: dict[str, Any]) -> None:
-    """One Ray Tune trial: evaluate the proposal, report per epoch, then the final result (or the error)."""
+    """One Ray Tune trial: evaluate the proposal, report per epoch, then the final result (or the error).
+
+    A failure `retry_reason` names raises TrialRetried after reporting why, so Ray drops this worker and runs
+    the trial again, later, on a new one; in that second run the error is reported as the trial's result. A
+    worker left with a broken CUDA context raises WorkerBroken at its next trial, which Ray then runs elsewhere.
+    """
+    global _broken_by
+    if _broken_by is not None:
+        raise WorkerBroken(f"an earlier trial in this worker broke its CUDA context: {_broken_by}")
     import torch
 
     torch.set_num_threads(config["threads"])
+    gpus = float(config.get("gpus", 0.0))
+    hold_to_share(gpus)
     proposal = Proposal(**config["proposal"])
     outcome = evaluate_proposal(proposal, report=lambda metrics: tune.report(dict(metrics)))
     # The result travels as one JSON string: Tune flattens nested metrics ("zero_cost/naswot") on the way.
     _release_freed_memory()
     worker = {"worker_pid": os.getpid(), "worker_rss": _resident_bytes()}
     if isinstance(outcome, str):
+        if breaks_cuda_context(outcome):
+            _broken_by = outcome
+        reason = retry_reason(outcome, gpus)
+        if reason is not None and RETRIED not in config:
+            tune.report({RETRY: reason, **worker})  # the driver records why before the raise restarts the trial
+            raise TrialRetried(reason)
         tune.report({"error": outcome, **worker})
     else:
         tune.report({"result": json.dumps(outcome.to_dict()), **worker})
@@ -68,26 +115,40 @@ def _resident_bytes() -> int:
 
 
 class RungScheduler(FIFOScheduler):
-    """Early stopping on the driver: each epoch's report goes to the engine, which says whether the trial goes on."""
+    """The driver's view of each trial as it runs: early stopping at rungs, and trials that start over.
+
+    Each epoch's report goes to the engine, which says whether the trial goes on. A trial that asks for a
+    second run is marked so in its config (Ray starts the run from it); a trial that starts over, asked or
+    after its worker died, has its earlier reports forgotten.
+    """
 
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        number = trial.config["trial_number"]
+        if RETRY in result:
+            trial.set_config({**trial.config, RETRIED: True})
+            self.engine.restart(number, str(result[RETRY]))
+            return TrialScheduler.CONTINUE
         if "epoch" not in result or "accuracy" not in result:
             return TrialScheduler.CONTINUE
-        goes_on = self.engine.report(trial.config["trial_number"], int(result["epoch"]), float(result["accuracy"]))
+        goes_on = self.engine.report(number, int(result["epoch"]), float(result["accuracy"]))
         return TrialScheduler.CONTINUE if goes_on else TrialScheduler.STOP
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.engine.restart(trial.config["trial_number"])
 
 
 class EngineSearcher(Searcher):
     """Ray Tune's view of the engine: each suggestion is the engine's next proposal."""
 
-    def __init__(self, engine: Engine, threads: int, progress: Progress | None = None) -> None:
+    def __init__(self, engine: Engine, threads: int, progress: Progress | None = None, gpus: float = 0.0) -> None:
         super().__init__()  # no metric: failed trials report an error instead of an accuracy
         self.engine = engine
         self.threads = threads
+        self.gpus = gpus  # each trial's share of a GPU, which its worker holds it to
         self.progress = progress
         self.numbers: dict[str, int] = {}  # Ray's trial id -> the study's trial number
 
@@ -104,7 +165,12 @@ class EngineSearcher(Searcher):
         if proposal is None:
             return Searcher.FINISHED
         self.numbers[trial_id] = proposal.number
-        return {"trial_number": proposal.number, "proposal": proposal.to_dict(), "threads": self.threads}
+        return {
+            "trial_number": proposal.number,
+            "proposal": proposal.to_dict(),
+            "threads": self.threads,
+            "gpus": self.gpus,
+        }
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self.numbers.pop(trial_id, None)
@@ -188,11 +254,60 @@ def _cpus_left_for_trials(config: SearchConfig) -> int | None:
     return cores - reserved
 
 
+def trials_want_gpus(config: SearchConfig) -> bool:
+    """Whether the search's trials would train on GPUs where the cluster has any."""
+    return config.proxy.train.device != "cpu" and config.gpus_per_trial != 0
+
+
+def measuring_gpu(visible: int, trials_want_gpus: bool, node_gpus: float | None = None) -> int:
+    """The GPU the driver measures latency on (`--latency-device cuda`): the last of the `visible` ones.
+
+    No trial may train on it, or a measurement would time the neighbour as much as the network. Ray hands
+    a node's GPUs out from the first, so a node that offers one GPU fewer than the machine shows never gives
+    the last to a trial: a local cluster is started so, and on a cluster gas joins, `node_gpus` (the GPUs
+    its node on this machine offers) must leave it out. With one GPU that leaves none to train on, which is
+    refused unless the trials train on CPUs. GasError in one line for each refusal.
+    """
+    if visible < 1:
+        raise GasError("--latency-device cuda: latency is measured where the search runs, and it has no CUDA")
+    if visible == 1 and trials_want_gpus:
+        raise GasError(
+            "--latency-device cuda measures on a GPU that no trial trains on, and this machine has one; "
+            "train on CPUs (--device cpu) or search on a machine with more GPUs"
+        )
+    if node_gpus is not None and node_gpus > visible - 1:
+        raise GasError(
+            f"--latency-device cuda measures on this machine's last GPU, which its Ray node offers to trials "
+            f"({node_gpus:g} of {visible} GPUs); start the node with `ray start --num-gpus {visible - 1}`"
+        )
+    return visible - 1
+
+
+def _reserve_measuring_gpu(config: SearchConfig) -> int | None:
+    """Make the GPU latency is measured on this process's current device; its index, or None when the
+    search measures on CPUs or not at all. The latency model is built and used on that device alone."""
+    if config.latency is None or config.latency.settings.device != "cuda":
+        return None
+    import torch
+
+    index = measuring_gpu(torch.cuda.device_count(), trials_want_gpus(config))
+    torch.cuda.set_device(index)
+    return index
+
+
 def run_search(config: SearchConfig) -> SearchOutcome:
-    """Run (or resume) the search on Ray until the study holds `config.trials` trained trials."""
+    """Run (or resume) the search on Ray until the study holds `config.trials` trained trials.
+
+    With `--latency-device cuda` the driver keeps one GPU for measuring (`measuring_gpu`): trials train on
+    the others while it times each trained network on that one.
+    """
+    measuring = _reserve_measuring_gpu(config)
     config, data = prepare(config)
     started = time.monotonic()
-    with ray_cluster(config.ray_address, num_cpus=_cpus_left_for_trials(config)) as cluster:
+    gpus_for_trials = measuring if not config.ray_address else None  # GPUs 0 .. measuring - 1
+    with ray_cluster(config.ray_address, num_cpus=_cpus_left_for_trials(config), num_gpus=gpus_for_trials) as cluster:
+        if measuring is not None and config.ray_address:  # a joined node's GPUs were its starter's choice
+            measuring_gpu(measuring + 1, trials_want_gpus(config), cluster.node_gpus)
         gpus = gpus_per_trial(cluster.gpus, config.gpus_per_trial, config.proxy.train.device)
         if gpus and config.gpu_proxy is not None:
             # Only now is it known that trials get GPUs; prepare() checked the CPU proxy, so check this one.
@@ -218,7 +333,7 @@ def run_search(config: SearchConfig) -> SearchOutcome:
             return SearchOutcome.of(engine, False, time.monotonic() - started)
         progress = Progress(engine.study, config.trials, config.progress)
         engine.on_rejected = progress.refresh
-        searcher = EngineSearcher(engine, max(1, int(config.cpus_per_trial)), progress)
+        searcher = EngineSearcher(engine, max(1, int(config.cpus_per_trial)), progress, gpus)
         tuner = tune.Tuner(
             tune.with_resources(run_trial, {"cpu": config.cpus_per_trial, "gpu": gpus}),
             tune_config=tune.TuneConfig(
@@ -230,7 +345,7 @@ def run_search(config: SearchConfig) -> SearchOutcome:
                 # Ray's folder for a trial is named after the study's trial it trains.
                 trial_name_creator=_ray_trial_name,
                 trial_dirname_creator=_ray_trial_name,
-                scheduler=RungScheduler(engine) if config.early_stop else None,
+                scheduler=RungScheduler(engine),
             ),
             run_config=tune.RunConfig(
                 name=f"{config.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
