@@ -18,7 +18,6 @@ from pathlib import Path
 # Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import copy
 import os
 import types
@@ -27,9 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.common.results import RESULTS, command_line, stamp
-from gas.bench import CPU_FP32, load_model, run_benchmark, write_csv
+from experiments.common.cli import harness_parser
+from experiments.common.results import command_line, stamp, write_page
+from gas.bench import CPU_FP32, run_benchmark, write_csv
 from gas.models.hiera import MaskUnitAttention, q_pool
+from gas.named_model import load_model
 
 MODELS = ("turbovit", "hiera_tiny")
 FIVE_D = " (5-D attention)"
@@ -57,12 +58,11 @@ def with_five_d_attention(model: nn.Module) -> nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness_parser(__doc__)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads, one run each")
     parser.add_argument("--repeats", type=int, default=40, help="timed batch-1 calls per model (default: 40)")
     parser.add_argument("--batch", type=int, default=64, help="throughput batch size (default: 64)")
     parser.add_argument("--batch-repeats", type=int, default=5, help="timed batches per model (default: 5)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: experiments/results)")
     args = parser.parse_args()
     torch.manual_seed(0)
     models = []
@@ -87,7 +87,6 @@ def main() -> None:
         base = before[(row["threads"], row["batch"], row["model"].removesuffix(FIVE_D) + FIVE_D)]
         row["latency_x_of_5d"] = row["median_ms"] / base["median_ms"]
 
-    args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "attention_fold.csv")
     lines = [
         "| threads | batch | model | params | FLOPs | median ms | min ms | images/s | time / 5-D form's |",
@@ -99,7 +98,9 @@ def main() -> None:
             f"{row['flops'] / 1e9:.2f}G | {row['median_ms']:.1f} | {row['min_ms']:.1f} | {row['images_per_s']:.1f} | "
             f"{row['latency_x_of_5d']:.2f} |"
         )
-    (args.out / "attention_fold.md").write_text(
+    page = write_page(
+        args.out,
+        "attention_fold",
         "# Mask-unit attention: windows folded into the batch vs the 5-D form\n\n"
         "Each model as gas builds it (4-D inputs to `scaled_dot_product_attention`) and the same weights through "
         "the earlier 5-D form, CPU float32, 224px, `torch.inference_mode()`; outputs checked equal first. Timing "
@@ -108,10 +109,9 @@ def main() -> None:
         "faster).\n\n" + "\n".join(lines) + "\n\n"
         f"Load average (1 min): {load_before:.1f} before, {load_after:.1f} after; the machine is shared, so the "
         "ratios, measured in turns, say more than the absolute times.\n\n"
-        + stamp(command_line("experiments/attention_fold/run.py"))
-        + "\n"
+        + stamp(command_line("experiments/attention_fold/run.py")),
     )
-    print((args.out / "attention_fold.md").read_text())
+    print(page.read_text())
 
 
 if __name__ == "__main__":
