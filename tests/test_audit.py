@@ -21,12 +21,12 @@ from gas.evaluate.proxy import ProxyConfig
 from gas.search import SearchConfig, search_in_process
 from gas.search.audit import (
     AuditConfig,
-    evaluate_in_process,
-    evaluate_on_ray,
     long_schedule,
     run_audit,
     select_trials,
 )
+from gas.search.local import run_in_process
+from gas.search.ray_tune import run_on_ray
 from gas.space import get_space, load_genome
 from gas.stats import kendall_tau, tau_interval, tau_interval_width
 from tests.studies import add_complete, mixed_study, new_study, sampled_genomes, sqlite_url
@@ -159,7 +159,7 @@ def test_long_schedule_trains_longer_at_twice_the_resolution_if_the_space_allows
 
 def test_audit_of_a_tiny_search_is_recorded_and_shown_by_pareto(tiny_study, capsys):
     study, storage = tiny_study
-    audit = run_audit(study, TINY_AUDIT, evaluate_in_process)
+    audit = run_audit(study, TINY_AUDIT, run_in_process)
 
     assert audit["n"] == 4 and not audit["failed"] and len(audit["pairs"]) == 4
     assert audit["settings"]["epochs"] == 2 and audit["settings"]["resolution"] == 32
@@ -225,7 +225,7 @@ def test_audit_on_ray(tiny_study, tmp_path, monkeypatch):
     study, storage = tiny_study
     monkeypatch.chdir(tmp_path)  # Ray Tune writes runs/ray here
     config = AuditConfig(trials=3, epoch_factor=1, resolution=32)
-    audit = run_audit(study, config, functools.partial(evaluate_on_ray, cpus_per_trial=1))
+    audit = run_audit(study, config, functools.partial(run_on_ray, cpus_per_trial=1))
     assert audit["n"] == 3 and not audit["failed"]
     assert [int(n) for n in audit["pairs"]] == [t.number for t in select_trials(study, 3)]
     assert all(0.0 <= pair["long"] <= 1.0 for pair in audit["pairs"].values())

@@ -30,7 +30,8 @@ from experiments.common.results import RESULTS, command_line, stamp, write_page
 from experiments.common.tables import markdown_table, write_csv
 from gas import study as record
 from gas.search import SearchConfig, run_search
-from gas.search.audit import AuditConfig, after_search, evaluate_on_ray, run_audit
+from gas.search.audit import AuditConfig, after_search, run_audit
+from gas.search.ray_tune import run_on_ray
 from gas.units import compact_count
 
 SCRIPT = "experiments/default_search/run.py"
@@ -73,7 +74,7 @@ def main() -> None:
     study = outcome.study
     audit = None
     if args.audit:  # as `gas search` ends, on the same kind of workers
-        audit = run_audit(study, after_search(args.audit, config.proxy), evaluate_on_ray, progress=print)
+        audit = run_audit(study, after_search(args.audit, config.proxy), run_on_ray, progress=print)
     trained = record.trained_trials(study)
     completed = [t for t in trained if t.state == TrialState.COMPLETE]
     first_half, second_half = record.feasible_share_by_half(study)

@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     import functools
 
     from gas.search import audit as fidelity
+    from gas.search.local import run_in_process
+    from gas.search.ray_tune import run_on_ray
     from gas.study import open_study
 
     config = fidelity.AuditConfig(
@@ -37,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
     study = open_study(args.study, args.storage)
     evaluate: fidelity.Evaluate
     if args.in_process:
-        evaluate = functools.partial(fidelity.evaluate_in_process, report=fidelity.print_outcome)
+        evaluate = functools.partial(run_in_process, report=fidelity.print_outcome)
     else:
         evaluate = functools.partial(
-            fidelity.evaluate_on_ray, address=args.ray_address, cpus_per_trial=args.cpus_per_trial
+            run_on_ray, address=args.ray_address, cpus_per_trial=args.cpus_per_trial, name="audit"
         )
     audit = fidelity.run_audit(study, config, evaluate, progress=lambda line: print(line, flush=True))
     print(f"study {study.study_name}: fidelity audit recorded")

@@ -213,6 +213,7 @@ def _audit_after_search(args: argparse.Namespace, config: SearchConfig, study: o
     import functools
 
     from gas.search import audit as fidelity
+    from gas.search.ray_tune import run_on_ray
     from gas.study import trained_trials
 
     if args.audit <= 0:
@@ -222,7 +223,7 @@ def _audit_after_search(args: argparse.Namespace, config: SearchConfig, study: o
         return
     audit_config = fidelity.after_search(args.audit, config.proxy)
     evaluate = functools.partial(
-        fidelity.evaluate_on_ray, address=config.ray_address, cpus_per_trial=config.cpus_per_trial
+        run_on_ray, address=config.ray_address, cpus_per_trial=config.cpus_per_trial, name="audit"
     )
     audit = fidelity.run_audit(study, audit_config, evaluate, progress=lambda line: print(line, flush=True))
     print(fidelity.audit_line(audit))

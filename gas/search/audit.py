@@ -27,19 +27,18 @@ the picks longer before trusting the choice, or search again with more epochs or
 Finished Optuna trials take no new attributes, so the audit is one study user attribute
 (`StudyKey.AUDIT`, read with `gas.study.audit_of`) holding both accuracies of each audited trial; a new
 audit replaces the previous one. Only this process writes it; the long runs go through an `evaluate`
-callable: `evaluate_in_process` here, or `evaluate_on_ray` on Ray Tune workers, as the search does.
+callable: the drivers' fixed jobs, `gas.search.local.run_in_process` here or `gas.search.ray_tune.run_on_ray`
+on Ray Tune workers, where they train as the search's trials do.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -58,8 +57,6 @@ __all__ = [
     "AuditConfig",
     "after_search",
     "audit_line",
-    "evaluate_in_process",
-    "evaluate_on_ray",
     "format_audit",
     "long_schedule",
     "print_outcome",
@@ -71,7 +68,6 @@ __all__ = [
 MIN_TRIALS = 3
 
 Evaluate = Callable[[list["Proposal"]], list["ProxyResult | str"]]
-Report = Callable[["Proposal", "ProxyResult | str"], None]
 
 
 @dataclass(frozen=True)
@@ -208,10 +204,10 @@ def run_audit(
     """Retrain a sample of `study` with a longer schedule, record the audit in the study and return it.
 
     `evaluate` trains the proposals and returns, in their order, each one's result or its error in one
-    line (`evaluate_in_process`, or `evaluate_on_ray` with its address bound). `progress` hears what is
-    about to train. One-line GasError for bad input, or when fewer than three long runs finish.
+    line (`gas.search.local.run_in_process`, or `gas.search.ray_tune.run_on_ray` with its address bound).
+    `progress` hears what is about to train. One-line GasError for bad input, or when fewer than three long runs finish.
 
-    >>> audit = run_audit(study, AuditConfig(trials=4), evaluate_in_process)  # doctest: +SKIP
+    >>> audit = run_audit(study, AuditConfig(trials=4), run_in_process)  # doctest: +SKIP
     >>> audit["tau"], audit["interval"], audit["front_order_held"]  # doctest: +SKIP
     """
     from gas.search.engine import Proposal
@@ -280,98 +276,13 @@ def run_audit(
     return audit
 
 
-# ---- where the long runs train ---------------------------------------------------------------------
-
-
-def evaluate_in_process(proposals: list[Proposal], report: Report | None = None) -> list[ProxyResult | str]:
-    """Train the proposals one after another in this process; `report` hears each outcome as it comes."""
-    from gas.search.engine import evaluate_proposal
-
-    outcomes = []
-    for proposal in proposals:
-        outcome = evaluate_proposal(proposal)
-        if report is not None:
-            report(proposal, outcome)
-        outcomes.append(outcome)
-    return outcomes
+# ---- showing an audit ------------------------------------------------------------------------------
 
 
 def print_outcome(proposal: Proposal, outcome: ProxyResult | str) -> None:
-    """A `report` for `evaluate_in_process` that prints each long run's outcome as it finishes."""
+    """A `report` for the drivers' fixed jobs that prints each long run's outcome as it finishes."""
     shown = outcome if isinstance(outcome, str) else f"long accuracy {outcome.accuracy:.2%} in {outcome.wall_time:.0f}s"
     print(f"  trial {proposal.number}: {shown}", flush=True)
-
-
-def _audit_trial_name(trial: Any) -> str:
-    return f"audit_{trial.config['proposal']['number']}"
-
-
-def evaluate_on_ray(
-    proposals: list[Proposal], address: str | None = None, cpus_per_trial: float = 1.0
-) -> list[ProxyResult | str]:
-    """Train the proposals as Ray Tune trials on the cluster at `address` (default: a local one started here).
-
-    Each trial runs the search's own trial function, so a long run trains exactly as a search trial
-    does; a study trained on CUDA asks one GPU per trial.
-    """
-    from ray import tune
-    from ray.tune.error import TuneError
-
-    from gas.evaluate.proxy import ProxyResult
-    from gas.search.cluster import ray_cluster
-    from gas.search.ray_tune import WORKER_RETRIES, run_trial
-
-    if cpus_per_trial <= 0:
-        raise GasError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
-    gpus = 1.0 if any(str(p.proxy["train"]["device"]).startswith("cuda") for p in proposals) else 0.0
-    with ray_cluster(address) as cluster:
-        if gpus > cluster.gpus:
-            raise GasError("the study trained on CUDA, so its long runs need a GPU each, and the cluster has none")
-        if cpus_per_trial > cluster.cpus:
-            raise GasError(
-                f"--cpus-per-trial {cpus_per_trial:g} asks for more CPUs than the cluster has ({cluster.cpus:g})"
-            )
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"cpu": cpus_per_trial, "gpu": gpus}),
-            param_space={
-                "proposal": tune.grid_search([proposal.to_dict() for proposal in proposals]),
-                "threads": max(1, int(cpus_per_trial)),
-            },
-            tune_config=tune.TuneConfig(
-                reuse_actors=True,  # worker processes and their dataset caches serve one long run after another
-                trial_name_creator=_audit_trial_name,
-                trial_dirname_creator=_audit_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=f"audit-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(Path("runs/ray").resolve()),
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=WORKER_RETRIES),
-            ),
-        )
-        try:
-            results = tuner.fit()
-        except TuneError as error:
-            lines = [line for line in str(error).splitlines() if line.strip()]
-            raise GasError(
-                f"Ray Tune stopped the audit: {(lines[-1] if lines else type(error).__name__)[:300]}"
-            ) from None
-    outcomes: dict[int, ProxyResult | str] = {}
-    for result in results:
-        number = int(result.config["proposal"]["number"])
-        metrics = result.metrics or {}
-        if "result" in metrics:
-            outcomes[number] = ProxyResult.from_dict(json.loads(metrics["result"]))
-        elif "error" in metrics:
-            outcomes[number] = str(metrics["error"])
-        elif result.error is not None:
-            outcomes[number] = f"the worker died {WORKER_RETRIES + 1} times running this trial"
-        else:
-            outcomes[number] = "stopped before its last epoch; not a fully trained result"
-    return [outcomes.get(proposal.number, "Ray Tune returned no result for this trial") for proposal in proposals]
-
-
-# ---- showing an audit ------------------------------------------------------------------------------
 
 
 def _tau_text(audit: Mapping[str, Any]) -> str:

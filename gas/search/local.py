@@ -1,15 +1,37 @@
-"""The in-process driver: the engine's proposals evaluated one after another in this process, no Ray.
+"""The in-process driver: a job source's proposals evaluated one after another in this process, no Ray.
 
 What benchmarks and tests use when the cluster is not what they measure; `gas search` runs the Ray Tune
-driver (`gas.search.ray_tune`) on the same engine, so both write the same study for the same seed.
+driver (`gas.search.ray_tune`) on the same engine, so both write the same study for the same seed. Fixed
+jobs (an audit's long runs, replicates, `gas compare`) go through the same loop.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 
-from gas.search.engine import Engine, SearchConfig, SearchOutcome, evaluate_proposal, prepare
+from gas.search.engine import Engine, Proposal, SearchConfig, SearchOutcome, evaluate_proposal, prepare
+from gas.search.jobs import FixedJobs, JobSource, Outcome, Report
 from gas.search.progress import Progress
+
+
+def drive(source: JobSource, done: Callable[[], None] = lambda: None) -> None:
+    """Evaluate `source`'s proposals here until it has none left; `done` hears each one end.
+
+    Ctrl-C and `kill` raise KeyboardInterrupt between writes (the source's interrupts are installed).
+    """
+    with source.interrupts.installed():
+        while source.remaining() > 0:
+            proposal = source.propose()
+            if proposal is None:
+                break
+            number = proposal.number
+
+            def report(entry: dict[str, float], number: int = number) -> bool:
+                return source.report(number, int(entry["epoch"]), entry["accuracy"])
+
+            source.record(number, evaluate_proposal(proposal, report=report))
+            done()
 
 
 def search_in_process(config: SearchConfig) -> SearchOutcome:
@@ -21,18 +43,7 @@ def search_in_process(config: SearchConfig) -> SearchOutcome:
     engine.on_rejected = progress.refresh
     interrupted = False
     try:
-        with engine.interrupts.installed():  # `kill` stops it as Ctrl-C does; writes to the study are whole
-            while engine.remaining() > 0:
-                proposal = engine.propose()
-                if proposal is None:
-                    break
-                number = proposal.number
-
-                def report(entry: dict[str, float], number: int = number) -> bool:
-                    return engine.report(number, int(entry["epoch"]), entry["accuracy"])
-
-                engine.record(number, evaluate_proposal(proposal, report=report))
-                progress.refresh(completed=1)
+        drive(engine, lambda: progress.refresh(completed=1))
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -40,3 +51,10 @@ def search_in_process(config: SearchConfig) -> SearchOutcome:
         engine.finish()
         progress.close()
     return SearchOutcome.of(engine, interrupted, time.monotonic() - started)
+
+
+def run_in_process(proposals: Sequence[Proposal], report: Report | None = None) -> list[Outcome]:
+    """Train fixed jobs one after another here; `report` hears each outcome as it comes."""
+    jobs = FixedJobs(proposals, report)
+    drive(jobs)
+    return jobs.results()

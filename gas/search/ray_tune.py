@@ -1,7 +1,9 @@
-"""The Ray Tune driver: the engine's proposals become Ray Tune trials, trained on the cluster's workers.
+"""The Ray Tune driver: a job source's proposals become Ray Tune trials, trained on the cluster's workers.
 
-Ray Tune asks a `Searcher` for each next trial's config; `EngineSearcher` answers with the engine's next
-proposal and hands finished trials' results back to it. Workers receive a proposal (plain data) and return
+Ray Tune asks a `Searcher` for each next trial's config; `JobSearcher` answers with the source's next
+proposal and hands finished trials' results back to it. The source is the engine in a search
+(`run_search`), or a fixed list of jobs (`run_on_ray`: an audit's long runs, replicates, `gas compare`);
+either way one Tuner set-up (`_fit`) runs them. Workers receive a proposal (plain data) and return
 a result or an error; only this process writes the study, so one SQLite file stays correct even when the
 workers are on other machines.
 """
@@ -30,6 +32,7 @@ from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data
 from gas.evaluate.train import breaks_cuda_context, hold_to_share, says_out_of_memory
 from gas.search.cluster import ray_cluster
 from gas.search.engine import Engine, Proposal, SearchConfig, SearchOutcome, evaluate_proposal, prepare
+from gas.search.jobs import FixedJobs, JobSource, Outcome, Report
 from gas.search.progress import Progress
 
 # Ray runs a trial again when its worker process died, or when the trial raised (`TrialRetried`, `WorkerBroken`);
@@ -114,39 +117,39 @@ def _resident_bytes() -> int:
         return 0
 
 
-class RungScheduler(FIFOScheduler):
+class JobScheduler(FIFOScheduler):
     """The driver's view of each trial as it runs: early stopping at rungs, and trials that start over.
 
-    Each epoch's report goes to the engine, which says whether the trial goes on. A trial that asks for a
+    Each epoch's report goes to the source, which says whether the trial goes on. A trial that asks for a
     second run is marked so in its config (Ray starts the run from it); a trial that starts over, asked or
     after its worker died, has its earlier reports forgotten.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, source: JobSource) -> None:
         super().__init__()
-        self.engine = engine
+        self.source = source
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         number = trial.config["trial_number"]
         if RETRY in result:
             trial.set_config({**trial.config, RETRIED: True})
-            self.engine.restart(number, str(result[RETRY]))
+            self.source.restart(number, str(result[RETRY]))
             return TrialScheduler.CONTINUE
         if "epoch" not in result or "accuracy" not in result:
             return TrialScheduler.CONTINUE
-        goes_on = self.engine.report(number, int(result["epoch"]), float(result["accuracy"]))
+        goes_on = self.source.report(number, int(result["epoch"]), float(result["accuracy"]))
         return TrialScheduler.CONTINUE if goes_on else TrialScheduler.STOP
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
-        self.engine.restart(trial.config["trial_number"])
+        self.source.restart(trial.config["trial_number"])
 
 
-class EngineSearcher(Searcher):
-    """Ray Tune's view of the engine: each suggestion is the engine's next proposal."""
+class JobSearcher(Searcher):
+    """Ray Tune's view of a job source: each suggestion is the source's next proposal."""
 
-    def __init__(self, engine: Engine, threads: int, progress: Progress | None = None, gpus: float = 0.0) -> None:
+    def __init__(self, source: JobSource, threads: int, progress: Progress | None = None, gpus: float = 0.0) -> None:
         super().__init__()  # no metric: failed trials report an error instead of an accuracy
-        self.engine = engine
+        self.source = source
         self.threads = threads
         self.gpus = gpus  # each trial's share of a GPU, which its worker holds it to
         self.progress = progress
@@ -159,7 +162,7 @@ class EngineSearcher(Searcher):
         """Nothing to save: the study is the search's state."""
 
     def suggest(self, trial_id: str) -> dict | None:
-        proposal = self.engine.propose()
+        proposal = self.source.propose()
         if self.progress is not None:
             self.progress.refresh()
         if proposal is None:
@@ -176,8 +179,8 @@ class EngineSearcher(Searcher):
         number = self.numbers.pop(trial_id, None)
         if number is None:
             return
-        if number in self.engine.stopped:  # ended at a rung by RungScheduler: its reports are its result
-            outcome: ProxyResult | str = self.engine.partial_result(number, str((result or {}).get("device", "")))
+        if number in self.source.stopped:  # ended at a rung by JobScheduler: its reports are its result
+            outcome: ProxyResult | str = self.source.partial_result(number, str((result or {}).get("device", "")))
         elif error or not result:
             outcome = f"the worker died {WORKER_RETRIES + 1} times running this trial"
         elif "error" in result:
@@ -187,7 +190,7 @@ class EngineSearcher(Searcher):
         else:
             outcome = ProxyResult.from_dict(json.loads(result["result"]))
         worker = (int(result["worker_pid"]), int(result["worker_rss"])) if result and result.get("worker_rss") else None
-        self.engine.record(number, outcome, worker)
+        self.source.record(number, outcome, worker)
         if self.progress is not None:
             self.progress.refresh(completed=1)
 
@@ -333,40 +336,86 @@ def run_search(config: SearchConfig) -> SearchOutcome:
             return SearchOutcome.of(engine, False, time.monotonic() - started)
         progress = Progress(engine.study, config.trials, config.progress)
         engine.on_rejected = progress.refresh
-        searcher = EngineSearcher(engine, max(1, int(config.cpus_per_trial)), progress, gpus)
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"cpu": config.cpus_per_trial, "gpu": gpus}),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                num_samples=remaining,
-                max_concurrent_trials=config.max_concurrent,
-                # One worker process serves many trials: no per-trial start-up, dataset caches stay warm.
-                reuse_actors=True,
-                # Ray's folder for a trial is named after the study's trial it trains.
-                trial_name_creator=_ray_trial_name,
-                trial_dirname_creator=_ray_trial_name,
-                scheduler=RungScheduler(engine),
-            ),
-            run_config=tune.RunConfig(
-                name=f"{config.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(Path("runs/ray").resolve()),
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=WORKER_RETRIES),
-            ),
-        )
         interrupted = False
         try:
-            with _tune_leaves_interrupts_to_us(), engine.interrupts.installed():
-                tuner.fit()
+            resources = TrialResources(config.cpus_per_trial, gpus, config.max_concurrent)
+            _fit(engine, remaining, resources, config.study_name, progress)
         except KeyboardInterrupt:
             interrupted = True
-        except TuneError as error:
-            lines = [line for line in str(error).splitlines() if line.strip()]
-            reason = (lines[-1] if lines else type(error).__name__)[:300]
-            raise GasError(f"Ray Tune stopped the search: {reason}") from None
         finally:
             interrupted = engine.abandon() or interrupted
             engine.finish()
             progress.close()
     slots = min(cluster.cpus // config.cpus_per_trial, cluster.gpus // gpus if gpus else float("inf"))
     return SearchOutcome.of(engine, interrupted, time.monotonic() - started, min(slots, config.max_concurrent or slots))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResources:
+    """What each trial asks Ray for, and how many may run at once (None: as many as fit)."""
+
+    cpus: float
+    gpus: float = 0.0
+    max_concurrent: int | None = None
+
+
+def _fit(source: JobSource, count: int, resources: TrialResources, name: str, progress: Progress | None) -> None:
+    """Run up to `count` of `source`'s proposals as Ray Tune trials; KeyboardInterrupt when stopped.
+
+    The one Tuner set-up every evaluation on Ray goes through: a search's trials and fixed jobs alike.
+    """
+    searcher = JobSearcher(source, max(1, int(resources.cpus)), progress, resources.gpus)
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, {"cpu": resources.cpus, "gpu": resources.gpus}),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=count,
+            max_concurrent_trials=resources.max_concurrent,
+            # One worker process serves many trials: no per-trial start-up, dataset caches stay warm.
+            reuse_actors=True,
+            # Ray's folder for a trial is named after the study's trial it trains.
+            trial_name_creator=_ray_trial_name,
+            trial_dirname_creator=_ray_trial_name,
+            scheduler=JobScheduler(source),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(Path("runs/ray").resolve()),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=WORKER_RETRIES),
+        ),
+    )
+    try:
+        with _tune_leaves_interrupts_to_us(), source.interrupts.installed():
+            tuner.fit()
+    except TuneError as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        reason = (lines[-1] if lines else type(error).__name__)[:300]
+        raise GasError(f"Ray Tune stopped the run: {reason}") from None
+
+
+def run_on_ray(
+    proposals: list[Proposal],
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    report: Report | None = None,
+    name: str = "jobs",
+) -> list[Outcome]:
+    """Train fixed jobs as Ray Tune trials on the cluster at `address` (default: a local one started here).
+
+    Each runs the search's own trial function, so a job trains exactly as a search trial does; jobs that
+    train on CUDA ask one GPU each. Outcomes come back in the order of `proposals`.
+    """
+    if cpus_per_trial <= 0:
+        raise GasError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
+    gpus = 1.0 if any(str(p.proxy["train"]["device"]).startswith("cuda") for p in proposals) else 0.0
+    jobs = FixedJobs(proposals, report)
+    with ray_cluster(address) as cluster:
+        if gpus > cluster.gpus:
+            raise GasError("these runs train on CUDA, so each needs a GPU, and the cluster has none")
+        if cpus_per_trial > cluster.cpus:
+            raise GasError(
+                f"--cpus-per-trial {cpus_per_trial:g} asks for more CPUs than the cluster has ({cluster.cpus:g})"
+            )
+        _fit(jobs, len(proposals), TrialResources(cpus_per_trial, gpus), name, None)
+    return jobs.results()
