@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Self
+from typing import Any
 
 import optuna
 from torch import nn
@@ -28,102 +28,35 @@ from gas.models.efficientvit import (
     SubsampleSpec,
     from_row,
     halve,
-    hidden_width,
-    se_width,
     stages_from_table,
     stem_grid,
-    window_layout,
 )
 from gas.space import ExportConstant, ExportRecipe, Part, SearchSpace
+from search_spaces.efficientvit.cost import rows as cost_rows
+from search_spaces.efficientvit.genome import (
+    BLOCKS_PER_STAGE,
+    DEPTHS,
+    DIM_RANGE,
+    DW_KERNELS,
+    EXPAND_RATIO_RANGE,
+    EXPAND_RATIOS,
+    FFN_RATIO_RANGE,
+    FFN_RATIOS,
+    FIRST_DIM,
+    KERNEL_RANGE,
+    KEY_DIM_RANGE,
+    KEY_DIMS,
+    MAX_HEADS,
+    Q_KERNELS,
+    SE_RATIO_RANGE,
+    SE_RATIOS,
+    STAGES_RANGE,
+    WIDEN_STEPS,
+    WINDOW_RANGE,
+    WINDOWS,
+    EfficientViTGenome,
+)
 from search_spaces.efficientvit.parts import BLOCK, HEAD, STEM, SUBSAMPLE
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class EfficientViTGenome(Genome):
-    """One architecture: stem, stages, and one subsample block between each pair of stages."""
-
-    space: str = "efficientvit"
-    stem: StemSpec
-    stages: tuple[StageSpec, ...]
-    subsamples: tuple[SubsampleSpec, ...]
-
-    item_names: ClassVar[Mapping[str, str]] = {"stages": "stage", "subsamples": "subsample"}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """Parse a genome document; blocks written before kernels were per head still load (see below)."""
-        return super().from_dict(_with_q_kernel_lists(data))
-
-
-# What the space admits: wide enough for EfficientViT-M5 and well beyond; the sampler draws from less.
-DIM_RANGE = (8, 1024)
-BLOCKS_PER_STAGE = (1, 12)
-KEY_DIM_RANGE = (4, 64)
-WINDOW_RANGE = (1, 32)
-FFN_RATIO_RANGE = (0.5, 8.0)
-EXPAND_RATIO_RANGE = (1.0, 8.0)
-SE_RATIO_RANGE = (0.0, 1.0)
-KERNEL_RANGE = (1, 9)  # odd only: every depthwise conv pads to keep (or exactly halve) the grid
-STAGES_RANGE = (1, 5)
-
-# What the sampler draws, aimed at budgets under a GFLOP at 224px (EfficientViT-M5 is 0.52G). Widths
-# grow from stage to stage by whole steps of 16 (so heads of 1, 2, 4 always divide them); a stage on 4x
-# fewer tokens may afford more blocks, so later stages may be deeper.
-FIRST_DIM = (48, 224, 16)  # low, high, step
-WIDEN_STEPS = (0, 8)  # a later stage is wider by this many steps of 16
-DEPTHS = {"first": (1, 2), "middle": (1, 3), "last": (1, 4)}
-MAX_HEADS = (1, 6)  # drawn, then lowered to the largest count that divides the width
-KEY_DIMS = (8, 32, 8)
-WINDOWS = (4, 8)
-FFN_RATIOS = (1.0, 3.0, 0.5)
-EXPAND_RATIOS = (2.0, 4.0, 1.0)
-DW_KERNELS = (3, 5)
-# Drawn per head, not once per block: the published networks give their heads different kernels (7, 5,
-# 3, 3 in M1/M2/M4/M5), a pattern one draw per block could never reach. Names stay stable per head
-# position (`stage1.block0.head2.q_kernel`), which is what TPE needs, and a block adds at most six draws.
-Q_KERNELS = (3, 5, 7)
-SE_RATIOS = (0.0, 0.25)
-
-
-# Blocks written before query kernels were per head carry one `q_kernel` for every head, or none when it
-# was the default of that time, 5.
-LEGACY_Q_KERNEL = 5
-
-
-def _with_q_kernel_lists(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`data` with each block's older `q_kernel` (or its absence) spelled as `q_kernels`, one per head.
-
-    Anything malformed is passed on untouched, so the parser names it as it would any other mistake.
-    """
-    stages = data.get("stages")
-    if not isinstance(stages, list | tuple):
-        return data
-    upgraded_stages = []
-    for index, stage in enumerate(stages):
-        blocks = stage.get("blocks") if isinstance(stage, Mapping) else None
-        if not isinstance(blocks, list | tuple):
-            upgraded_stages.append(stage)
-            continue
-        upgraded = [
-            _with_q_kernel_list(f"stage {index} block {position}", block) for position, block in enumerate(blocks)
-        ]
-        upgraded_stages.append({**stage, "blocks": upgraded})
-    return {**data, "stages": upgraded_stages}
-
-
-def _with_q_kernel_list(where: str, block: Any) -> Any:
-    if not isinstance(block, Mapping):
-        return block
-    if "q_kernels" in block:
-        if "q_kernel" in block:
-            raise GenomeError(f"{where}: give q_kernels (one per head) or the older q_kernel, not both")
-        return block
-    heads = block.get("heads")
-    # Past the widest stage no head count can be valid; the rules name that, so no list is built for it.
-    if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= DIM_RANGE[1]:
-        heads = 1
-    kernel = block.get("q_kernel", LEGACY_Q_KERNEL)
-    return {**{key: value for key, value in block.items() if key != "q_kernel"}, "q_kernels": [kernel] * heads}
 
 
 class EfficientViTSpace(SearchSpace):
@@ -316,8 +249,8 @@ class EfficientViTSpace(SearchSpace):
         """
         self.check(genome)
         assert isinstance(genome, EfficientViTGenome)
-        fused = count.total([row.count for row in _rows(genome, fused=True)])
-        return count.Cost(genome.resolution, tuple(_rows(genome, fused=False)), fused=fused)
+        fused = count.total([row.count for row in cost_rows(genome, fused=True)])
+        return count.Cost(genome.resolution, tuple(cost_rows(genome, fused=False)), fused=fused)
 
     def parts(self, genome: Genome) -> list[Part]:
         """Mirrors `EfficientViT.__init__`: the stem, each stage's subsample block and blocks, the head."""
@@ -440,95 +373,6 @@ def _check_block(where: str, dim: int, block: BlockSpec) -> None:
     for head, kernel in enumerate(block.q_kernels):
         if _bad_kernel(kernel):
             raise GenomeError(f"{where}: q_kernels[{head}]={kernel} must be odd and from 1 to {KERNEL_RANGE[1]}")
-
-
-# ---- the cost model: one function per module of gas.models.efficientvit ----------------------
-# Each takes `fused`: with it, a conv and its BatchNorm count as one conv with a bias, as after `fuse()`.
-
-
-def _rows(genome: EfficientViTGenome, fused: bool) -> list[count.Row]:
-    side, dim, parts = genome.resolution, 3, []
-    for width in genome.stem.widths:
-        side = halve(side)
-        parts.append(_conv_bn(dim, width, 3, side * side, fused=fused))
-        dim = width
-    grid = stem_grid(genome.resolution)
-    widths = "→".join(str(width) for width in genome.stem.widths)
-    rows = [count.Row("stem", f"4 x conv 3x3/2 {widths}, {grid}x{grid} tokens", count.total(parts))]
-    for index, stage in enumerate(genome.stages):
-        if index:
-            spec = genome.subsamples[index - 1]
-            detail = f"{dim}→{stage.dim} {grid}x{grid}→{halve(grid)}x{halve(grid)}, expand {spec.expand_ratio:g}"
-            rows.append(count.Row(f"subsample {index - 1}", detail, _subsample(dim, stage.dim, spec, grid, fused)))
-            grid = halve(grid)
-        dim = stage.dim
-        for position, block in enumerate(stage.blocks):
-            window, windows = window_layout(grid, block.window)
-            detail = (
-                f"{dim} heads {block.heads} key {block.key_dim} ffn {block.ffn_ratio:g}, "
-                f"{windows} window{'s' if windows > 1 else ''} of {window}x{window} on {grid}x{grid}"
-            )
-            rows.append(count.Row(f"stage {index} block {position}", detail, _sandwich(dim, block, grid, fused)))
-    classifier = count.linear(1, dim, genome.num_classes)
-    head = classifier if fused else count.batch_norm(dim, dim) + classifier
-    rows.append(count.Row("head", f"mean → batch norm → linear {dim}→{genome.num_classes}", head))
-    return rows
-
-
-def _conv_bn(dim_in: int, dim_out: int, kernel: int, pixels: int, groups: int = 1, *, fused: bool) -> count.Count:
-    if fused:
-        return count.conv2d(dim_in, dim_out, kernel, pixels, groups, bias=True)
-    conv = count.conv2d(dim_in, dim_out, kernel, pixels, groups, bias=False)
-    return conv + count.batch_norm(pixels * dim_out, dim_out)
-
-
-def _ffn(dim: int, hidden: int, pixels: int, fused: bool) -> count.Count:
-    return _conv_bn(dim, hidden, 1, pixels, fused=fused) + _conv_bn(hidden, dim, 1, pixels, fused=fused)
-
-
-def _window_attention(dim: int, block: BlockSpec, grid: int, fused: bool) -> count.Count:
-    """Cascaded group attention runs on the padded map, so its convs see every padded pixel."""
-    side, windows = window_layout(grid, block.window)
-    tokens = side * side
-    pixels = windows * tokens
-    heads, key_dim, value_dim = block.heads, block.key_dim, dim // block.heads
-    qkv = _conv_bn(dim // heads, 2 * key_dim + value_dim, 1, pixels, fused=fused)
-    q_convs = [_conv_bn(key_dim, key_dim, kernel, pixels, groups=key_dim, fused=fused) for kernel in block.q_kernels]
-    return count.total(
-        [
-            *[qkv] * heads,
-            *q_convs,
-            count.attention(pixels, tokens, heads * key_dim, heads * value_dim),
-            _conv_bn(heads * value_dim, dim, 1, pixels, fused=fused),
-            count.parameter(heads * tokens),  # one bias per head and (|dy|, |dx|) offset
-        ]
-    )
-
-
-def _sandwich(dim: int, block: BlockSpec, grid: int, fused: bool) -> count.Count:
-    pixels = grid * grid
-    token_mixer = _conv_bn(dim, dim, block.dw_kernel, pixels, groups=dim, fused=fused)
-    ffn = _ffn(dim, hidden_width(dim, block.ffn_ratio), pixels, fused)
-    return count.total([token_mixer, ffn, _window_attention(dim, block, grid, fused), token_mixer, ffn])
-
-
-def _subsample(dim_in: int, dim_out: int, spec: SubsampleSpec, grid: int, fused: bool) -> count.Count:
-    pixels, out_pixels = grid * grid, halve(grid) ** 2
-    hidden = hidden_width(dim_in, spec.expand_ratio)
-    kernel = spec.dw_kernel
-    parts = [
-        _conv_bn(dim_in, dim_in, kernel, pixels, groups=dim_in, fused=fused),
-        _ffn(dim_in, hidden_width(dim_in, spec.ffn_ratio), pixels, fused),
-        _conv_bn(dim_in, hidden, 1, pixels, fused=fused),
-        _conv_bn(hidden, hidden, kernel, out_pixels, groups=hidden, fused=fused),
-        _conv_bn(hidden, dim_out, 1, out_pixels, fused=fused),
-        _conv_bn(dim_out, dim_out, kernel, out_pixels, groups=dim_out, fused=fused),
-        _ffn(dim_out, hidden_width(dim_out, spec.ffn_ratio), out_pixels, fused),
-    ]
-    if spec.se_ratio > 0:  # squeeze-excite convs act on one pixel (the mean) and have their own biases
-        reduced = se_width(hidden, spec.se_ratio)
-        parts += [count.conv2d(hidden, reduced, 1, 1), count.conv2d(reduced, hidden, 1, 1)]
-    return count.total(parts)
 
 
 # ---- references --------------------------------------------------------------------------------
