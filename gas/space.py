@@ -11,7 +11,7 @@ import importlib
 import json
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +90,15 @@ class SearchSpace(ABC):
         A budget under either is refused at once, without drawing genomes to find that none fits.
         """
         return None
+
+    def scale(self, genome: Genome, how: str, fits: Callable[[Genome], bool]) -> Genome | None:
+        """The largest copy of `genome` scaled by `how` for which `fits` holds, or None if even the smallest fails.
+
+        `how` is "width" (every width scaled alike) or "depth" (blocks added or dropped). A space implements
+        this to have its references scaled to a study's limits as baselines (`gas compare`, `gas.scaling`);
+        `fits` may measure, so a scaler should ask it about few genomes.
+        """
+        raise GasError(f"the {self.name} space cannot scale its genomes by {how} (it does not implement scale)")
 
     @abstractmethod
     def describe(self, genome: Genome) -> dict[str, str]:

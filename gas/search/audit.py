@@ -65,6 +65,8 @@ __all__ = [
     "print_outcome",
     "run_audit",
     "select_trials",
+    "study_proxy",
+    "study_space",
 ]
 
 # Tau over two trials is +1 or -1 whatever the proxy is worth; three is the least that ranks anything.
@@ -151,32 +153,57 @@ def recorded_proxy(study: optuna.Study) -> dict[str, Any]:
     return {**record.LEGACY_PROXY_SETTINGS, "device": "cpu", "seed": seed, **settings["proxy"]}
 
 
-def long_schedule(study: optuna.Study, config: AuditConfig) -> ProxyConfig:
-    """The study's proxy with the longer schedule: more epochs, a higher resolution if it fits, training.
+def study_proxy(study: optuna.Study, data_dir: str | None = None) -> ProxyConfig:
+    """The proxy the study's trials were trained under, rebuilt, with its data in `data_dir`.
 
-    One-line GasError for settings this version cannot rebuild, a resolution the space refuses or a
-    dataset that is not where `config.data_dir` says.
+    One-line GasError for settings this version cannot rebuild, or a study whose dataset this version splits
+    into train, validation and test otherwise than it did (a retrain would learn and be scored on other
+    images, some of them the test split's).
     """
-    from gas.evaluate.proxy import ProxyConfig, check_data, check_resolution
+    from gas.evaluate.datasets import split_version
+    from gas.evaluate.proxy import ProxyConfig
     from gas.evaluate.train import TrainConfig
 
-    # The resolution check samples probe genomes through throwaway in-memory studies; their creation is
-    # not news to someone auditing (the search's `prepare` quiets Optuna the same way).
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = study.user_attrs.get(record.StudyKey.SETTINGS) or {}
-    space = settings.get("space") or study.user_attrs.get(record.StudyKey.SPACE) or DEFAULT_SPACE
     proxy_settings = recorded_proxy(study)
+    splits = proxy_settings.pop("splits", None)
     known = {f.name for f in dataclasses.fields(ProxyConfig)} | {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(proxy_settings) - known)
     if unknown:
         # Retraining without a setting that changed the search's results would compare two different proxies.
         raise GasError(
             f"study {study.study_name!r} records proxy settings this version of gas does not know: "
-            f"{', '.join(unknown)}; audit it with the version that ran the search"
+            f"{', '.join(unknown)}; retrain its trials with the version that ran the search"
+        )
+    dataset = str(proxy_settings.get("dataset"))
+    if splits != split_version(dataset):
+        raise GasError(
+            f"study {study.study_name!r} searched on an earlier split of {dataset} into train and validation "
+            "images, some of which this version holds out as test images; search again to retrain its trials"
         )
     # The data's location is this machine's business: the study never holds it (see ProxyConfig.settings).
     proxy_settings.pop("data_dir", None)
-    proxy = ProxyConfig().with_overrides(**proxy_settings, data_dir=config.data_dir)
+    return ProxyConfig().with_overrides(**proxy_settings, data_dir=data_dir)
+
+
+def study_space(study: optuna.Study) -> str:
+    """The space the study searched."""
+    settings = study.user_attrs.get(record.StudyKey.SETTINGS) or {}
+    return str(settings.get("space") or study.user_attrs.get(record.StudyKey.SPACE) or DEFAULT_SPACE)
+
+
+def long_schedule(study: optuna.Study, config: AuditConfig) -> ProxyConfig:
+    """The study's proxy with the longer schedule: more epochs, a higher resolution if it fits, training.
+
+    One-line GasError for settings this version cannot rebuild, a resolution the space refuses or a
+    dataset that is not where `config.data_dir` says.
+    """
+    from gas.evaluate.proxy import check_data, check_resolution
+
+    # The resolution check samples probe genomes through throwaway in-memory studies; their creation is
+    # not news to someone auditing (the search's `prepare` quiets Optuna the same way).
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = study_space(study)
+    proxy = study_proxy(study, config.data_dir)
     resolution = config.resolution
     if resolution is None:
         resolution = 2 * proxy.resolution
@@ -307,23 +334,42 @@ def _audit_trial_name(trial: Any) -> str:
 
 
 def evaluate_on_ray(
-    proposals: list[Proposal], address: str | None = None, cpus_per_trial: float = 1.0
+    proposals: list[Proposal],
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    report: Report | None = None,
 ) -> list[ProxyResult | str]:
     """Train the proposals as Ray Tune trials on the cluster at `address` (default: a local one started here).
 
     Each trial runs the search's own trial function, so a long run trains exactly as a search trial
-    does; a study trained on CUDA asks one GPU per trial.
+    does; a study trained on CUDA asks one GPU per trial. `report` hears each outcome as its trial ends.
+    Proposals must carry distinct numbers: results are matched to them by number.
     """
     from ray import tune
     from ray.tune.error import TuneError
 
-    from gas.evaluate.proxy import ProxyResult
     from gas.search.cluster import ray_cluster
     from gas.search.ray_tune import WORKER_RETRIES, run_trial
 
     if cpus_per_trial <= 0:
         raise GasError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
     gpus = 1.0 if any(str(p.proxy["train"]["device"]).startswith("cuda") for p in proposals) else 0.0
+    by_number = {proposal.number: proposal for proposal in proposals}
+
+    class Reporter(tune.Callback):
+        """Passes each trial's outcome to `report` on the driver as the trial ends."""
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._report(trial, failed=False)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._report(trial, failed=True)
+
+        def _report(self, trial: Any, failed: bool) -> None:
+            if report is not None:
+                proposal = by_number[int(trial.config["proposal"]["number"])]
+                report(proposal, _ray_outcome(trial.last_result, failed))
+
     with ray_cluster(address) as cluster:
         if gpus > cluster.gpus:
             raise GasError("the study trained on CUDA, so its long runs need a GPU each, and the cluster has none")
@@ -347,6 +393,7 @@ def evaluate_on_ray(
                 storage_path=str(Path("runs/ray").resolve()),
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=WORKER_RETRIES),
+                callbacks=[Reporter()],
             ),
         )
         try:
@@ -356,19 +403,26 @@ def evaluate_on_ray(
             raise GasError(
                 f"Ray Tune stopped the audit: {(lines[-1] if lines else type(error).__name__)[:300]}"
             ) from None
-    outcomes: dict[int, ProxyResult | str] = {}
-    for result in results:
-        number = int(result.config["proposal"]["number"])
-        metrics = result.metrics or {}
-        if "result" in metrics:
-            outcomes[number] = ProxyResult.from_dict(json.loads(metrics["result"]))
-        elif "error" in metrics:
-            outcomes[number] = str(metrics["error"])
-        elif result.error is not None:
-            outcomes[number] = f"the worker died {WORKER_RETRIES + 1} times running this trial"
-        else:
-            outcomes[number] = "stopped before its last epoch; not a fully trained result"
+    outcomes = {
+        int(result.config["proposal"]["number"]): _ray_outcome(result.metrics, result.error is not None)
+        for result in results
+    }
     return [outcomes.get(proposal.number, "Ray Tune returned no result for this trial") for proposal in proposals]
+
+
+def _ray_outcome(metrics: Mapping[str, Any] | None, failed: bool) -> ProxyResult | str:
+    """A Ray trial's result or its error in one line, from its last reported metrics."""
+    from gas.evaluate.proxy import ProxyResult
+    from gas.search.ray_tune import WORKER_RETRIES
+
+    metrics = metrics or {}
+    if "result" in metrics:
+        return ProxyResult.from_dict(json.loads(metrics["result"]))
+    if "error" in metrics:
+        return str(metrics["error"])
+    if failed:
+        return f"the worker died {WORKER_RETRIES + 1} times running this trial"
+    return "stopped before its last epoch; not a fully trained result"
 
 
 # ---- showing an audit ------------------------------------------------------------------------------
