@@ -170,7 +170,7 @@ def baselines(
         genome = _costed(load_genome(name), name, space, study)
         origin = f"the {name} reference" if kind == "reference" else f"genome file {name}"
         if at:
-            genome = scale(genome, how, limits())
+            genome = scale(genome, how, limits(), name)
             kind = f"{how}-scaled"
             origin = f"{name} scaled by {how} to the study's limits: {get_space(space).describe(genome)}"
         found.append(Candidate(spec, kind, True, genome, origin))
@@ -252,7 +252,7 @@ def run_compare(
         for number, (candidate, seed) in enumerate(jobs)
     ]
     say(
-        f"retraining {len(candidates)} candidates x {len(seeds)} seeds: {target.train.epochs} epochs at "
+        f"retraining {len(candidates)} candidates x {len(seeds)} seeds: {_epochs(target.train.epochs)} at "
         f"{target.resolution}px on {target.dataset}"
     )
     finished = 0
@@ -372,6 +372,10 @@ def _candidate_row(
 # ---- showing a comparison ----------------------------------------------------------------------------
 
 
+def _epochs(count: int) -> str:
+    return f"{count} epoch{'s' if count != 1 else ''}"
+
+
 def _p_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}" if value >= 0.001 else "<0.001"
 
@@ -382,7 +386,7 @@ def format_comparison(result: Mapping[str, Any]) -> list[str]:
     test_images = result["test_images"]
     lines = [
         f"study {result['study']} ({result['space']} space): every candidate retrained from scratch for "
-        f"{schedule_fields['epochs']} epochs at {schedule_fields['resolution']}px on {result['dataset']} "
+        f"{_epochs(schedule_fields['epochs'])} at {schedule_fields['resolution']}px on {result['dataset']} "
         f"({schedule_fields['train_size'] or 'all'} training images), seeds "
         f"{', '.join(map(str, result['seeds']))}, scored on its {test_images} test images",
         f"latency: median of {result['latency']['runs']} runs in turns, {result['latency']['describe']}",
@@ -479,7 +483,7 @@ def comparison_figure(result: Mapping[str, Any]) -> Figure:
     schedule_fields = result["schedule"]
     axes.set_title(
         f"{result['study']}: {result['dataset']} test split ({result['test_images']} images), "
-        f"{schedule_fields['epochs']} epochs at {schedule_fields['resolution']}px",
+        f"{_epochs(schedule_fields['epochs'])} at {schedule_fields['resolution']}px",
         fontsize=10,
     )
     axes.grid(True, linewidth=0.3)

@@ -161,13 +161,17 @@ def study_limits(study: optuna.Study, runs: int, budget: int | None = None) -> l
     return limits
 
 
-def scale(genome: Genome, how: str, limits: Sequence[Limit]) -> Genome:
-    """`genome` scaled by `how` ("width" or "depth") to the largest copy within `limits`; GasError if none fits."""
+def scale(genome: Genome, how: str, limits: Sequence[Limit], name: str | None = None) -> Genome:
+    """`genome` scaled by `how` ("width" or "depth") to the largest copy within `limits`; GasError if none fits.
+
+    `name` names the genome in that error.
+    """
     if how not in SCALINGS:
         raise GasError(f"cannot scale by {how!r}; scale by {' or '.join(SCALINGS)}")
     scaled = get_space(genome.space).scale(genome, how, lambda candidate: fits(candidate, limits))
     if scaled is None:
-        raise GasError(f"no copy of this {genome.space} genome scaled by {how} fits {limits_text(limits)}")
+        name = name or f"this {genome.space} genome"
+        raise GasError(f"no copy of {name} scaled by {how} fits {limits_text(limits)}")
     return scaled
 
 

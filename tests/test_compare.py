@@ -158,6 +158,10 @@ def test_compare_refuses_bad_input_in_one_line(tiny_study, tmp_path, capsys):
         other.set_user_attr(key, value)
     target = LatencyTarget(LatencySettings(device="cpu", threads=1), 0.025).to_dict()
     other.set_user_attr(record.StudyKey.LATENCY, {**target, "fingerprint": {**target["fingerprint"], "cpu": "other"}})
+    # A digits study from before the test split: its trials learned on images the test split now holds.
+    before = optuna.create_study(study_name="before", storage=elsewhere, directions=list(record.DIRECTIONS))
+    settings = study.user_attrs[record.StudyKey.SETTINGS]
+    before.set_user_attr(record.StudyKey.SETTINGS, {**settings, "proxy": {**settings["proxy"], "splits": 1}})
     tiny = ["--study", "tiny", "--storage", storage]
     cases = [
         (["--study", "nope", "--storage", storage], "no study 'nope'"),
@@ -172,6 +176,7 @@ def test_compare_refuses_bad_input_in_one_line(tiny_study, tmp_path, capsys):
         ([*tiny, "--resolution", "48"], "48px does not fit"),
         ([*tiny, "--plot", str(tmp_path / "compare.gif")], "write .png, .svg, .pdf"),
         (["--study", "elsewhere", "--storage", elsewhere], "measured its latency on another device"),
+        (["--study", "before", "--storage", elsewhere], "searched on an earlier split of digits"),
     ]
     for args, message in cases:
         capsys.readouterr()
