@@ -172,7 +172,8 @@ def baselines(
         if at:
             genome = scale(genome, how, limits(), name)
             kind = f"{how}-scaled"
-            origin = f"{name} scaled by {how} to the study's limits: {get_space(space).describe(genome)}"
+            shape = ", ".join(f"{key} {value}" for key, value in get_space(space).describe(genome).items())
+            origin = f"{name} scaled by {how} to the study's limits: {shape}"
         found.append(Candidate(spec, kind, True, genome, origin))
     return found
 
