@@ -29,3 +29,8 @@ EVALUATORS = ("train", "zero-cost")
 #: Devices and dtypes latency is measured on (gas.latency.device).
 LATENCY_DEVICES = ("cpu", "cuda")
 LATENCY_DTYPES = ("fp32", "bf16")
+
+#: What `gas compare` retrains when not told: the study's most accurate pick, against TurboViT's published
+#: scale and Hiera-T scaled to the study's limits by width and by depth (gas.compare).
+COMPARE_PICKS = ("best",)
+COMPARE_AGAINST = ("turbovit", "hiera_tiny@width", "hiera_tiny@depth")

@@ -132,6 +132,15 @@ class SearchSpace(ABC):
         """
         return None
 
+    def scale(self, genome: Genome, how: str, fits: Callable[[Genome], bool]) -> Genome | None:
+        """The largest copy of `genome` scaled by `how` for which `fits` holds, or None if even the smallest fails.
+
+        `how` is "width" (every width scaled alike) or "depth" (blocks added or dropped). A space implements
+        this to have its references scaled to a study's limits as baselines (`gas compare`, `gas.scaling`);
+        `fits` may measure, so a scaler should ask it about few genomes.
+        """
+        raise GasError(f"the {self.name} space cannot scale its genomes by {how} (it does not implement scale)")
+
     @abstractmethod
     def describe(self, genome: Genome) -> dict[str, str]:
         """A few short columns that tell genomes apart in a table (depth, widths, attention layout...)."""

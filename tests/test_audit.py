@@ -225,8 +225,14 @@ def test_audit_on_ray(tiny_study, tmp_path, monkeypatch):
     study, storage = tiny_study
     monkeypatch.chdir(tmp_path)  # Ray Tune writes runs/ray here
     config = AuditConfig(trials=3, epoch_factor=1, resolution=32)
-    audit = run_audit(study, config, functools.partial(run_on_ray, cpus_per_trial=1))
+    heard: dict[int, float] = {}  # what the driver heard as each trial ended
+
+    def report(proposal, outcome):
+        heard[proposal.number] = outcome.accuracy
+
+    audit = run_audit(study, config, functools.partial(run_on_ray, cpus_per_trial=1, report=report))
     assert audit["n"] == 3 and not audit["failed"]
+    assert heard == {int(number): pair["long"] for number, pair in audit["pairs"].items()}
     assert [int(n) for n in audit["pairs"]] == [t.number for t in select_trials(study, 3)]
     assert all(0.0 <= pair["long"] <= 1.0 for pair in audit["pairs"].values())
     assert record.audit_of(record.load_study("tiny", storage)) == json.loads(json.dumps(audit))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import itertools
 import re
@@ -22,10 +21,7 @@ from experiments.common.results import update_summary, write_page
 from experiments.common.tables import markdown_table
 from gas import study as record
 from gas.cli import main as gas_main
-from gas.errors import GasError
-from gas.latency import LatencySettings, measure
 from gas.latency.measure import time_in_turns
-from gas.search.latency_limit import LatencyTarget
 from gas.space import get_space, load_genome
 from gas.stats import hypervolume, kendall_tau, seed_noise
 from tests.conftest import REPO, run_gas
@@ -188,75 +184,6 @@ def test_latency_accuracy_harness_end_to_end(tmp_path, monkeypatch):
 
 
 # ---- search quality ----------------------------------------------------------------------------------
-
-
-def test_hiera_scaled_to_the_budget_just_fits():
-    bench_quality = load_script("bench_quality")
-    space = get_space("turbovit")
-    hiera = load_genome("hiera_tiny")
-    budget = [bench_quality.FlopsBudget(BUDGET)]
-    width = bench_quality.scale_width(hiera, budget)
-    assert space.cost(width).flops <= BUDGET < space.cost(hiera).flops
-    assert [block.dim // width.stem.dim for block in width.blocks] == [block.dim // 96 for block in hiera.blocks]
-    step = width.stem.dim + bench_quality.WIDTH_STEP  # the next stem width the scaler tried
-    one_step_wider = dataclasses.replace(
-        hiera,
-        stem=dataclasses.replace(hiera.stem, dim=step),
-        blocks=tuple(dataclasses.replace(block, dim=block.dim * step // 96) for block in hiera.blocks),
-    )
-    assert space.cost(one_step_wider).flops > BUDGET
-
-    depth = bench_quality.scale_depth(hiera, budget)
-    assert space.cost(depth).flops <= BUDGET and len(depth.blocks) < len(hiera.blocks)
-    assert bench_quality.scale_depth(depth, budget) == depth  # one more block would not fit
-    assert {block.dim for block in depth.blocks} == {block.dim for block in hiera.blocks}  # widths untouched
-    space.check(width)
-    space.check(depth)
-
-
-def widened(genome, stem_dim: int):
-    """`genome` with every width scaled to a stem of `stem_dim`, as bench_quality's width scaler does."""
-    factor = stem_dim / genome.stem.dim
-    return dataclasses.replace(
-        genome,
-        stem=dataclasses.replace(genome.stem, dim=stem_dim),
-        blocks=tuple(dataclasses.replace(block, dim=round(block.dim * factor)) for block in genome.blocks),
-    )
-
-
-def test_hiera_scaled_to_a_measured_latency_just_fits():
-    """Under a latency limit the scaler measures: the widest Hiera it keeps was measured at or under the
-    limit, and the next wider one it tried over it (each genome is measured once, so these are its figures)."""
-    bench_quality = load_script("bench_quality")
-    settings = LatencySettings(device="cpu", threads=1)
-    hiera = dataclasses.replace(load_genome("hiera_tiny"), resolution=64)  # milliseconds a run
-    # The limit sits at the geometric middle of the narrowest and the full width (about 6x apart here), so
-    # a busy neighbour would have to slow one measurement 2.5x against another to move the answer's ends.
-    narrowest, full = (measure(widened(hiera, dim), settings, runs=5).median for dim in (8, 96))
-    limit = bench_quality.MeasuredLatency((narrowest * full) ** 0.5, settings, runs=5)
-    width = bench_quality.scale_width(hiera, [limit])
-    assert width.stem.dim < hiera.stem.dim
-    assert limit.latency(width) <= limit.seconds < limit.latency(widened(hiera, width.stem.dim + 8))
-    assert "ms (cpu fp32, 1 thread, batch 1)" in bench_quality.limits_text([limit])
-
-
-def test_search_quality_reads_a_latency_limit_only_on_its_own_device(tmp_path, capsys):
-    bench_quality = load_script("bench_quality")
-    storage = f"sqlite:///{tmp_path / 'gas.db'}"
-    target = LatencyTarget(LatencySettings(device="cpu", threads=1), 0.025)
-    study = optuna.create_study(study_name="fast", storage=storage)
-    study.set_user_attr(record.StudyKey.LATENCY, target.to_dict())
-    (limit,) = bench_quality.study_limits("fast", storage, None, runs=5)
-    assert limit.seconds == 0.025 and limit.settings == target.settings
-
-    elsewhere = target.to_dict()
-    elsewhere["fingerprint"] = {**elsewhere["fingerprint"], "cpu": "another CPU"}
-    study.set_user_attr(record.StudyKey.LATENCY, elsewhere)
-    with pytest.raises(GasError, match="measured its latency limit on another device or settings"):
-        bench_quality.study_limits("fast", storage, None, runs=5)
-    assert bench_quality.main(["--study", "fast", "--storage", storage, "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
-    assert not (tmp_path / "bench_quality.csv").exists()
 
 
 def test_search_quality_harness_end_to_end(search_run, tmp_path):

@@ -34,7 +34,6 @@ from pathlib import Path
 # Run as `python experiments/NAME/run.py`: the repository root holds experiments.common.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
@@ -48,176 +47,22 @@ from experiments.common.results import command_line, stamp, write_page
 from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.workers import worker_pool
 from gas import study as record
-from gas.errors import GasError, GenomeError
+from gas.errors import GasError
 from gas.evaluate.proxy import DEFAULT_DATASET, ProxyConfig, check_data, evaluate
 from gas.front import pick_trial
 from gas.genome import Genome
-from gas.latency import DEFAULT_RUNS, LatencySettings, fingerprint, measure, measure_many
-from gas.latency.device import difference
+from gas.latency import DEFAULT_RUNS, measure_many
+from gas.scaling import FlopsBudget, Limit, MeasuredLatency, limits_text, scale_depth, scale_width, study_limits
 from gas.space import get_space, load_genome
 from gas.stats import welch_p
-from gas.units import compact_count, format_count, format_duration, parse_count
-from search_spaces.turbovit import DEPTH_RANGE, TurboViTGenome
+from gas.units import compact_count, format_count, parse_count
+from search_spaces.turbovit import TurboViTGenome, stages_of
 
 SCRIPT = "experiments/bench_quality/run.py"
-WIDTH_STEP = 8
-
-
-# ---- limits -------------------------------------------------------------------------------------------
 
 
 def flops_of(genome: Genome) -> int:
     return get_space(genome.space).cost(genome).flops
-
-
-@dataclass(frozen=True)
-class FlopsBudget:
-    """At most `flops` FLOPs at 224px."""
-
-    flops: int
-
-    def fits(self, genome: Genome) -> bool:
-        return flops_of(genome) <= self.flops
-
-    def __str__(self) -> str:
-        return f"{compact_count(self.flops)} FLOPs"
-
-
-class MeasuredLatency:
-    """At most `seconds` of measured latency (the median of `runs` timed runs) with `settings` on this machine.
-
-    Each genome is measured once; asking again gives the same answer, so a scaler's steps stay consistent.
-    """
-
-    def __init__(self, seconds: float, settings: LatencySettings, runs: int) -> None:
-        self.seconds, self.settings, self.runs = seconds, settings, runs
-        self._measured: dict[str, float] = {}
-
-    def latency(self, genome: Genome) -> float:
-        key = genome.to_json()
-        if key not in self._measured:
-            self._measured[key] = measure(genome, self.settings, self.runs).median
-        return self._measured[key]
-
-    def fits(self, genome: Genome) -> bool:
-        return self.latency(genome) <= self.seconds
-
-    def __str__(self) -> str:
-        return f"{format_duration(self.seconds)} ({self.settings.describe()})"
-
-
-Limit = FlopsBudget | MeasuredLatency
-
-
-def fits(genome: Genome, limits: Sequence[Limit]) -> bool:
-    return all(limit.fits(genome) for limit in limits)
-
-
-def limits_text(limits: Sequence[Limit]) -> str:
-    return " and ".join(str(limit) for limit in limits)
-
-
-def study_limits(study_name: str, storage: str | None, budget: int | None, runs: int) -> list[Limit]:
-    """The limits the study searched under: its latency limit (measured here) and its FLOPs budget.
-
-    `budget`, if given, must be the study's own; a study with neither limit needs it.
-    """
-    study = record.open_study(study_name, storage)
-    searched_budget = record.study_budget(study)
-    if budget is not None and searched_budget is not None and searched_budget != budget:
-        raise GasError(
-            f"study {study_name!r} searched under {compact_count(searched_budget)} FLOPs, not the "
-            f"{compact_count(budget)} asked for; pass --budget {compact_count(searched_budget)} or another study"
-        )
-    limits: list[Limit] = []
-    latency = record.latency_of(study) or {}
-    if latency.get("limit"):
-        settings = LatencySettings(**latency["settings"])
-        here, there = fingerprint(settings), latency.get("fingerprint", {})
-        mismatch = difference(here, there)
-        if mismatch is not None:
-            raise GasError(
-                f"study {study_name!r} measured its latency limit on another device or settings "
-                f"({mismatch.replace('in the file', 'in the study')}); run this where it searched"
-            )
-        limits.append(MeasuredLatency(float(latency["limit"]), settings, runs))
-    flops = searched_budget or budget
-    if flops is not None:
-        limits.append(FlopsBudget(flops))
-    if not limits:
-        raise GasError(f"study {study_name!r} records no FLOPs budget or latency limit; pass --budget")
-    return limits
-
-
-# ---- baselines scaled to the limit -------------------------------------------------------------------
-
-
-def scale_width(genome: TurboViTGenome, limits: Sequence[Limit], step: int = WIDTH_STEP) -> TurboViTGenome:
-    """The widest copy of `genome` within `limits`: all widths scaled alike, the stem's in steps of `step`.
-
-    Heads stay as they are (so head width scales), and each block width is rounded to a multiple of its
-    heads; for Hiera, whose widths are the stem's times 2**stage, the ratios stay exact.
-    """
-    best = None
-    for stem_dim in range(step, 8 * genome.stem.dim + 1, step):
-        factor = stem_dim / genome.stem.dim
-        blocks = tuple(
-            dataclasses.replace(block, dim=max(block.heads, round(block.dim * factor / block.heads) * block.heads))
-            for block in genome.blocks
-        )
-        candidate = dataclasses.replace(genome, stem=dataclasses.replace(genome.stem, dim=stem_dim), blocks=blocks)
-        try:
-            if not fits(candidate, limits):
-                break  # cost grows with width, so no wider genome fits either
-        except GenomeError:
-            break  # wider than the space admits
-        best = candidate
-    if best is None:
-        raise GasError(f"even a {step}-wide stem puts {genome.space} over {limits_text(limits)}")
-    return best
-
-
-def stages_of(genome: TurboViTGenome) -> list[list[int]]:
-    """Block indices per stage: a stage starts at every Q-pool block."""
-    stages: list[list[int]] = [[]]
-    for index, block in enumerate(genome.blocks):
-        if block.q_pool and stages[-1]:
-            stages.append([])
-        stages[-1].append(index)
-    return stages
-
-
-def scale_depth(genome: TurboViTGenome, limits: Sequence[Limit]) -> TurboViTGenome:
-    """The deepest copy of `genome` within `limits`, changing the depth of its deepest stage only.
-
-    Over budget, the last block of the stage with the most blocks (the later stage on a tie) goes, one at
-    a time; a stage keeps at least one block, and its Q-pool block. Within budget, that stage grows by
-    copies of its last block (without its Q-pool) while the next one still fits.
-    """
-    blocks = list(genome.blocks)
-
-    def deepest_stage(candidate: list, min_blocks: int = 1) -> list[int] | None:
-        stages = stages_of(dataclasses.replace(genome, blocks=tuple(candidate)))
-        return max(reversed([stage for stage in stages if len(stage) >= min_blocks]), key=len, default=None)
-
-    def blocks_fit(candidate: list) -> bool:
-        return fits(dataclasses.replace(genome, blocks=tuple(candidate)), limits)
-
-    if blocks_fit(blocks):
-        while len(blocks) < DEPTH_RANGE[1]:
-            stage = deepest_stage(blocks)
-            assert stage is not None
-            grown = [*blocks[: stage[-1] + 1], dataclasses.replace(blocks[stage[-1]], q_pool=False)]
-            grown += blocks[stage[-1] + 1 :]
-            if not blocks_fit(grown):
-                break
-            blocks = grown
-    while not blocks_fit(blocks):
-        stage = deepest_stage(blocks, min_blocks=2)
-        if stage is None:
-            raise GasError(f"no depth of {genome.space} fits {limits_text(limits)}")
-        del blocks[stage[-1]]
-    return dataclasses.replace(genome, blocks=tuple(blocks))
 
 
 # ---- candidates --------------------------------------------------------------------------------------
@@ -444,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "limit" not in runs:  # written before latency limits: the budget is the command's
                 runs["limit"] = f"{compact_count(budget or parse_count('2.5G'))} FLOPs"
         else:
-            limits = study_limits(args.study, args.storage, budget, args.runs)
+            limits = study_limits(record.open_study(args.study, args.storage), args.runs, budget)
             print(f"limit: {limits_text(limits)}", flush=True)
             found = candidates(args.study, args.storage, args.picks, limits)
             latency = next((limit for limit in limits if isinstance(limit, MeasuredLatency)), None)

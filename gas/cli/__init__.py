@@ -8,14 +8,14 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
-from gas.cli import audit, bench, cost, dashboard, export, latency, pareto, sample, search
+from gas.cli import audit, bench, compare, cost, dashboard, export, latency, pareto, sample, search
 from gas.cli.search import search_config
 from gas.errors import GasError
 
 __all__ = ["build_parser", "main", "search_config"]
 
 # In the order `gas --help` lists them.
-COMMANDS = (cost, sample, search, export, pareto, audit, dashboard, bench, latency)
+COMMANDS = (cost, sample, search, export, pareto, audit, compare, dashboard, bench, latency)
 
 
 class _OneLineParser(argparse.ArgumentParser):

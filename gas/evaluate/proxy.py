@@ -48,10 +48,19 @@ from gas.evaluate.datasets import (
     DatasetCheck,
     check_dataset,
     load_dataset,
+    load_test_split,
     resolve_dataset,
     split_version,
 )
-from gas.evaluate.train import Report, TrainConfig, TrialFailed, device_name, resolve_device, train
+from gas.evaluate.train import (
+    Report,
+    TrainConfig,
+    TrialFailed,
+    device_name,
+    evaluate_accuracy,
+    resolve_device,
+    train,
+)
 from gas.evaluate.zero_cost import normalised_primary, zero_cost_scores
 from gas.genome import Genome
 from gas.space import get_space
@@ -66,6 +75,7 @@ __all__ = [
     "check_data",
     "default_proxy",
     "evaluate",
+    "target_schedule",
 ]
 
 DEFAULT_ZERO_COST_BATCH = 64
@@ -88,6 +98,9 @@ class ProxyConfig:
     # Caps the test split (None: all of it; shapes draws 1024), which only `gas compare` and the benchmarks
     # score on. No trial reads it, but a study records its size, so a comparison scores what it says.
     test_size: int | None = None
+    # Also score the trained model on the test split (`ProxyResult.test_accuracy`). Only `gas compare` and
+    # the benchmarks set it; a study refuses it (`settings`), so no trial, pick or audit reads the test split.
+    score_test: bool = False
     zero_cost_batch: int = DEFAULT_ZERO_COST_BATCH  # images for the zero-cost scores; 0 skips them when training
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -109,12 +122,16 @@ class ProxyConfig:
         """What a study records and checks on resume: every field that changes a result.
 
         The data location is left out (the same data may live elsewhere on another machine), and the
-        device is its kind: trials on any CPU, or on any CUDA GPU, are trained alike.
+        device is its kind: trials on any CPU, or on any CUDA GPU, are trained alike. Scoring the test split
+        changes no trained model, and a search must never see that score: a proxy that asks for it is refused.
         """
+        if self.score_test:
+            raise GasError("a search's proxy never scores the test split: only gas compare and the benchmarks do")
         train = dataclasses.asdict(self.train)
         kind = self.train.device.partition(":")[0]
         train["device"] = resolve_device("auto").type if kind == "auto" else kind
-        own = {key: value for key, value in dataclasses.asdict(self).items() if key not in ("data_dir", "train")}
+        left_out = ("data_dir", "score_test", "train")
+        own = {key: value for key, value in dataclasses.asdict(self).items() if key not in left_out}
         return {**own, "splits": split_version(self.dataset), **train}
 
 
@@ -170,6 +187,8 @@ class ProxyResult:
     loss: float | None  # mean training loss of the last epoch (None for zero-cost)
     batch_size: int
     forward_flops: int  # multiply-adds of one forward pass at the proxy resolution
+    test_accuracy: float | None = None  # accuracy on the test split after training, when the proxy asked for it
+    test_images: int | None = None  # the test split's size it was scored on
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,6 +259,38 @@ def check_data(config: ProxyConfig, space: str = DEFAULT_SPACE) -> tuple[ProxyCo
     return dataclasses.replace(config, dataset=dataset, data_dir=data_dir), found
 
 
+# The target schedule: what a proxy's ranking is judged against and what `gas compare` retrains on.
+TARGET_RESOLUTION = 64  # at 64 px a mask unit of 8 no longer covers the whole image (see the module docstring)
+TARGET_EPOCH_FACTOR = 4  # times the proxy's epochs, on the same images and batch: 4x its training steps
+
+
+def target_schedule(proxy: ProxyConfig, space: str = DEFAULT_SPACE) -> ProxyConfig:
+    """`proxy` trained longer and larger: TARGET_EPOCH_FACTOR times its epochs at TARGET_RESOLUTION px.
+
+    Where the space refuses TARGET_RESOLUTION, the highest resolution it admits between the proxy's and
+    that; a proxy already at TARGET_RESOLUTION or above keeps its own. Always trained (a zero-cost proxy
+    has nothing to retrain), with no scores at initialisation; data, seed and every other setting stay.
+
+    >>> target = target_schedule(ProxyConfig())
+    >>> target.resolution, target.train.epochs
+    (64, 16)
+    """
+    resolution = proxy.resolution
+    for candidate in range(TARGET_RESOLUTION, proxy.resolution, -1):
+        try:
+            check_resolution(candidate, space)
+        except GasError:
+            continue
+        resolution = candidate
+        break
+    return proxy.with_overrides(
+        evaluator="train",
+        epochs=proxy.train.epochs * TARGET_EPOCH_FACTOR,
+        resolution=resolution,
+        zero_cost_batch=0,
+    )
+
+
 def evaluate(genome: Genome, config: ProxyConfig, report: Report | None = None) -> ProxyResult:
     """Train (or score without training) `genome` at the proxy resolution and return what was measured.
 
@@ -291,6 +342,11 @@ def evaluate(genome: Genome, config: ProxyConfig, report: Report | None = None) 
     result = train(
         model, splits, config.train, report=report_with_device, forward_flops=forward_flops, data_key=data_key
     )
+    test_accuracy, test_images = None, None
+    if config.score_test:
+        test = load_test_split(config.dataset, config.resolution, config.data_dir, config.train_size, config.test_size)
+        test_accuracy, _ = evaluate_accuracy(model, test.images, test.labels, device, config.train.eval_batch_size)
+        test_images = len(test.labels)
     mfu_values = [entry["mfu"] for entry in result.history if "mfu" in entry]
     return ProxyResult(
         accuracy=result.accuracy,
@@ -304,4 +360,6 @@ def evaluate(genome: Genome, config: ProxyConfig, report: Report | None = None) 
         loss=result.loss,
         batch_size=result.batch_size,
         forward_flops=forward_flops,
+        test_accuracy=test_accuracy,
+        test_images=test_images,
     )

@@ -62,6 +62,8 @@ __all__ = [
     "print_outcome",
     "run_audit",
     "select_trials",
+    "study_proxy",
+    "study_space",
 ]
 
 # Tau over two trials is +1 or -1 whatever the proxy is worth; three is the least that ranks anything.
@@ -147,32 +149,57 @@ def recorded_proxy(study: optuna.Study) -> dict[str, Any]:
     return {**record.LEGACY_PROXY_SETTINGS, "device": "cpu", "seed": seed, **settings["proxy"]}
 
 
-def long_schedule(study: optuna.Study, config: AuditConfig) -> ProxyConfig:
-    """The study's proxy with the longer schedule: more epochs, a higher resolution if it fits, training.
+def study_proxy(study: optuna.Study, data_dir: str | None = None) -> ProxyConfig:
+    """The proxy the study's trials were trained under, rebuilt, with its data in `data_dir`.
 
-    One-line GasError for settings this version cannot rebuild, a resolution the space refuses or a
-    dataset that is not where `config.data_dir` says.
+    One-line GasError for settings this version cannot rebuild, or a study whose dataset this version splits
+    into train, validation and test otherwise than it did (a retrain would learn and be scored on other
+    images, some of them the test split's).
     """
-    from gas.evaluate.proxy import ProxyConfig, check_data, check_resolution
+    from gas.evaluate.datasets import split_version
+    from gas.evaluate.proxy import ProxyConfig
     from gas.evaluate.train import TrainConfig
 
-    # The resolution check samples probe genomes through throwaway in-memory studies; their creation is
-    # not news to someone auditing (the search's `prepare` quiets Optuna the same way).
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = study.user_attrs.get(record.StudyKey.SETTINGS) or {}
-    space = settings.get("space") or study.user_attrs.get(record.StudyKey.SPACE) or DEFAULT_SPACE
     proxy_settings = recorded_proxy(study)
+    splits = proxy_settings.pop("splits", None)
     known = {f.name for f in dataclasses.fields(ProxyConfig)} | {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(proxy_settings) - known)
     if unknown:
         # Retraining without a setting that changed the search's results would compare two different proxies.
         raise GasError(
             f"study {study.study_name!r} records proxy settings this version of gas does not know: "
-            f"{', '.join(unknown)}; audit it with the version that ran the search"
+            f"{', '.join(unknown)}; retrain its trials with the version that ran the search"
+        )
+    dataset = str(proxy_settings.get("dataset"))
+    if splits != split_version(dataset):
+        raise GasError(
+            f"study {study.study_name!r} searched on an earlier split of {dataset} into train and validation "
+            "images, some of which this version holds out as test images; search again to retrain its trials"
         )
     # The data's location is this machine's business: the study never holds it (see ProxyConfig.settings).
     proxy_settings.pop("data_dir", None)
-    proxy = ProxyConfig().with_overrides(**proxy_settings, data_dir=config.data_dir)
+    return ProxyConfig().with_overrides(**proxy_settings, data_dir=data_dir)
+
+
+def study_space(study: optuna.Study) -> str:
+    """The space the study searched."""
+    settings = study.user_attrs.get(record.StudyKey.SETTINGS) or {}
+    return str(settings.get("space") or study.user_attrs.get(record.StudyKey.SPACE) or DEFAULT_SPACE)
+
+
+def long_schedule(study: optuna.Study, config: AuditConfig) -> ProxyConfig:
+    """The study's proxy with the longer schedule: more epochs, a higher resolution if it fits, training.
+
+    One-line GasError for settings this version cannot rebuild, a resolution the space refuses or a
+    dataset that is not where `config.data_dir` says.
+    """
+    from gas.evaluate.proxy import check_data, check_resolution
+
+    # The resolution check samples probe genomes through throwaway in-memory studies; their creation is
+    # not news to someone auditing (the search's `prepare` quiets Optuna the same way).
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = study_space(study)
+    proxy = study_proxy(study, config.data_dir)
     resolution = config.resolution
     if resolution is None:
         resolution = 2 * proxy.resolution
