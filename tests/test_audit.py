@@ -230,12 +230,13 @@ def test_audit_on_ray(tiny_study, tmp_path, monkeypatch):
     def report(proposal, outcome):
         heard[proposal.number] = outcome.accuracy
 
-    audit = run_audit(study, config, functools.partial(run_on_ray, cpus_per_trial=1, report=report))
+    audit = run_audit(study, config, functools.partial(run_on_ray, cpus_per_trial=1, report=report, name="audit"))
     assert audit["n"] == 3 and not audit["failed"]
     assert heard == {int(number): pair["long"] for number, pair in audit["pairs"].items()}
     assert [int(n) for n in audit["pairs"]] == [t.number for t in select_trials(study, 3)]
     assert all(0.0 <= pair["long"] <= 1.0 for pair in audit["pairs"].values())
     assert record.audit_of(record.load_study("tiny", storage)) == json.loads(json.dumps(audit))
-    assert sorted(path.name for path in (tmp_path / "runs" / "ray").glob("audit-*/audit_*")) == sorted(
-        f"audit_{number}" for number in audit["pairs"]
+    # The long runs went through the search's own Ray path: one run folder, a trial folder per study trial.
+    assert sorted(path.name for path in (tmp_path / "runs" / "ray").glob("audit-*/trial_*")) == sorted(
+        f"trial_{number}" for number in audit["pairs"]
     )
