@@ -308,6 +308,68 @@ def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
 
 
+@dataclass
+class _Run:
+    """One training run's moving parts: the model as stepped, its optimiser, schedule and batch order."""
+
+    model: nn.Module
+    step_model: nn.Module  # the model, compiled where the config says so
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator
+    device: torch.device
+    config: TrainConfig
+    batch_size: int
+    total_steps: int
+    step: int = 0
+
+
+def _start(model: nn.Module, config: TrainConfig, device: torch.device, train_images: int) -> _Run:
+    batch_size = min(config.batch_size, train_images)
+    total_steps = train_images // batch_size * config.epochs
+    warmup_steps = round(config.warmup_fraction * total_steps)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, config.lr, config.weight_decay, config.pos_embed_lr_scale), lr=config.lr, betas=(0.9, 0.999)
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
+    step_model = torch.compile(model) if config.compile else model
+    generator = torch.Generator().manual_seed(config.seed)
+    return _Run(model, step_model, optimizer, schedule, generator, device, config, batch_size, total_steps)
+
+
+def _epoch(run: _Run, epoch: int, train_images: torch.Tensor, train_labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """One pass over the training images in the run's batch order: (the summed loss, images seen)."""
+    device, config = run.device, run.config
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    with _failures_as_trial_failed(device, run.batch_size):
+        for index in _batches(len(train_labels), run.batch_size, run.generator):
+            index = index.to(device)
+            images = _to_device(train_images[index], device)
+            with _autocast(device):
+                logits = run.step_model(images)
+            loss = F.cross_entropy(logits.float(), train_labels[index], label_smoothing=config.label_smoothing)
+            # On CPU the check is free; on CUDA it would sync every step, so the check runs on the
+            # running sum a few times per epoch (a NaN stays NaN in a sum).
+            loss_sum += loss.detach()
+            if (device.type != "cuda" or run.step % 16 == 0) and not torch.isfinite(loss_sum):
+                raise TrialFailed(
+                    f"loss became {loss.item()} at epoch {epoch} step {run.step + 1}/{run.total_steps} "
+                    f"(lr {run.schedule.get_last_lr()[0]:.3g}); the model diverged"
+                )
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+            run.optimizer.step()
+            run.schedule.step()
+            run.step += 1
+            seen += len(index)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return loss_sum, seen
+
+
 def train(
     model: nn.Module,
     splits: Splits,
@@ -330,56 +392,18 @@ def train(
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    batch_size = min(config.batch_size, len(splits.train_labels))
-    lr = config.lr
-    steps_per_epoch = len(splits.train_labels) // batch_size
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = round(config.warmup_fraction * total_steps)
-
-    optimizer = torch.optim.AdamW(
-        param_groups(model, lr, config.weight_decay, config.pos_embed_lr_scale), lr=lr, betas=(0.9, 0.999)
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
-    step_model = torch.compile(model) if config.compile else model
-    generator = torch.Generator().manual_seed(config.seed)
+    run = _start(model, config, device, len(splits.train_labels))
+    steps_per_epoch = len(splits.train_labels) // run.batch_size
     peak = peak_flops(device)
     if device.type == "cuda":  # the whole (small) proxy set lives on the device, not a batch at a time
-        with _failures_as_trial_failed(device, batch_size):
+        with _failures_as_trial_failed(device, run.batch_size):
             splits = data_on_device(splits, device, data_key)
-    train_images, train_labels = splits.train_images, splits.train_labels
 
-    result = TrainResult(accuracy=0.0, loss=math.nan, batch_size=batch_size, lr=lr)
-    step = 0
+    result = TrainResult(accuracy=0.0, loss=math.nan, batch_size=run.batch_size, lr=config.lr)
     model.train()
     for epoch in range(1, config.epochs + 1):
-        loss_sum = torch.zeros((), device=device)
-        seen = 0
         started = time.perf_counter()
-        with _failures_as_trial_failed(device, batch_size):
-            for index in _batches(len(train_labels), batch_size, generator):
-                index = index.to(device)
-                images = _to_device(train_images[index], device)
-                with _autocast(device):
-                    logits = step_model(images)
-                loss = F.cross_entropy(logits.float(), train_labels[index], label_smoothing=config.label_smoothing)
-                # On CPU the check is free; on CUDA it would sync every step, so the check runs on the
-                # running sum a few times per epoch (a NaN stays NaN in a sum).
-                loss_sum += loss.detach()
-                if (device.type != "cuda" or step % 16 == 0) and not torch.isfinite(loss_sum):
-                    raise TrialFailed(
-                        f"loss became {loss.item()} at epoch {epoch} step {step + 1}/{total_steps} "
-                        f"(lr {schedule.get_last_lr()[0]:.3g}); the model diverged"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                schedule.step()
-                step += 1
-                seen += len(index)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+        loss_sum, seen = _epoch(run, epoch, splits.train_images, splits.train_labels)
         elapsed = time.perf_counter() - started
         mean_loss = (loss_sum / max(1, steps_per_epoch)).item()
         if not math.isfinite(mean_loss):
@@ -396,7 +420,7 @@ def train(
             "loss": mean_loss,
             "val_loss": val_loss,
             "images_per_second": images_per_second,
-            "lr": schedule.get_last_lr()[0],
+            "lr": run.schedule.get_last_lr()[0],
         }
         if peak and forward_flops:
             entry["mfu"] = images_per_second * 3 * forward_flops * 2 / peak
@@ -405,6 +429,6 @@ def train(
         # A report that returns False stops training here: early stopping on the driver said so.
         if report is not None and report(dict(entry)) is False:
             break
-    total_images = steps_per_epoch * batch_size * len(result.history)
+    total_images = steps_per_epoch * run.batch_size * len(result.history)
     result.images_per_second = total_images / result.train_seconds if result.train_seconds > 0 else 0.0
     return result
