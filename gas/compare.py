@@ -32,7 +32,6 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -47,10 +46,8 @@ from gas.latency.device import settings_dict
 from gas.scaling import SCALINGS, Limit, scale, study_latency_settings, study_limits
 from gas.space import get_space, load_genome, reference_names
 from gas.stats import paired_p, welch_p
-from gas.units import format_count
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
     from gas.evaluate.proxy import ProxyConfig, ProxyResult
     from gas.search.engine import Proposal
@@ -60,19 +57,15 @@ __all__ = [
     "Candidate",
     "CompareConfig",
     "baselines",
-    "check_plot_path",
-    "comparison_figure",
-    "format_comparison",
+    "epochs_text",
     "picks",
     "run_compare",
     "schedule",
     "split_list",
-    "write_plot",
 ]
 
 #: Where latency is measured when the study recorded no target device: one user, one CPU thread.
 DEFAULT_LATENCY = LatencySettings(device="cpu", threads=1, batch=1, dtype="fp32")
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 Report = Callable[["Proposal", "ProxyResult | str"], None]
 #: Trains proposals and returns each one's result or error, in order: the drivers' fixed jobs,
@@ -217,7 +210,6 @@ def run_compare(
     >>> [(c["name"], c["test_accuracy_mean"]) for c in result["candidates"]]  # doctest: +SKIP
     """
     from gas.search.audit import recorded_proxy, study_space
-    from gas.search.engine import Proposal
 
     started = time.perf_counter()
     say = progress or (lambda line: None)
@@ -230,75 +222,14 @@ def run_compare(
     space = study_space(study)
     target = schedule(study, config)
     settings = study_latency_settings(study) or DEFAULT_LATENCY
-
-    limits: list[Limit] = []
-
-    def study_limits_once() -> list[Limit]:
-        if not limits:
-            limits.extend(study_limits(study, config.latency_runs))
-        return limits
-
-    candidates = picks(study, config.picks, space) + baselines(study, config.against, space, study_limits_once)
-    names = [candidate.name for candidate in candidates]
-    if len(set(names)) != len(names):
-        repeated = next(name for name in names if names.count(name) > 1)
-        raise GasError(f"{repeated} is named twice; name each candidate once")
+    candidates, limits = _candidates(study, config, space)
 
     say(f"measuring the latency of {len(candidates)} candidates in turns ({settings.describe()})")
     latencies = measure_many({c.name: c.genome for c in candidates}, settings, config.latency_runs)
 
     seeds = list(range(config.seeds))
-    jobs = [(candidate, seed) for seed in seeds for candidate in candidates]
-    proposals = [
-        Proposal(number, candidate.genome.to_dict(), target.with_overrides(seed=seed, score_test=True).to_dict())
-        for number, (candidate, seed) in enumerate(jobs)
-    ]
-    say(
-        f"retraining {len(candidates)} candidates x {len(seeds)} seeds: {_epochs(target.train.epochs)} at "
-        f"{target.resolution}px on {target.dataset}"
-    )
-    finished = 0
-
-    def report(proposal: Proposal, outcome: ProxyResult | str) -> None:
-        nonlocal finished
-        finished += 1
-        candidate, seed = jobs[proposal.number]
-        if isinstance(outcome, str) or outcome.test_accuracy is None:
-            shown = f"failed: {outcome}" if isinstance(outcome, str) else "failed: no test accuracy"
-        else:
-            shown = (
-                f"test accuracy {outcome.test_accuracy:.2%} (validation {outcome.accuracy:.2%}) "
-                f"in {outcome.wall_time:.0f}s"
-            )
-        elapsed = time.perf_counter() - started
-        say(f"[{finished}/{len(jobs)} {elapsed:.0f}s] {candidate.name}, seed {seed}: {shown}")
-
-    outcomes = train(proposals, report=report)
-    if len(outcomes) != len(proposals):
-        raise GasError(f"the trainer returned {len(outcomes)} results for {len(proposals)} runs")
-
-    runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
-    failed: dict[str, dict[str, str]] = {c.name: {} for c in candidates}
-    test_images: set[int] = set()
-    for (candidate, seed), outcome in zip(jobs, outcomes, strict=True):
-        if isinstance(outcome, str) or outcome.test_accuracy is None:
-            failed[candidate.name][str(seed)] = outcome if isinstance(outcome, str) else "no test accuracy"
-            continue
-        if outcome.test_images is not None:
-            test_images.add(outcome.test_images)
-        runs[candidate.name].append(
-            {
-                "seed": seed,
-                "test_accuracy": outcome.test_accuracy,
-                "validation_accuracy": outcome.accuracy,
-                "wall_time": outcome.wall_time,
-                "device": outcome.device,
-            }
-        )
-    if not any(runs.values()):
-        first = next(error for errors in failed.values() for error in errors.values())
-        raise GasError(f"no run finished; the first error: {first}")
-
+    jobs, outcomes = _retrain(candidates, seeds, target, train, say, started)
+    runs, failed, test_images = _collect(jobs, outcomes)
     rows = [_candidate_row(c, runs, failed, latencies[c.name].to_dict(), candidates) for c in candidates]
     proxy = recorded_proxy(study)
     latency = record.latency_of(study) or {}
@@ -321,6 +252,94 @@ def run_compare(
         "candidates": rows,
         "seconds": time.perf_counter() - started,
     }
+
+
+def _candidates(study: optuna.Study, config: CompareConfig, space: str) -> tuple[list[Candidate], list[Limit]]:
+    """The picks, then the baselines, each named once; and the study's limits where a baseline was scaled."""
+    limits: list[Limit] = []
+
+    def study_limits_once() -> list[Limit]:
+        if not limits:
+            limits.extend(study_limits(study, config.latency_runs))
+        return limits
+
+    candidates = picks(study, config.picks, space) + baselines(study, config.against, space, study_limits_once)
+    names = [candidate.name for candidate in candidates]
+    if len(set(names)) != len(names):
+        repeated = next(name for name in names if names.count(name) > 1)
+        raise GasError(f"{repeated} is named twice; name each candidate once")
+    return candidates, limits
+
+
+def _retrain(
+    candidates: list[Candidate],
+    seeds: list[int],
+    target: ProxyConfig,
+    train: Train,
+    say: Callable[[str], None],
+    started: float,
+) -> tuple[list[tuple[Candidate, int]], list[ProxyResult | str]]:
+    """Every candidate at every seed on the target schedule, scored on the test split: (jobs, outcomes)."""
+    from gas.search.engine import Proposal
+
+    jobs = [(candidate, seed) for seed in seeds for candidate in candidates]
+    proposals = [
+        Proposal(number, candidate.genome.to_dict(), target.with_overrides(seed=seed, score_test=True).to_dict())
+        for number, (candidate, seed) in enumerate(jobs)
+    ]
+    say(
+        f"retraining {len(candidates)} candidates x {len(seeds)} seeds: {epochs_text(target.train.epochs)} at "
+        f"{target.resolution}px on {target.dataset}"
+    )
+    finished = 0
+
+    def report(proposal: Proposal, outcome: ProxyResult | str) -> None:
+        nonlocal finished
+        finished += 1
+        candidate, seed = jobs[proposal.number]
+        if isinstance(outcome, str) or outcome.test_accuracy is None:
+            shown = f"failed: {outcome}" if isinstance(outcome, str) else "failed: no test accuracy"
+        else:
+            shown = (
+                f"test accuracy {outcome.test_accuracy:.2%} (validation {outcome.accuracy:.2%}) "
+                f"in {outcome.wall_time:.0f}s"
+            )
+        elapsed = time.perf_counter() - started
+        say(f"[{finished}/{len(jobs)} {elapsed:.0f}s] {candidate.name}, seed {seed}: {shown}")
+
+    outcomes = train(proposals, report=report)
+    if len(outcomes) != len(proposals):
+        raise GasError(f"the trainer returned {len(outcomes)} results for {len(proposals)} runs")
+    return jobs, outcomes
+
+
+def _collect(
+    jobs: list[tuple[Candidate, int]], outcomes: list[ProxyResult | str]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, str]], set[int]]:
+    """Each candidate's finished runs, its failed ones by seed, and the test split sizes the runs scored on."""
+    names = list(dict.fromkeys(candidate.name for candidate, _ in jobs))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    failed: dict[str, dict[str, str]] = {name: {} for name in names}
+    test_images: set[int] = set()
+    for (candidate, seed), outcome in zip(jobs, outcomes, strict=True):
+        if isinstance(outcome, str) or outcome.test_accuracy is None:
+            failed[candidate.name][str(seed)] = outcome if isinstance(outcome, str) else "no test accuracy"
+            continue
+        if outcome.test_images is not None:
+            test_images.add(outcome.test_images)
+        runs[candidate.name].append(
+            {
+                "seed": seed,
+                "test_accuracy": outcome.test_accuracy,
+                "validation_accuracy": outcome.accuracy,
+                "wall_time": outcome.wall_time,
+                "device": outcome.device,
+            }
+        )
+    if not any(runs.values()):
+        first = next(error for errors in failed.values() for error in errors.values())
+        raise GasError(f"no run finished; the first error: {first}")
+    return runs, failed, test_images
 
 
 def _schedule_fields(target: ProxyConfig) -> dict[str, Any]:
@@ -371,125 +390,5 @@ def _candidate_row(
     }
 
 
-# ---- showing a comparison ----------------------------------------------------------------------------
-
-
-def _epochs(count: int) -> str:
+def epochs_text(count: int) -> str:
     return f"{count} epoch{'s' if count != 1 else ''}"
-
-
-def _p_text(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}" if value >= 0.001 else "<0.001"
-
-
-def format_comparison(result: Mapping[str, Any]) -> list[str]:
-    """The comparison as lines: what was trained and where, a table of candidates, and any failed runs."""
-    schedule_fields = result["schedule"]
-    test_images = result["test_images"]
-    lines = [
-        f"study {result['study']} ({result['space']} space): every candidate retrained from scratch for "
-        f"{_epochs(schedule_fields['epochs'])} at {schedule_fields['resolution']}px on {result['dataset']} "
-        f"({schedule_fields['train_size'] or 'all'} training images), seeds "
-        f"{', '.join(map(str, result['seeds']))}, scored on its {test_images} test images",
-        f"latency: median of {result['latency']['runs']} runs in turns, {result['latency']['describe']}",
-    ]
-    rows = result["candidates"]
-    baseline_names = [row["name"] for row in rows if row["baseline"]]
-    header = ["candidate", "kind", "params", "FLOPs", "latency", "test accuracy", "search"]
-    header += [f"p vs {name} (Welch/paired)" for name in baseline_names]
-    table = [header]
-    for row in rows:
-        mean, sd = row["test_accuracy_mean"], row["test_accuracy_sd"]
-        accuracy = "failed" if mean is None else f"{mean:.2%}" + ("" if sd is None else f" ± {sd:.2%}")
-        accuracy += f" ({len(row['runs'])})" if mean is not None else ""
-        cells = [
-            row["name"],
-            row["kind"],
-            format_count(row["params"]),
-            format_count(row["flops"]),
-            f"{1000 * row['latency_s']:.1f} ms",
-            accuracy,
-            "" if row["search_accuracy"] is None else f"{row['search_accuracy']:.2%}",
-        ]
-        for name in baseline_names:
-            versus = row["against"].get(name)
-            cells.append("" if versus is None else f"{_p_text(versus['welch_p'])} / {_p_text(versus['paired_p'])}")
-        table.append(cells)
-    widths = [max(len(cells[column]) for cells in table) for column in range(len(header))]
-    for cells in table:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
-    lines.append(
-        "test accuracy: mean ± sd over seeds (runs finished); search: the pick's accuracy in the search, on "
-        "its validation images, one seed; p: two-sided, Welch's t-test and the t-test paired by seed"
-    )
-    for row in rows:
-        for seed, error in row["failed"].items():
-            lines.append(f"{row['name']}, seed {seed}: failed: {error}")
-    return lines
-
-
-def write_plot(result: Mapping[str, Any], path: str | Path) -> Path:
-    """Test accuracy (mean ± sd over seeds) against measured latency, picks and baselines marked: png, svg or pdf."""
-    path = Path(path)
-    check_plot_path(path)
-    figure = comparison_figure(result)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path)
-    except OSError as error:
-        raise GasError(f"cannot write {path}: {error.strerror}") from None
-    return path
-
-
-def check_plot_path(path: str | Path) -> None:
-    """One-line GasError for a plot file matplotlib would not write, before anything trains."""
-    if Path(path).suffix.lower() not in PLOT_SUFFIXES:
-        raise GasError(f"--plot {path}: write {', '.join(PLOT_SUFFIXES)}")
-
-
-def comparison_figure(result: Mapping[str, Any]) -> Figure:
-    # A bare Figure renders through the Agg canvas without pyplot, so no display or global state is touched.
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(9, 5), dpi=120)
-    axes = figure.add_subplot()
-    styles = {False: ("o", "#1565c0", "picks"), True: ("s", "#ef6c00", "baselines")}
-    for is_baseline, (marker, color, label) in styles.items():
-        rows = [r for r in result["candidates"] if r["baseline"] == is_baseline and r["test_accuracy_mean"] is not None]
-        if not rows:
-            continue
-        axes.errorbar(
-            [1000 * row["latency_s"] for row in rows],
-            [100 * row["test_accuracy_mean"] for row in rows],
-            yerr=[100 * (row["test_accuracy_sd"] or 0.0) for row in rows],
-            fmt=marker,
-            color=color,
-            capsize=4,
-            markersize=7,
-            label=label,
-        )
-        for row in rows:
-            axes.annotate(
-                row["name"],
-                (1000 * row["latency_s"], 100 * row["test_accuracy_mean"]),
-                textcoords="offset points",
-                xytext=(6, 4),
-                fontsize=8,
-            )
-    limit = result["latency"].get("limit")
-    if limit:
-        axes.axvline(1000 * limit, color="#424242", linestyle="--", linewidth=1, label="the study's latency limit")
-    seeds = len(result["seeds"])
-    axes.set_xlabel(f"latency (ms), {result['latency']['describe']}")
-    axes.set_ylabel(f"test accuracy (%), mean ± sd over {seeds} seed{'s' if seeds != 1 else ''}")
-    schedule_fields = result["schedule"]
-    axes.set_title(
-        f"{result['study']}: {result['dataset']} test split ({result['test_images']} images), "
-        f"{_epochs(schedule_fields['epochs'])} at {schedule_fields['resolution']}px",
-        fontsize=10,
-    )
-    axes.grid(True, linewidth=0.3)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=8)
-    figure.tight_layout()
-    return figure

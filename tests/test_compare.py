@@ -19,7 +19,8 @@ from scipy.stats import ttest_ind, ttest_rel
 
 from gas import study as record
 from gas.cli import main
-from gas.compare import CompareConfig, format_comparison, schedule
+from gas.compare import CompareConfig, schedule
+from gas.compare_report import format_comparison
 from gas.errors import GasError
 from gas.evaluate.datasets import load_dataset, load_test_split
 from gas.evaluate.proxy import ProxyConfig, build_proxy_model, target_schedule
@@ -29,7 +30,7 @@ from gas.scaling import FlopsBudget, MeasuredLatency, limits_text, scale_depth, 
 from gas.search import SearchConfig, search_in_process
 from gas.search.latency_limit import LatencyTarget
 from gas.space import get_space, load_genome
-from search_spaces.turbovit import WIDTH_STEP
+from search_spaces.turbovit.scaling import WIDTH_STEP
 from tests.studies import add_complete, new_study, sampled_genomes, sqlite_url
 
 BUDGET = 1_000_000_000

@@ -56,7 +56,8 @@ from gas.scaling import FlopsBudget, Limit, MeasuredLatency, limits_text, scale_
 from gas.space import get_space, load_genome
 from gas.stats import welch_p
 from gas.units import compact_count, format_count, parse_count
-from search_spaces.turbovit import TurboViTGenome, stages_of
+from search_spaces.turbovit import TurboViTGenome
+from search_spaces.turbovit.scaling import stages_of
 
 SCRIPT = "experiments/bench_quality/run.py"
 

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from gas.compare import CompareConfig, check_plot_path, format_comparison, run_compare, split_list, write_plot
+    from gas.compare import CompareConfig, run_compare, split_list
+    from gas.compare_report import check_plot_path, format_comparison, write_plot
     from gas.latency import DEFAULT_RUNS
     from gas.search.local import run_in_process
     from gas.search.ray_tune import run_on_ray

@@ -23,6 +23,7 @@ from gas.genome import Genome
 from gas.models.hiera import BlockSpec, Hiera, stem_grid
 from gas.space import ExportConstant, ExportRecipe, Part, SearchSpace
 from search_spaces.turbovit.parts import BLOCK, HEAD, STEM
+from search_spaces.turbovit.scaling import deepest_within, widest_within
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -329,7 +330,7 @@ class TurboViTSpace(SearchSpace):
         if how == "width":
             return widest_within(genome, lambda candidate: self._valid(candidate) and fits(candidate))
         if how == "depth":
-            return deepest_within(genome, fits)
+            return deepest_within(genome, fits, DEPTH_RANGE[1])
         raise GasError(f"the {self.name} space scales by width or depth, not {how!r}")
 
     def _valid(self, genome: TurboViTGenome) -> bool:
@@ -403,77 +404,6 @@ def _check_structure(genome: TurboViTGenome) -> None:
                 "attention needs at least 2x2 (use global attention here or a larger mask_unit)"
             )
         pools_before += block.q_pool
-
-
-# Stem widths a width-scaled genome steps through.
-WIDTH_STEP = 8
-
-
-def widest_within(
-    genome: TurboViTGenome, fits: Callable[[TurboViTGenome], bool], step: int = WIDTH_STEP
-) -> TurboViTGenome | None:
-    """The widest copy of `genome` that `fits`: all widths scaled alike, the stem's in steps of `step`.
-
-    Heads stay as they are (so head width scales), and each block width is rounded to a multiple of its
-    heads; for Hiera, whose widths are the stem's times 2**stage, the ratios stay exact. Cost grows with
-    width, so the first width that does not fit ends the search. None if even a `step`-wide stem does not.
-    """
-    best = None
-    for stem_dim in range(step, 8 * genome.stem.dim + 1, step):
-        factor = stem_dim / genome.stem.dim
-        blocks = tuple(
-            dataclasses.replace(block, dim=max(block.heads, round(block.dim * factor / block.heads) * block.heads))
-            for block in genome.blocks
-        )
-        candidate = dataclasses.replace(genome, stem=dataclasses.replace(genome.stem, dim=stem_dim), blocks=blocks)
-        if not fits(candidate):
-            break
-        best = candidate
-    return best
-
-
-def stages_of(genome: TurboViTGenome) -> list[list[int]]:
-    """Block indices per stage: a stage starts at every Q-pool block."""
-    stages: list[list[int]] = [[]]
-    for index, block in enumerate(genome.blocks):
-        if block.q_pool and stages[-1]:
-            stages.append([])
-        stages[-1].append(index)
-    return stages
-
-
-def deepest_within(genome: TurboViTGenome, fits: Callable[[TurboViTGenome], bool]) -> TurboViTGenome | None:
-    """The deepest copy of `genome` that `fits`, changing the depth of its deepest stage only.
-
-    If `genome` does not fit, the last block of the stage with the most blocks (the later stage on a tie)
-    goes, one at a time; a stage keeps at least one block, and its Q-pool block. If it fits, that stage
-    grows by copies of its last block (without its Q-pool) while the next one still fits, up to the
-    space's depth. None if no depth fits.
-    """
-    blocks = list(genome.blocks)
-
-    def deepest_stage(candidate: list[BlockSpec], min_blocks: int = 1) -> list[int] | None:
-        stages = stages_of(dataclasses.replace(genome, blocks=tuple(candidate)))
-        return max(reversed([stage for stage in stages if len(stage) >= min_blocks]), key=len, default=None)
-
-    def blocks_fit(candidate: list[BlockSpec]) -> bool:
-        return fits(dataclasses.replace(genome, blocks=tuple(candidate)))
-
-    if blocks_fit(blocks):
-        while len(blocks) < DEPTH_RANGE[1]:
-            stage = deepest_stage(blocks)
-            assert stage is not None
-            grown = [*blocks[: stage[-1] + 1], dataclasses.replace(blocks[stage[-1]], q_pool=False)]
-            grown += blocks[stage[-1] + 1 :]
-            if not blocks_fit(grown):
-                break
-            blocks = grown
-    while not blocks_fit(blocks):
-        stage = deepest_stage(blocks, min_blocks=2)
-        if stage is None:
-            return None
-        del blocks[stage[-1]]
-    return dataclasses.replace(genome, blocks=tuple(blocks))
 
 
 def _hiera(embed_dim: int, stages: tuple[int, ...]) -> TurboViTGenome:
