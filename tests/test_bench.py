@@ -24,7 +24,9 @@ from gas import study as record
 from gas.bench import time_in_turns
 from gas.cli import main as gas_main
 from gas.errors import GasError
-from gas.latency import LatencySettings, measure
+from gas.evaluate.proxy import ProxyConfig
+from gas.latency import BuildPlan, LatencySettings, measure
+from gas.search import SearchConfig
 from gas.search.latency_limit import LatencyTarget
 from gas.space import get_space, load_genome
 from tests.conftest import REPO, run_gas
@@ -184,6 +186,44 @@ def test_latency_accuracy_harness_end_to_end(tmp_path, monkeypatch):
     markdown = (tmp_path / "bench_latency.md").read_text()
     assert "- efficientvit: " in markdown and "Recalibrated on the build's networks measured again" in markdown
     assert pd.read_csv(tmp_path / "bench_latency_repeat.csv").empty
+
+
+# ---- latency-aware search at equal worker time -------------------------------------------------------
+
+
+def test_a_latency_run_pays_for_its_latency_model_and_measurements(tmp_path, monkeypatch):
+    """The latency arm's worker time holds its model's build (in a cache of its own) and the driver's
+    measurement of every trained network, and the run stops once the whole of it reaches the budget."""
+    bench = load_script("bench_latency_search")
+    shared = tmp_path / "cache"
+    monkeypatch.setenv("GAS_CACHE_DIR", str(shared))
+    plan = BuildPlan(genomes=2, calibrate=2, part_runs=1, runs=1, warmup=0, resolution=64)
+    proxy = ProxyConfig(
+        dataset="digits", evaluator="zero-cost", resolution=32, train_size=16, val_size=16, zero_cost_batch=2
+    )
+    config = SearchConfig(
+        budget=None,
+        study="latency-s0",
+        storage=f"sqlite:///{tmp_path / 'studies' / 'latency-s0.db'}",
+        trials=1,
+        proxy=proxy.with_overrides(device="cpu"),
+        progress=False,
+        latency=LatencyTarget(LatencySettings(device="cpu", threads=1), 10.0, plan, runs=3),
+        objective="latency",
+    )
+    seconds = 4.0
+    row = bench.run_arm(("latency", 0, config, seconds, shared))
+
+    study = record.open_study(config.study_name, config.storage)
+    trained = record.trained_trials(study)
+    walls = [trial.user_attrs[record.TrialKey.WALL_TIME] for trial in trained]
+    measuring = [trial.user_attrs[record.TrialKey.MEASURE_TIME] for trial in trained]
+    assert row["trials"] == len(trained) and row["build_s"] > 0 and row["measure_s"] == pytest.approx(sum(measuring))
+    assert row["worker_s"] == pytest.approx(row["build_s"] + sum(walls) + sum(measuring))
+    before_last = row["build_s"] + sum(walls[:-1]) + sum(measuring[:-1])
+    assert row["worker_s"] >= seconds and (len(trained) == 1 or before_last < seconds), row
+    # Built from nothing for this run alone: no model in the shared cache, one in the run's own.
+    assert not (shared / "latency").exists() and list((shared / "runs" / "latency-s0" / "latency").glob("*.json"))
 
 
 # ---- search quality ----------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ def test_a_latency_limited_search_keeps_only_what_was_measured_under_the_limit(t
         # Samplers learn from the measurement, not the prediction that let the trial train.
         measured = trial.user_attrs[record.TrialKey.MEASURED_LATENCY]
         assert trial.constraints["latency"] == pytest.approx((measured - limit) / limit)
+        # The time measuring took is recorded as the search's work: at least the 3 of 5 runs at or over the median.
+        assert trial.user_attrs[record.TrialKey.MEASURE_TIME] >= 3 * measured
         if trial.state == TrialState.PRUNED:  # predicted under, measured over: infeasible, off the front
             assert trial.user_attrs[record.TrialKey.MEASURED_LATENCY] > limit
             assert trial.user_attrs[record.TrialKey.INFEASIBLE_REASON].startswith("measured latency")
