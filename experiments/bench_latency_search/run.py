@@ -227,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             limit = float(runs.limit_s.iloc[0])
         else:
             cache = Path(os.environ.setdefault("GAS_CACHE_DIR", str(out / f"{NAME}_studies" / "cache"))).resolve()
+            load_start = os.getloadavg()[0]
             limit = measure(load_genome("turbovit"), SETTINGS, 2 * args.runs).median
             print(f"turbovit reference: {1000 * limit:.1f} ms on {SETTINGS.describe()}", flush=True)
             tasks = [
@@ -246,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 best, tried = best_at_limit(arm, seed, study, limit, args.runs)
                 rows.append({**result, **best})
                 measured += tried
-            runs = pd.DataFrame([*rows, *references]).assign(limit_s=limit)
+            runs = pd.DataFrame([*rows, *references]).assign(
+                limit_s=limit, load_start=load_start, load_end=os.getloadavg()[0]
+            )
             out.mkdir(parents=True, exist_ok=True)
             runs.to_csv(out / f"{NAME}.csv", index=False)
             pd.DataFrame(measured).to_csv(out / f"{NAME}_trials.csv", index=False)
@@ -269,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(of_which_build_s, of_which_measure_s). Each run's "
             "'best at limit' is its most accurate trained trial re-measured at or under the limit after all "
             "searches ended; the reference row is turbovit trained on the same proxy and seeds. Proxy accuracy "
-            "only: nothing here trains on a longer schedule.",
+            "only: nothing here trains on a longer schedule. Worker time and latency depend on what else the "
+            f"machine ran: its load average (1 min) was {runs.load_start.iloc[0]:.1f} at the start and "
+            f"{runs.load_end.iloc[0]:.1f} at the end.",
             "",
             table.to_markdown(index=False, floatfmt=".3f"),
             "",
