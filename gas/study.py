@@ -55,6 +55,7 @@ class TrialKey:
     STOPPED_AT = "stopped_at"  # epochs trained when early stopping ended the trial at a rung
     PREDICTED_LATENCY = "predicted_latency"  # seconds, the latency model's figure before training
     MEASURED_LATENCY = "measured_latency"  # seconds, the median end-to-end time on the target device
+    MEASURE_TIME = "measure_time"  # seconds the driver spent measuring it, after the trial and outside it
     DATASET = "dataset"
     PROXY_RESOLUTION = "proxy_resolution"
     PROXY_EPOCHS = "proxy_epochs"
@@ -403,8 +404,9 @@ def write_constraints(trial: optuna.Trial, constraints: Mapping[str, float]) -> 
         trial.set_constraint(name, value)
 
 
-def write_measured_latency(trial: optuna.Trial, seconds: float) -> None:
+def write_measured_latency(trial: optuna.Trial, seconds: float, took: float) -> None:
     trial.set_user_attr(TrialKey.MEASURED_LATENCY, seconds)
+    trial.set_user_attr(TrialKey.MEASURE_TIME, took)
 
 
 def write_over_limit(

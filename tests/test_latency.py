@@ -6,11 +6,13 @@ built from two small genomes at 64px with one timed run per part.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
 import pytest
 import torch
+from scipy.stats import kendalltau
 
 from gas.cli import main as gas_main
 from gas.errors import GasError
@@ -23,6 +25,7 @@ from gas.latency import (
     decompose,
     fingerprint,
     measure,
+    measure_many,
 )
 from gas.latency.fit import fit_calibration
 from gas.latency.parts import build
@@ -162,6 +165,28 @@ def test_latency_model_predicts_fast_and_positive(built):
     per_genome = (time.perf_counter() - started) / len(predictions)
     assert per_genome < 1e-3, f"{per_genome * 1e6:.0f} us per prediction"
     assert all(seconds > 0 for seconds in predictions)
+
+
+def test_latency_model_ranks_genomes_it_was_not_fitted_on(built):
+    """Four new genomes, each at least three times the work of the one before (the smallest and largest drawn at
+    32px, 64px and 128px), are predicted in the order this machine measures them. One swapped pair is allowed
+    for noise; a model that predicted one figure for all, or ignored size, ranks nothing."""
+    model, _ = built
+
+    def drawn(resolution: int, seed: int) -> list:
+        ordered = sorted(sample_genomes("turbovit", 20, seed, resolution), key=lambda row: row[1].flops)
+        return [genome for genome, _ in ordered]
+
+    at_64 = drawn(64, 22)
+    genomes = [drawn(32, 21)[0], at_64[0], at_64[-1], drawn(128, 23)[-1]]
+    flops = [get_space("turbovit").cost(genome).flops for genome in genomes]
+    assert all(larger >= 3 * smaller for smaller, larger in itertools.pairwise(flops)), flops
+    fitted = {json.dumps(genome.to_dict()) for rows in model.observations.values() for genome, _ in rows}
+    assert not fitted & {json.dumps(genome.to_dict()) for genome in genomes}
+    predicted = [model.predict(genome) for genome in genomes]
+    measured = measure_many({str(index): genome for index, genome in enumerate(genomes)}, ONE_THREAD, runs=5)
+    tau = kendalltau(predicted, [measured[str(index)].median for index in range(len(genomes))]).statistic
+    assert tau >= 0.66, (predicted, measured)
 
 
 def test_latency_model_cache_round_trips(built):

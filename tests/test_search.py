@@ -95,7 +95,7 @@ def test_search_end_to_end_on_a_relative_image_folder(tmp_path):
         genome = load_genome(attrs["genome"])
         cost = space.cost(genome)
         assert attrs["flops"] == cost.flops <= 1e9 and attrs["params"] == cost.params
-        assert trial.values == [attrs["accuracy"], attrs["flops"]] and 0.0 <= attrs["accuracy"] <= 1.0
+        assert trial.values == [attrs["accuracy"], attrs["flops"]] and attrs["accuracy_history"] == [attrs["accuracy"]]
         assert attrs["budget_utilisation"] == pytest.approx(cost.flops / 1e9)
         assert attrs["proxy_resolution"] == 32 and attrs["proxy_epochs"] == 1 and attrs["dataset"] == folder
         assert attrs["wall_time"] > 0 and attrs["device"] == "cpu" and attrs["images_per_second"] > 0

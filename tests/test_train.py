@@ -40,11 +40,24 @@ def test_proxy_reports_every_epoch_and_returns_the_contract(tiny_run):
     assert [report["epoch"] for report in reports] == [1.0, 2.0, 3.0]
     assert all({"epoch", "accuracy", "loss"} <= set(report) for report in reports)
     assert result.accuracy == reports[-1]["accuracy"]
-    assert 0.0 <= result.accuracy <= 1.0
+    assert (result.accuracy * 256).is_integer()  # a share of the 256 validation images
     assert result.epochs == 3 and result.device == "cpu"
     assert result.wall_time > 0 and result.images_per_second > 0
     assert result.mfu is None  # no peak FLOP/s is known for a CPU
     assert set(result.zero_cost) == {"naswot", "synflow", "grad_norm"}
+
+
+def test_the_reported_accuracy_is_the_trained_models_on_the_validation_images():
+    """Digits are easy: two epochs take a small network far above chance, and the figure training reports is
+    the share of validation images the trained model labels correctly, counted here by hand."""
+    splits = load_dataset("digits", 32, train_size=128, val_size=64)
+    model = build_proxy_model(SMALL, 32, splits.num_classes)
+    result = train(model, splits, TrainConfig(epochs=2, batch_size=16, device="cpu"))
+    model.eval()
+    with torch.no_grad():
+        labelled = model(splits.val_images).argmax(dim=1)
+    assert result.accuracy == int((labelled == splits.val_labels).sum()) / len(splits.val_labels)
+    assert result.accuracy > 3 / splits.num_classes, result.history
 
 
 def test_same_seed_same_result_on_cpu(tiny_run):
@@ -113,13 +126,15 @@ def test_training_on_a_prebuilt_split_reports_images_per_second():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_training_uses_bf16_and_reports_mfu():
+def test_cuda_training_uses_bf16_and_reports_mfu(monkeypatch):
+    monkeypatch.setenv("GAS_PEAK_FLOPS", "1e15")  # a peak for any GPU, so MFU is reported
     config = TINY.with_overrides(device="cuda", epochs=1)
-    result = evaluate(SMALL, config)
+    reports: list[dict[str, float]] = []
+    result = evaluate(SMALL, config, report=reports.append)
     assert result.device == torch.cuda.get_device_name(0)
-    assert 0.0 <= result.accuracy <= 1.0
-    if result.mfu is not None:
-        assert 0.0 < result.mfu < 1.0
+    assert (result.accuracy * 256).is_integer() and result.accuracy_history == (result.accuracy,)
+    (epoch,) = reports  # training's forward and backward passes: 3 forward passes of multiply-adds, 2 FLOPs each
+    assert result.mfu == pytest.approx(epoch["images_per_second"] * 3 * 2 * result.forward_flops / 1e15)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

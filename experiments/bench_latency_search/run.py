@@ -5,7 +5,10 @@
 
 First the `turbovit` reference's latency is measured on this CPU (one thread, batch 1, fp32, --runs runs);
 that is the limit L. Two arms then search the turbovit space on the default proxy, each for the same
-worker time (the trials' own wall time, as in bench_early_stop), one thread per run:
+worker time, one thread per run. Worker time is all the work a search does for its results: the trials'
+own wall time (as in bench_early_stop) and, for the latency arm, the driver's measurement of every trained
+network and the latency model's build. Each latency run builds its model from nothing, in a cache of its
+own, as a search on a device gas has not timed before does; so no run's model learns from another's.
 
     flops     `gas search --budget 2.5G`: FLOPs within the budget, latency never looked at
     latency   `gas search --max-latency L`: every proposal's latency predicted before it trains, every trained
@@ -33,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
 import os
+import shutil
+import time
 from collections.abc import Sequence
 
 import optuna
@@ -42,7 +47,7 @@ from optuna.trial import TrialState
 from experiments.common.cli import harness_parser
 from experiments.common.results import command_line, stamp, write_page
 from experiments.common.tables import frame_markdown, write_csv
-from experiments.common.worker_time import search_for, worker_seconds
+from experiments.common.worker_time import measure_seconds, search_for, worker_seconds
 from experiments.common.workers import worker_pool
 from gas import study as record
 from gas.errors import GasError
@@ -76,17 +81,47 @@ def arm_config(arm: str, seed: int, limit: float, args: argparse.Namespace, out:
     )
 
 
-def run_arm(task: tuple[str, int, SearchConfig, float]) -> dict:
-    """One arm and seed from an empty study, until its trials have used the worker time."""
+def own_cache(shared: Path, run: str) -> Path:
+    """An empty cache folder for one run, sharing only the decoded datasets of `shared`."""
+    own = shared / "runs" / run
+    shutil.rmtree(own, ignore_errors=True)
+    own.mkdir(parents=True)
+    (shared / "datasets").mkdir(parents=True, exist_ok=True)
+    (own / "datasets").symlink_to(shared / "datasets", target_is_directory=True)
+    return own
+
+
+def run_arm(task: tuple[str, int, SearchConfig, float, Path]) -> dict:
+    """One arm and seed from an empty study (and, under a latency target, no latency model), until its work has
+    used the worker time; `task` ends with the shared cache folder."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    arm, seed, config, seconds = task
+    arm, seed, config, seconds, cache = task
     storage_file = Path(config.storage.removeprefix("sqlite:///"))
     storage_file.parent.mkdir(parents=True, exist_ok=True)
     storage_file.unlink(missing_ok=True)
-    study = search_for(config, seconds).study
+    os.environ["GAS_CACHE_DIR"] = str(cache)
+    build = 0.0
+    if config.latency is not None:
+        os.environ["GAS_CACHE_DIR"] = str(own_cache(cache, f"{arm}-s{seed}"))
+        started = time.perf_counter()
+        prepare(config)  # the datasets are cached already: this is the latency model's build
+        build = time.perf_counter() - started
+    study = search_for(config, seconds - build).study
     trained = record.trained_trials(study)
-    print(f"{arm} seed {seed}: {len(trained)} trials, {worker_seconds(study):.0f} worker-s", flush=True)
-    return {"arm": arm, "seed": seed, "trials": len(trained), "worker_s": worker_seconds(study)}
+    measuring = measure_seconds(study)
+    spent = build + worker_seconds(study)
+    print(
+        f"{arm} seed {seed}: {len(trained)} trials, {spent:.0f} worker-s ({build + measuring:.0f} on latency)",
+        flush=True,
+    )
+    return {
+        "arm": arm,
+        "seed": seed,
+        "trials": len(trained),
+        "worker_s": spent,
+        "build_s": build,
+        "measure_s": measuring,
+    }
 
 
 def train_reference(seed: int) -> dict:
@@ -138,6 +173,8 @@ def summarise(runs: pd.DataFrame, limit: float) -> tuple[pd.DataFrame, list[str]
                 "found": f"{len(found)}/{len(rows)}",
                 "trials_mean": rows.trials.mean() if arm != "turbovit" else None,
                 "worker_s_mean": rows.worker_s.mean() if arm != "turbovit" else None,
+                "of_which_build_s": rows.build_s.mean() if arm != "turbovit" else None,
+                "of_which_measure_s": rows.measure_s.mean() if arm != "turbovit" else None,
             }
         )
     headlines, p_values = [], {}
@@ -190,26 +227,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs = pd.read_csv(out / f"{NAME}.csv")
             limit = float(runs.limit_s.iloc[0])
         else:
-            os.environ.setdefault("GAS_CACHE_DIR", str(out / f"{NAME}_studies" / "cache"))
+            cache = Path(os.environ.setdefault("GAS_CACHE_DIR", str(out / f"{NAME}_studies" / "cache"))).resolve()
+            load_start = os.getloadavg()[0]
             limit = measure(load_genome("turbovit"), SETTINGS, 2 * args.runs).median
             print(f"turbovit reference: {1000 * limit:.1f} ms on {SETTINGS.describe()}", flush=True)
             tasks = [
-                (arm, seed, arm_config(arm, seed, limit, args, out), args.worker_seconds)
+                (arm, seed, arm_config(arm, seed, limit, args, out), args.worker_seconds, cache)
                 for seed in range(args.seeds)
                 for arm in args.arms
             ]
-            for arm in args.arms:  # bad input in one line, and the latency model built once before the runs share it
-                prepare(next(task[2] for task in tasks if task[0] == arm))
+            # Bad input in one line, and the datasets cached before any run's clock starts; each latency run
+            # builds its own latency model, on its own clock.
+            prepare(arm_config("flops", 0, limit, args, out))
             with worker_pool(args.jobs, threads=1) as pool:
                 searched = list(pool.map(run_arm, tasks))
                 references = list(pool.map(train_reference, range(args.seeds)))
             rows, measured = [], []
-            for (arm, seed, config, _), result in zip(tasks, searched, strict=True):
+            for (arm, seed, config, _, _), result in zip(tasks, searched, strict=True):
                 study = record.open_study(config.study_name, config.storage)
                 best, tried = best_at_limit(arm, seed, study, limit, args.runs)
                 rows.append({**result, **best})
                 measured += tried
-            runs = pd.DataFrame([*rows, *references]).assign(limit_s=limit)
+            runs = pd.DataFrame([*rows, *references]).assign(
+                limit_s=limit, load_start=load_start, load_end=os.getloadavg()[0]
+            )
             write_csv(out / f"{NAME}.csv", runs)
             write_csv(out / f"{NAME}_trials.csv", pd.DataFrame(measured))
     except (GasError, OSError) as error:
@@ -223,13 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             stamp(command_line(SCRIPT, argv)),
             "",
             f"Limit: the `turbovit` reference's measured latency, {1000 * limit:.1f} ms ({SETTINGS.describe()}). "
-            f"Each arm searched until its trials had used {runs.worker_s.dropna().min():.0f}+ worker-seconds on "
+            f"Each arm searched until its work had used {runs.worker_s.dropna().min():.0f}+ worker-seconds on "
             f"the default proxy (one thread per run, {args.jobs} runs at a time): "
             + arms_text(set(runs.arm), args.budget)
-            + ". Each run's "
+            + ". Worker-seconds count the trials' wall time and, for the latency arm, the latency model's build "
+            "(each run builds its own, from nothing) and the driver's measurement of every trained network "
+            "(of_which_build_s, of_which_measure_s). Each run's "
             "'best at limit' is its most accurate trained trial re-measured at or under the limit after all "
             "searches ended; the reference row is turbovit trained on the same proxy and seeds. Proxy accuracy "
-            "only: nothing here trains on a longer schedule.",
+            "only: nothing here trains on a longer schedule. Worker time and latency depend on what else the "
+            f"machine ran: its load average (1 min) was {runs.load_start.iloc[0]:.1f} at the start and "
+            f"{runs.load_end.iloc[0]:.1f} at the end.",
             "",
             frame_markdown(table, ".3f"),
             "",

@@ -394,11 +394,13 @@ class Engine:
         return frozen
 
     def _measure(self, trial: optuna.Trial) -> float | None:
-        """The trained network's latency on the target device (None without one), recorded on the trial."""
+        """The trained network's latency on the target device (None without one), recorded on the trial with
+        the time measuring it took: work outside the trial that a latency-aware search costs."""
         if self.judge is None:
             return None
+        started = time.perf_counter()
         measured = self.judge.measure(load_genome(trial.user_attrs[record.TrialKey.GENOME]))
-        record.write_measured_latency(trial, measured)
+        record.write_measured_latency(trial, measured, time.perf_counter() - started)
         return measured
 
     def _objective_cost(self, trial: optuna.Trial, measured: float | None) -> float:
