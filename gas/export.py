@@ -134,7 +134,7 @@ def measured_in(recorded: Mapping[str, Any]) -> str:
     settings = recorded.get("settings") or {}
     where = recorded.get("fingerprint") or {}
     if settings.get("runtime", "torch") == "onnxruntime":
-        return " ".join(["ONNX Runtime", *([where["onnxruntime"]] if where.get("onnxruntime") else [])])
+        return " ".join(["ONNX Runtime", *([where["runtime_version"]] if where.get("runtime_version") else [])])
     version = [where["torch"]] if where.get("torch") else []
     return " ".join(["PyTorch", *version, "(torch.compile)" if settings.get("compile") else "(eager)"])
 

@@ -112,5 +112,5 @@ def session(model: Any, threads: int, what: str = "ONNX Runtime") -> Any:
 
 def runtime_version() -> str:
     """ONNX Runtime's version, for a latency fingerprint."""
-    _, onnxruntime = require("--runtime onnxruntime")
+    _, onnxruntime = require("latency in ONNX Runtime")
     return str(onnxruntime.__version__)

@@ -28,7 +28,7 @@ RUNTIMES = LATENCY_RUNTIMES
 #: Fingerprint fields added after latency models were first cached, at the value every earlier model had.
 #: `difference` reads a fingerprint without them as having these values, and `fingerprint_id` leaves them
 #: out while they have them, so an earlier cache file keeps its name and still loads as a torch one.
-LEGACY_FINGERPRINT = {"runtime": "torch", "onnxruntime": None}
+LEGACY_FINGERPRINT = {"runtime": "torch", "runtime_version": None}
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class LatencySettings:
         if self.runtime == "onnxruntime":
             from gas.onnx_model import require
 
-            require("--runtime onnxruntime")
+            require("latency in ONNX Runtime")
 
     def effective_threads(self) -> int:
         """The CPU thread count the settings time with."""
@@ -119,20 +119,20 @@ def fingerprint(settings: LatencySettings) -> dict[str, Any]:
 
     The CPU thread count is the effective one (so `threads=None` on a 2-thread torch equals `threads=2`);
     on CUDA the thread count is left out (the GPU does the work) and the GPU's name is added. The CPU model
-    stays in on CUDA: at batch 1 the host's kernel launches are a large part of the time. The torch version
-    stays in under ONNX Runtime too: torch's exporter writes the graph ONNX Runtime runs.
+    stays in on CUDA: at batch 1 the host's kernel launches are a large part of the time. `runtime_version`
+    is ONNX Runtime's version under it, and None under torch, whose version is `torch`; that stays in under
+    ONNX Runtime too, since torch's exporter writes the graph ONNX Runtime runs.
 
     >>> sorted(fingerprint(LatencySettings(threads=1)))
-    ['batch', 'compile', 'cpu', 'device', 'dtype', 'gpu', 'onnxruntime', 'runtime', 'threads', 'torch']
+    ['batch', 'compile', 'cpu', 'device', 'dtype', 'gpu', 'runtime', 'runtime_version', 'threads', 'torch']
     """
     settings.check_available()
     on_cuda = settings.device == "cuda"
+    version = None
     if settings.runtime == "onnxruntime":
         from gas.onnx_model import runtime_version
 
-        onnxruntime_version = runtime_version()
-    else:
-        onnxruntime_version = None
+        version = runtime_version()
     return {
         "device": settings.device,
         "cpu": processor_name(),
@@ -143,7 +143,7 @@ def fingerprint(settings: LatencySettings) -> dict[str, Any]:
         "compile": settings.compile,
         "torch": torch.__version__,
         "runtime": settings.runtime,
-        "onnxruntime": onnxruntime_version,
+        "runtime_version": version,
     }
 
 

@@ -126,7 +126,7 @@ def prepare(module: nn.Module, settings: LatencySettings, shape: tuple[int, ...]
     if settings.runtime == "onnxruntime":
         from gas.onnx_model import INPUT_NAME, session, to_onnx
 
-        exported = to_onnx(copy.deepcopy(module), shape, "--runtime onnxruntime")
+        exported = to_onnx(copy.deepcopy(module), shape, "latency in ONNX Runtime")
         runner = session(exported, settings.effective_threads())
         # A CPU tensor's .numpy() shares its memory: the call times the session, not a copy.
         return lambda images: runner.run(None, {INPUT_NAME: images.numpy()})
