@@ -105,7 +105,10 @@ def report(table: pd.DataFrame, out: Path, command: str, notes: Sequence[str]) -
                 if runtime in ratios.columns and pd.notna(ratios.loc[model, runtime])
             ]
             headline.append(f"- {threads_text}, batch {batch}, {model}: " + ", ".join(parts) + " of eager's time.")
-    failed = [f"torch.compile failed with {threads} threads: {reason}" for threads, reason in failures.items()]
+    failed = [
+        f"torch.compile failed with {threads} thread{'s' if threads != 1 else ''}: {reason}"
+        for threads, reason in failures.items()
+    ]
     setup = (
         "Eval mode, float32, fresh weights, each model at its genome's resolution (224px), on the CPU. Runtimes: "
         "eager torch (`torch.inference_mode()`), torch.compile (static shapes, inductor) and ONNX Runtime on the "
