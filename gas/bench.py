@@ -1,11 +1,11 @@
 """The backend of `gas bench`: inference latency and throughput of models at several batch sizes, in turns.
 
-Models are named as `gas.named_model` reads them. Settings: CPU in float32; on CUDA, bfloat16 weights and
-inputs, eagerly and under `torch.compile` (each a `LatencySettings`). For each setting and batch size every
-model first runs a few untimed batches, then the models take turns, one call each per round
-(`gas.latency.measure.time_in_turns`), so a change in machine load during the run touches all of them
-alike; the figure is the median. Batch 1 gives latency; larger batches give throughput (images per second
-of the median batch).
+Models are named as `gas.named_model` reads them. Settings: CPU in float32, in torch and (with the onnx
+extra) in ONNX Runtime; on CUDA, bfloat16 weights and inputs, eagerly and under `torch.compile` (each a
+`LatencySettings`). For each device and batch size every model in every setting first runs a few untimed
+batches, then they all take turns, one call each per round (`gas.latency.measure.time_in_turns`), so a
+change in machine load during the run touches all of them alike; the figure is the median. Batch 1 gives
+latency; larger batches give throughput (images per second of the median batch).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from gas.defaults import LATENCY_DEVICES
+from gas.defaults import LATENCY_DEVICES, LATENCY_RUNTIMES
 from gas.errors import GasError
 from gas.latency.device import LatencySettings, running_with
 from gas.latency.measure import prepare, time_in_turns
@@ -33,15 +33,26 @@ CUDA_BF16 = LatencySettings("cuda", dtype="bf16")
 CUDA_BF16_COMPILED = LatencySettings("cuda", dtype="bf16", compile=True)
 
 
-def settings_for(device: str = "auto", compile: bool = True) -> list[LatencySettings]:
-    """CPU float32 and, where CUDA is (or `device` asks for it), CUDA bfloat16 eager and compiled."""
+def settings_for(
+    device: str = "auto", compile: bool = True, runtimes: Sequence[str] = ("torch",)
+) -> list[LatencySettings]:
+    """CPU float32 in each of `runtimes` and, where CUDA is (or `device` asks for it), CUDA bfloat16 eager
+    and compiled (torch only: ONNX Runtime runs on the CPU here)."""
     if device not in ("auto", *LATENCY_DEVICES):
         raise GasError(f"unknown device {device!r}; use auto, {' or '.join(LATENCY_DEVICES)}")
+    unknown = [runtime for runtime in runtimes if runtime not in LATENCY_RUNTIMES]
+    if unknown or not runtimes:
+        raise GasError(f"unknown runtime {unknown[0] if unknown else ''!r}; use {' or '.join(LATENCY_RUNTIMES)}")
     if device == "cuda":
         CUDA_BF16.check_available()
-    settings = [CPU_FP32] if device in ("auto", "cpu") else []
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if "torch" not in runtimes:
+            raise GasError("ONNX Runtime runs on the CPU here; use --device cpu or auto")
+    cpu = [dataclasses.replace(CPU_FP32, runtime=runtime) for runtime in dict.fromkeys(runtimes)]
+    settings = cpu if device in ("auto", "cpu") else []
+    if "torch" in runtimes and (device == "cuda" or (device == "auto" and torch.cuda.is_available())):
         settings += [CUDA_BF16, CUDA_BF16_COMPILED] if compile else [CUDA_BF16]
+    for setting in settings:
+        setting.check_available()  # ONNX Runtime without the onnx extra: one line, before any model loads
     return settings
 
 
@@ -56,47 +67,58 @@ def run_benchmark(
     """One row per setting, batch size and model: median and fastest time per batch, and images/s.
 
     Batch 1 is timed `repeats` times; larger batches `batch_repeats` times (each takes much longer). The
-    settings' own batch is ignored: each batch size of `batch_sizes` is timed in turn.
+    settings' own batch is ignored: each batch size of `batch_sizes` is timed in turn. Settings on one
+    device are timed in the same turns, so eager torch, torch.compile and ONNX Runtime see the same load;
+    each takes its CPU thread count from torch's when this is called (their `threads` are not applied).
     """
     if not models:
         raise GasError("give at least one model")
     if any(size < 1 for size in batch_sizes) or repeats < 1 or batch_repeats < 1 or warmup < 0:
         raise GasError("batch sizes and repeats must be at least 1, warm-up runs at least 0")
+    by_name = {entry.name: entry for entry in models}
     rows = []
-    for setting in settings:
+    for device in dict.fromkeys(setting.device for setting in settings):
+        on_device = [setting for setting in settings if setting.device == device]
         # Static shapes under torch.compile: one specialised graph per batch size, built in its warm-up.
-        prepared = {entry.name: prepare(entry.model, setting) for entry in models}
+        # ONNX Runtime sessions take any batch size: one export per model, not per batch size.
+        prepared = {
+            (setting, entry.name): prepare(entry.model, setting, (3, entry.resolution, entry.resolution))
+            for setting in on_device
+            for entry in models
+        }
         for batch in batch_sizes:
-            sized = dataclasses.replace(setting, batch=batch)
-            inputs = {
-                entry.name: torch.randn(
-                    batch, 3, entry.resolution, entry.resolution, device=setting.device, dtype=setting.torch_dtype
-                )
-                for entry in models
-            }
-            calls = {
-                name: (lambda module=module, images=inputs[name]: module(images)) for name, module in prepared.items()
-            }
-            with running_with(sized):
-                seconds = time_in_turns(calls, repeats if batch == 1 else batch_repeats, warmup, setting.device)
-            for entry in models:
-                median = statistics.median(seconds[entry.name])
-                rows.append(
-                    {
-                        "model": entry.name,
-                        "setting": setting.kind,
-                        "batch": batch,
-                        "params": entry.params,
-                        "flops": entry.flops,
-                        "resolution": entry.resolution,
-                        "median_ms": 1000 * median,
-                        "min_ms": 1000 * min(seconds[entry.name]),
-                        "images_per_s": batch / median,
-                        "runs": len(seconds[entry.name]),
-                    }
-                )
+            calls = {}
+            for (setting, name), run in prepared.items():
+                entry = by_name[name]
+                shape = (batch, 3, entry.resolution, entry.resolution)
+                images = torch.randn(*shape, device=device, dtype=setting.torch_dtype)
+                calls[f"{setting.kind}|{name}"] = lambda run=run, images=images: run(images)
+            with running_with(dataclasses.replace(on_device[0], threads=None, batch=batch)):
+                seconds = time_in_turns(calls, repeats if batch == 1 else batch_repeats, warmup, device)
+            for setting in on_device:
+                for entry in models:
+                    timed = seconds[f"{setting.kind}|{entry.name}"]
+                    median = statistics.median(timed)
+                    rows.append(
+                        {
+                            "model": entry.name,
+                            "setting": setting.kind,
+                            "runtime": setting.runtime,
+                            "compiled": setting.compile,
+                            "device": setting.device,
+                            "dtype": setting.dtype,
+                            "batch": batch,
+                            "params": entry.params,
+                            "flops": entry.flops,
+                            "resolution": entry.resolution,
+                            "median_ms": 1000 * median,
+                            "min_ms": 1000 * min(timed),
+                            "images_per_s": batch / median,
+                            "runs": len(timed),
+                        }
+                    )
         del prepared
-        if setting.device == "cuda":
+        if device == "cuda":
             torch.cuda.empty_cache()
     return rows
 
@@ -119,6 +141,20 @@ def add_ratios(rows: list[dict[str, Any]], baseline: str) -> str | None:
         row["latency_x"] = row["median_ms"] / base["median_ms"]
         row["throughput_x"] = row["images_per_s"] / base["images_per_s"]
     return chosen
+
+
+def add_runtime_ratios(rows: list[dict[str, Any]]) -> bool:
+    """Add `vs_eager` to each row: its median time over the same model's in eager torch at the same device,
+    dtype and batch size (below 1: faster than eager). Returns whether any row was timed other than eagerly."""
+    eager = {
+        (row["model"], row["device"], row["dtype"], row["batch"]): row["median_ms"]
+        for row in rows
+        if row["runtime"] == "torch" and not row["compiled"]
+    }
+    for row in rows:
+        base = eager.get((row["model"], row["device"], row["dtype"], row["batch"]))
+        row["vs_eager"] = None if base is None else row["median_ms"] / base
+    return any(row["runtime"] != "torch" or row["compiled"] for row in rows)
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:

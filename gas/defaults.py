@@ -26,9 +26,10 @@ OBJECTIVE_AXES = ("flops", "latency", "params")
 #: How a proxy scores a genome: trained for a few epochs, or a zero-cost score at initialisation.
 EVALUATORS = ("train", "zero-cost")
 
-#: Devices and dtypes latency is measured on (gas.latency.device).
+#: Devices, dtypes and runtimes latency is measured on (gas.latency.device).
 LATENCY_DEVICES = ("cpu", "cuda")
 LATENCY_DTYPES = ("fp32", "bf16")
+LATENCY_RUNTIMES = ("torch", "onnxruntime")
 
 #: What `gas compare` retrains when not told: the study's most accurate pick, against TurboViT's published
 #: scale and Hiera-T scaled to the study's limits by width and by depth (gas.compare).

@@ -1,4 +1,4 @@
-"""`gas export`: write a genome's model as one readable PyTorch file that needs only torch.
+"""`gas export`: write a genome's model as one readable PyTorch file that needs only torch, or as ONNX.
 
 The file is assembled from what the genome's space returns from `SearchSpace.export_recipe`: the model
 family module's imports, the genome as data (the block list first thing a reader sees), the family's
@@ -7,6 +7,9 @@ source copied verbatim, `GENOME`, and `build_model(num_classes)`. Nothing here k
 The output is deterministic (same genome and provenance, same bytes) and laid out the way `ruff format`
 would lay it out, so it can be committed and diffed. Before writing, the file is executed once and its
 model's state_dict keys and shapes are checked against the model gas builds from the genome.
+
+`export_onnx` writes the model gas builds from the genome as an ONNX file (`gas.onnx_model`): batch
+dimension dynamic, initializers named as the model's state_dict, so trained weights can be put in by name.
 """
 
 from __future__ import annotations
@@ -52,6 +55,16 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class OnnxExported:
+    """A written ONNX file and the numbers worth printing about it."""
+
+    path: Path
+    opset: int
+    size: int  # bytes
+    initializers: int
+
+
+@dataclass(frozen=True)
 class Exported:
     """A written export and the numbers worth printing about it."""
 
@@ -91,7 +104,7 @@ def provenance_for_trial(study: optuna.Study, trial: FrozenTrial, command: str =
         from gas.study import latency_of
 
         where = latency_of(study)
-        on = f" on {describe_target(where)}" if where else ""
+        on = f" in {measured_in(where)} on {describe_target(where)}" if where else ""
         details.append(f"Measured latency: {format_duration(float(attrs[TrialKey.MEASURED_LATENCY]))}{on}")
     measured = []
     if attrs.get(TrialKey.DATASET):
@@ -111,6 +124,19 @@ def provenance_for_trial(study: optuna.Study, trial: FrozenTrial, command: str =
         accuracy_detail=" ".join(measured),
         command=command,
     )
+
+
+def measured_in(recorded: Mapping[str, Any]) -> str:
+    """'PyTorch 2.13.0 (eager)' or 'ONNX Runtime 1.32.0': the runtime of a study's latency record.
+
+    Records from before the runtime was recorded were measured in torch.
+    """
+    settings = recorded.get("settings") or {}
+    where = recorded.get("fingerprint") or {}
+    if settings.get("runtime", "torch") == "onnxruntime":
+        return " ".join(["ONNX Runtime", *([where["runtime_version"]] if where.get("runtime_version") else [])])
+    version = [where["torch"]] if where.get("torch") else []
+    return " ".join(["PyTorch", *version, "(torch.compile)" if settings.get("compile") else "(eager)"])
 
 
 # ---- the family module -----------------------------------------------------------------------------
@@ -462,6 +488,41 @@ def export_genome(
         raise GasError(f"cannot write {path}: {error.strerror}") from None
     params, flops, flops_224 = _describe_cost(genome, space)
     return Exported(path, module_name, genome, params, flops, flops_224, provenance)
+
+
+def onnx_path_for(out: str | Path) -> Path:
+    """`out` as the path of an ONNX file, which must end in .onnx."""
+    path = Path(out)
+    if path.suffix != ".onnx":
+        raise GasError(f"--onnx {out} must be a .onnx file")
+    return path
+
+
+def export_onnx(genome: Genome, out: str | Path, source: str = "", space: SearchSpace | None = None) -> OnnxExported:
+    """Write the model gas builds from `genome` to `out` as ONNX, with a dynamic batch dimension.
+
+    Its weights are the fresh ones `build_model()` draws, from a fixed seed, so a genome writes the same file
+    each time; initializer names are the model's state_dict keys, for trained weights to be put in by name.
+    The genome and `source` (where it came from) are kept in the file's metadata as `gas_genome` and
+    `gas_source`.
+    """
+    from gas.onnx_model import OPSET, require, to_onnx
+
+    path = onnx_path_for(out)
+    onnx, _ = require("--onnx")
+    space = space or get_space(genome.space)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = space.build(genome)
+    exported = to_onnx(model, (3, genome.resolution, genome.resolution), "--onnx")
+    onnx.helper.set_model_props(exported, {"gas_genome": genome.to_json(), "gas_source": source})
+    data = exported.SerializeToString()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as error:
+        raise GasError(f"cannot write {path}: {error.strerror}") from None
+    return OnnxExported(path, OPSET, len(data), len(exported.graph.initializer))
 
 
 def readme_row(exported: Exported) -> str:

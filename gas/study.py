@@ -249,13 +249,23 @@ def find_trial(study: optuna.Study, number: int, states: Sequence[TrialState] = 
 
 
 def _with_legacy_defaults(settings: Mapping[str, Any], seed: int | None) -> dict[str, Any]:
-    """Settings as recorded, with the proxy settings earlier versions left out filled in at their values.
+    """Settings as recorded, with the settings earlier versions left out filled in at their values.
 
-    Those versions trained every trial with the study's seed, on the CPU.
+    Those versions trained every trial with the study's seed, on the CPU, and measured latency in torch.
     """
     filled = dict(settings)
     if isinstance(filled.get("proxy"), Mapping):
         filled["proxy"] = {**LEGACY_PROXY_SETTINGS, "device": "cpu", "seed": seed, **filled["proxy"]}
+    latency = filled.get("latency")
+    if isinstance(latency, Mapping):
+        from gas.latency.device import LEGACY_FINGERPRINT
+
+        latency = dict(latency)
+        if isinstance(latency.get("settings"), Mapping):
+            latency["settings"] = {"runtime": LEGACY_FINGERPRINT["runtime"], **latency["settings"]}
+        if isinstance(latency.get("fingerprint"), Mapping):
+            latency["fingerprint"] = {**LEGACY_FINGERPRINT, **latency["fingerprint"]}
+        filled["latency"] = latency
     return filled
 
 

@@ -354,6 +354,39 @@ def test_inference_speed_harness_end_to_end(search_run, tmp_path):
     assert list((tmp_path / "bench_speed_genomes").glob("*.json"))
 
 
+def test_runtime_harness_reports_a_failed_compile_and_times_the_other_runtimes(tmp_path, monkeypatch):
+    """torch.compile fails for real (no C++ compiler where inductor looks): the table says so, the rest is timed."""
+    model_file = tmp_path / "tiny.py"
+    model_file.write_text(
+        "import torch\n\n\ndef build_model():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten())\n"
+    )
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, str(tmp_path / "no-such-compiler")))
+    bench_runtime = load_script("bench_runtime")
+    args = ["--references", "--models", str(model_file), "--threads", "1", "--batch-sizes", "1", "2"]
+    args += ["--repeats", "2", "--batch-repeats", "1", "--out", str(tmp_path)]
+    assert bench_runtime.main(args) == 0
+    table = pd.read_csv(tmp_path / "bench_runtime.csv")
+    assert sorted(zip(table["runtime"], table["batch"], strict=True)) == [
+        ("onnxruntime", 1),
+        ("onnxruntime", 2),
+        ("torch", 1),
+        ("torch", 2),
+    ]
+    assert not table["compiled"].any() and (table["median_ms"] > 0).all()
+    assert table["compile_failure"].str.contains("no-such-compiler").all()
+    markdown = (tmp_path / "bench_runtime.md").read_text()
+    assert "torch.compile failed with 1 thread: " in markdown and " failed |" in markdown
+    onnx_row = table[(table["runtime"] == "onnxruntime") & (table["batch"] == 1)].iloc[0]
+    assert f"1 thread, batch 1, {model_file}: onnxruntime {onnx_row['vs_eager']:.2f}x of eager's time." in markdown
+    assert "## Latency per runtime" in (tmp_path / "SUMMARY.md").read_text()
+
+    assert bench_runtime.main([*args, "--report-only"]) == 0
+    assert (tmp_path / "bench_runtime.md").read_text() == markdown
+
+
 # ---- scaling -----------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""`gas export`: a genome, a reference or a study's trial as a standalone PyTorch module."""
+"""`gas export`: a genome, a reference or a study's trial as a standalone PyTorch module, or as ONNX."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from gas.units import format_count
 def register(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
-        help="write a genome's model as a standalone PyTorch file (needs only torch)",
-        description="Write GENOME (a .json file or a reference name), or a study's trial, as generated/NAME.py.",
+        help="write a genome's model as a standalone PyTorch file (needs only torch), or as ONNX",
+        description="Write GENOME (a .json file or a reference name), or a study's trial, as generated/NAME.py, "
+        "as an ONNX file, or both.",
     )
     export.add_argument("genome", nargs="?", help="a genome .json file or a reference name (e.g. turbovit)")
     export.add_argument("--study", help="take the genome from this study's trial")
@@ -27,19 +28,34 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="a front trial: best (most accurate), knee, max-acc-under BUDGET (e.g. max-acc-under 2G), or "
         "fastest-over ACCURACY (the lowest measured latency at least that accurate, e.g. fastest-over 90%%)",
     )
-    export.add_argument("--out", required=True, help="the .py file to write, e.g. generated/NAME.py")
+    export.add_argument("--out", help="the .py file to write, e.g. generated/NAME.py")
+    export.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="also, or only, write the model as ONNX (dynamic batch; initializers named by its state_dict) to this "
+        ".onnx file; needs gas[onnx]",
+    )
     export.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import shlex
 
-    from gas.export import Provenance, export_genome, provenance_for_trial, readme_row
+    from gas.export import Provenance, export_genome, export_onnx, provenance_for_trial, readme_row
     from gas.front import parse_pick, pick_trial
     from gas.space import load_genome
     from gas.study import find_trial, open_study, trial_genome
 
-    out = shlex.quote(args.out)
+    if args.out is None and args.onnx is None:
+        raise GasError("give --out FILE.py, --onnx FILE.onnx, or both")
+    if args.onnx is not None:
+        from gas.export import onnx_path_for
+        from gas.onnx_model import require
+
+        # Before any study is opened or file written: the answers do not depend on them.
+        onnx_path_for(args.onnx)
+        require("--onnx")
+    out = shlex.quote(args.out or "")
     if args.genome is not None:
         if args.study or args.trial is not None or args.pick:
             raise GasError("give either a genome (a .json file or a reference name) or --study, not both")
@@ -69,14 +85,21 @@ def run(args: argparse.Namespace) -> int:
             f"--trial {trial.number} --out {out}"
         )
         provenance = provenance_for_trial(study, trial, command)
-    exported = export_genome(genome, args.out, provenance)
-    at_224 = "" if exported.flops_224 is None else f", {format_count(exported.flops_224)} FLOPs at 224px"
-    accuracy = "" if provenance.accuracy is None else f", proxy accuracy {provenance.accuracy:.2%}"
-    print(
-        f"wrote {exported.path} ({genome.space} space, {genome.resolution}px): {format_count(exported.params)} "
-        f"params{at_224}{accuracy}"
-    )
-    print(f"  from {provenance.source}")
-    print(f"  use it with torch alone: from {exported.module_name} import build_model; model = build_model()")
-    print(f"  generated/README.md row: {readme_row(exported)}")
+    if args.out is not None:
+        exported = export_genome(genome, args.out, provenance)
+        at_224 = "" if exported.flops_224 is None else f", {format_count(exported.flops_224)} FLOPs at 224px"
+        accuracy = "" if provenance.accuracy is None else f", proxy accuracy {provenance.accuracy:.2%}"
+        print(
+            f"wrote {exported.path} ({genome.space} space, {genome.resolution}px): {format_count(exported.params)} "
+            f"params{at_224}{accuracy}"
+        )
+        print(f"  from {provenance.source}")
+        print(f"  use it with torch alone: from {exported.module_name} import build_model; model = build_model()")
+        print(f"  generated/README.md row: {readme_row(exported)}")
+    if args.onnx is not None:
+        written = export_onnx(genome, args.onnx, provenance.source)
+        print(
+            f"wrote {written.path} ({genome.space} space, {genome.resolution}px, dynamic batch, initializers named "
+            f"as the model's state_dict): ONNX opset {written.opset}, {format_count(written.size)}B"
+        )
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gas.defaults import LATENCY_DEVICES, LATENCY_DTYPES
+from gas.defaults import LATENCY_DEVICES, LATENCY_DTYPES, LATENCY_RUNTIMES
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -22,7 +22,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="a reference name (e.g. turbovit), a genome .json file or an exported .py file; :fused folds BatchNorms",
     )
     latency.add_argument("--device", default="cpu", choices=LATENCY_DEVICES, help="(default: cpu)")
-    latency.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    latency.add_argument(
+        "--runtime",
+        default="torch",
+        choices=LATENCY_RUNTIMES,
+        help="what runs the models: torch, or ONNX Runtime on their ONNX export (needs gas[onnx]; default: torch)",
+    )
+    latency.add_argument(
+        "--threads", type=int, help="CPU threads, torch's or ONNX Runtime's intra-op (default: torch's own choice)"
+    )
     latency.add_argument("--batch", type=int, default=1, help="images per call (default: 1)")
     latency.add_argument("--dtype", default="fp32", choices=LATENCY_DTYPES, help="weights and inputs (fp32)")
     latency.add_argument("--compile", action="store_true", help="run the models under torch.compile")
@@ -35,7 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from gas.latency import DEFAULT_RUNS, DEFAULT_WARMUP, LatencySettings, fingerprint, measure_many
 
-    settings = LatencySettings(args.device, args.threads, args.batch, args.dtype, args.compile)
+    settings = LatencySettings(args.device, args.threads, args.batch, args.dtype, args.compile, args.runtime)
     settings.check_available()  # before loading anything: the answer does not depend on the models
     runs = DEFAULT_RUNS if args.runs is None else args.runs
     warmup = DEFAULT_WARMUP if args.warmup is None else args.warmup

@@ -1,6 +1,8 @@
 """Measured inference latency: warm-up runs, then the median and interquartile range of timed runs.
 
-The clock (`time_in_turns`, which `gas bench` uses too) is wall time on the CPU and CUDA events on a GPU.
+A network runs as its settings say: in torch (eager or compiled), or exported to ONNX and run by an ONNX
+Runtime session (`gas.onnx_model`). The clock (`time_in_turns`, which `gas bench` uses too) is wall time on
+the CPU and CUDA events on a GPU.
 Several networks measured together take turns, one call each per round, so a change in the machine's
 load during the measurement touches all of them alike. The median of the timed runs is the figure; the
 interquartile range (IQR) says how much the runs scattered, and so how far to trust it.
@@ -114,11 +116,20 @@ def time_in_turns(
     return seconds
 
 
-def prepare(module: nn.Module, settings: LatencySettings) -> nn.Module:
-    """A copy of `module` in eval mode on the settings' device and dtype, compiled if they say so.
+def prepare(module: nn.Module, settings: LatencySettings, shape: tuple[int, ...]) -> Callable[[torch.Tensor], object]:
+    """A function that runs a copy of `module` as `settings` say, on a batch of inputs of per-example `shape`.
 
-    A copy, so measuring never moves or converts the caller's module.
+    In torch: the copy in eval mode on the settings' device and dtype, compiled if they say so. In ONNX
+    Runtime: a session of the copy's ONNX export, whose batch dimension is dynamic. A copy, so measuring
+    never moves, converts or switches the mode of the caller's module.
     """
+    if settings.runtime == "onnxruntime":
+        from gas.onnx_model import INPUT_NAME, session, to_onnx
+
+        exported = to_onnx(copy.deepcopy(module), shape, "latency in ONNX Runtime")
+        runner = session(exported, settings.effective_threads())
+        # A CPU tensor's .numpy() shares its memory: the call times the session, not a copy.
+        return lambda images: runner.run(None, {INPUT_NAME: images.numpy()})
     module = copy.deepcopy(module).eval().to(device=settings.device, dtype=settings.torch_dtype)
     # Static shapes: one graph for the one input shape this module is timed at.
     return torch.compile(module, dynamic=False) if settings.compile else module
@@ -141,7 +152,7 @@ def time_modules(
     with running_with(settings):
         calls = {}
         for name, (module, shape) in modules.items():
-            prepared = prepare(module, settings)
+            prepared = prepare(module, settings, shape)
             inputs = torch.randn(settings.batch, *shape, device=settings.device, dtype=settings.torch_dtype)
             calls[name] = lambda prepared=prepared, inputs=inputs: prepared(inputs)
         try:
