@@ -174,7 +174,7 @@ def objective_study(path: Path, objective: str) -> tuple[str, optuna.Study]:
             batch_size=32,
             forward_flops=1,
         )
-        record.write_measured_latency(trial, measured[rank])
+        record.write_measured_latency(trial, measured[rank], took=2.0)
         latency, reasons = budget.check(cost, measured[rank])
         latency = {name: value for name, value in latency.items() if name == "latency"}
         if reasons:
