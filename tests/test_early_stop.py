@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 
 import optuna
 import pytest
@@ -13,7 +15,7 @@ from gas.cli import main
 from gas.evaluate.proxy import ProxyConfig, ProxyResult
 from gas.search import Engine, SearchConfig, make_sampler, search_in_process
 from gas.search.budget import Budget
-from gas.search.early_stop import EarlyStopping, Rungs, front_index, goes_on
+from gas.search.early_stop import EarlyStopping, Rungs, front_index, goes_on, ranking
 from gas.space import get_space
 
 
@@ -32,14 +34,67 @@ def test_non_dominated_sorting_by_hand():
 def test_a_cheap_network_competes_with_cheap_ones():
     """Successive halving on accuracy alone would stop the cheapest trial; on Pareto rank it goes on."""
     points = {number: (0.8 + 0.01 * number, 100.0 + number) for number in range(8)}
-    points[8] = (0.3, 1.0)  # far less accurate, far cheaper: on the front
+    points[8] = (0.3, 1.0)  # far less accurate, far cheaper: an end of the front
     assert goes_on(points, 8, eta=3)
     assert not goes_on({**points, 9: (0.7, 150.0)}, 9, eta=3)  # dominated by all: stopped
-    # Best third: 3 of 9 may go on; trials in later fronts only while fewer than that lie ahead of them.
-    chain = {number: (0.1 * number, float(number)) for number in range(9)}  # dearer and better: one front
-    assert all(goes_on(chain, number, eta=3) for number in chain)
-    ladder = {number: (1.0 - 0.1 * number, 10.0) for number in range(9)}  # one cost: one trial per front
-    assert [goes_on(ladder, number, eta=3) for number in range(9)] == [True] * 3 + [False] * 6
+
+
+def test_within_a_front_its_ends_rank_first_then_the_least_crowded():
+    #            cheap end     crowded      isolated     isolated     accurate end
+    front = {0: (0.2, 1.0), 1: (0.3, 2.0), 2: (0.35, 2.5), 3: (0.8, 9.0), 4: (0.9, 10.0)}
+    # Crowding (each axis over the front's span, 0.7 and 9): 1: 0.15/0.7 + 1.5/9 = 0.38; 2: 0.5/0.7 + 7/9 = 1.49;
+    # 3: 0.55/0.7 + 7.5/9 = 1.62. The ends are infinitely far; between them the more accurate ranks first.
+    assert ranking(front) == [4, 0, 3, 2, 1]
+    assert [goes_on(front, number, eta=2) for number in range(5)] == [True, False, False, True, True]
+    # A dominated trial ranks after the whole front, however isolated it is.
+    assert ranking({**front, 5: (0.1, 50.0)})[-1] == 5
+
+
+def _shapes(n: int) -> dict[str, tuple[dict[int, tuple[float, float]], list[int]]]:
+    """Rungs of n trials, each with the order the rule must rank them in."""
+    # Sixteenths and halves are exact in binary, so evenly spaced points are crowded exactly alike.
+    chain = {number: (number / 16, float(number)) for number in range(n)}  # dearer and better: one front
+    ladder = {number: (1.0 - number / 16, 10.0) for number in range(n)}  # one cost: one trial per front
+    same = dict.fromkeys(range(n), (0.5, 3.0))  # all tied: one front of one point
+    # Two fronts of evenly spaced points (all interior points crowded alike): the first of the even trials,
+    # the second of the odd ones, each dominated by the even trial before it.
+    two = {number: (number / 16, float(number)) for number in range(0, n, 2)}
+    two |= {number: ((number - 1.5) / 16, number - 0.5) for number in range(1, n, 2)}
+    evens, odds = list(range(0, n, 2)), list(range(1, n, 2))
+
+    def along_front(members: list[int]) -> list[int]:  # the most accurate end, the cheap end, then inwards
+        return [members[-1], *members[:1], *reversed(members[1:-1])] if len(members) > 1 else members
+
+    return {
+        "one front": (chain, along_front(list(range(n)))),
+        "a front each": (ladder, list(range(n))),
+        "identical": (same, list(range(n))),
+        "two fronts": (two, along_front(evens) + along_front(odds)),
+    }
+
+
+@pytest.mark.parametrize("eta", [2, 3, 4])
+@pytest.mark.parametrize("n", range(1, 11))
+def test_exactly_the_best_ceil_n_over_eta_go_on(n, eta):
+    """Of n trials at a rung exactly ⌈n/η⌉ would go on, whole fronts, split fronts and ties alike."""
+    keep = math.ceil(n / eta)
+    for shape, (points, order) in _shapes(n).items():
+        assert ranking(points) == order, shape
+        assert {number for number in points if goes_on(points, number, eta)} == set(order[:keep]), shape
+
+
+def test_random_rungs_keep_exactly_the_fraction_and_never_a_worse_front_first():
+    generator = random.Random(5)
+    for _ in range(300):
+        n, eta = generator.randint(1, 10), generator.randint(2, 4)
+        # Coarse values: ties on either axis, and identical points, are common.
+        points = {number: (generator.randint(0, 4) / 4, float(generator.randint(1, 4))) for number in range(n)}
+        passed = {number for number in points if goes_on(points, number, eta)}
+        assert len(passed) == math.ceil(n / eta)
+        levels = front_index(points)
+        assert max(levels[number] for number in passed) <= min(
+            (levels[number] for number in points if number not in passed), default=math.inf
+        )
 
 
 def test_the_first_trials_at_a_rung_go_on():
