@@ -521,10 +521,22 @@ def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
     ]
 
 
+def rung_cost(attributes: Mapping[str, Any], objective: str) -> float:
+    """A trial's cost where early stopping compares it at a rung, from its user attributes: the front's axis.
+
+    Under the latency objective it is the predicted latency, the only one a trial has before it is trained
+    to the end; so every trial at a rung, of this run or an earlier one, is costed alike.
+    """
+    if objective == "latency":
+        return float(attributes[TrialKey.PREDICTED_LATENCY])
+    return float(attributes[TrialKey.PARAMS if objective == "params" else TrialKey.FLOPS])
+
+
 def rung_histories(study: optuna.Study) -> list[tuple[int, list[float], float]]:
-    """(trial, accuracy after each epoch, FLOPs) of every trial trained to the end or stopped at a rung."""
+    """(trial, accuracy after each epoch, rung cost) of every trial trained to the end or stopped at a rung."""
+    objective = objective_of(study)
     return [
-        (t.number, list(t.user_attrs[TrialKey.ACCURACY_HISTORY]), float(t.user_attrs[TrialKey.FLOPS]))
+        (t.number, list(t.user_attrs[TrialKey.ACCURACY_HISTORY]), rung_cost(t.user_attrs, objective))
         for t in trained_trials(study)
         if t.state != TrialState.FAIL and TrialKey.ACCURACY_HISTORY in t.user_attrs
     ]

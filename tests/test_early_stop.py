@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
+import sqlite3
 
 import optuna
 import pytest
@@ -13,9 +15,12 @@ from optuna.trial import TrialState
 from gas import study as record
 from gas.cli import main
 from gas.evaluate.proxy import ProxyConfig, ProxyResult
-from gas.search import Engine, SearchConfig, make_sampler, search_in_process
+from gas.latency import BuildPlan, LatencySettings
+from gas.search import Engine, SearchConfig, make_sampler, prepare, search_in_process
 from gas.search.budget import Budget
 from gas.search.early_stop import EarlyStopping, Rungs, front_index, goes_on, ranking
+from gas.search.latency_limit import LatencyJudge, LatencyTarget
+from gas.search.sampling import sample_genomes
 from gas.space import get_space
 
 
@@ -110,6 +115,7 @@ TINY = ProxyConfig(dataset="digits", train_size=64, val_size=32, zero_cost_batch
 
 
 def _search(tmp_path, trials: int, study: str = "es") -> SearchConfig:
+    """On the params axis, where costing an earlier run's trials in FLOPs would show on resume."""
     return SearchConfig(
         budget=1_000_000_000,
         trials=trials,
@@ -119,6 +125,7 @@ def _search(tmp_path, trials: int, study: str = "es") -> SearchConfig:
         seed=2,
         progress=False,
         early_stop=EarlyStopping(max_epochs=4, eta=2),
+        objective="params",
     )
 
 
@@ -170,6 +177,63 @@ def test_a_resumed_search_rebuilds_its_rungs_from_finished_trials_only(early_sto
     retry = again.propose()
     assert retry.genome == proposal.genome, "the re-queued trial restarts with the same genome"
     assert set(again.rungs.reached[1]) == finished
+
+
+def _stopped_after_resume(config: SearchConfig, first: set[int], more: int) -> list:
+    """Resume `config`'s study for `more` trained trials; those of them stopped at a rung.
+
+    Also checks that every trial at a rung, of either run, is costed on the study's axis, as the next
+    resume rebuilds the rungs.
+    """
+    study = search_in_process(dataclasses.replace(config, trials=len(first) + more)).study
+    trained = record.trained_trials(study)
+    after = [t for t in trained if t.number > max(first)]
+    assert len(after) == more
+    axis = record.TrialKey.PREDICTED_LATENCY if config.objective == "latency" else record.TrialKey.PARAMS
+    histories = {t.number: t.user_attrs.get(record.TrialKey.ACCURACY_HISTORY, ()) for t in trained}
+    for rung, reached in Engine(prepare(config)[0]).rungs.reached.items():
+        assert reached == {
+            t.number: (histories[t.number][rung - 1], t.user_attrs[axis])
+            for t in trained
+            if len(histories[t.number]) >= rung
+        }, f"rung {rung}"
+    return [t for t in after if record.is_stopped(t)]
+
+
+def test_a_resumed_params_search_stops_new_trials(early_stopped, tmp_path):
+    """Costed in FLOPs, every earlier trial was dearer than any new one (costed in params), so each went on."""
+    folder, outcome = early_stopped
+    with sqlite3.connect(folder / "es.db") as source, sqlite3.connect(tmp_path / "es.db") as copy:
+        source.backup(copy)  # a file copy could miss what is still in the write-ahead log
+    first = {t.number for t in record.trained_trials(outcome.study)}
+    assert _stopped_after_resume(_search(tmp_path, trials=len(first)), first, more=3)
+
+
+BUDGET = 1_000_000_000  # small genomes: each is timed in tens of milliseconds on one thread
+LATENCY = LatencySettings(device="cpu", threads=1)
+PLAN = BuildPlan(genomes=4, calibrate=3, part_runs=2, runs=3, warmup=1)  # a coarse model, built in seconds
+
+
+def test_a_resumed_latency_limited_search_stops_new_trials(tmp_path, monkeypatch, one_torch_thread):
+    """Under a latency limit the rungs' cost is predicted latency, for an earlier run's trials as for new ones."""
+    monkeypatch.setenv("GAS_CACHE_DIR", str(tmp_path / "cache"))  # a latency model of its own
+    judge = LatencyJudge(LatencyTarget(LATENCY, None, PLAN), BUDGET)
+    predictions = [judge.predict(genome) for genome, _ in sample_genomes("turbovit", 8, 5, 224, BUDGET)]
+    judge.save()
+    config = SearchConfig(
+        budget=BUDGET,
+        trials=3,
+        study="fast",
+        storage=f"sqlite:///{tmp_path}/es.db",
+        proxy=TINY,
+        seed=3,
+        progress=False,
+        early_stop=EarlyStopping(max_epochs=2, eta=3),
+        objective="latency",
+        latency=LatencyTarget(LATENCY, max(predictions), PLAN, runs=3),
+    )
+    first = {t.number for t in record.trained_trials(search_in_process(config).study)}
+    assert _stopped_after_resume(config, first, more=3)
 
 
 def _next_proposals(name: str, storage: str, count: int) -> list[dict]:

@@ -204,8 +204,8 @@ class Engine:
         self.rungs: Rungs | None = None
         if config.early_stop is not None:
             self.rungs = Rungs(config.early_stop)
-            for number, history, flops in record.rung_histories(self.study):
-                self.rungs.add_history(number, history, flops)
+            for number, history, cost in record.rung_histories(self.study):
+                self.rungs.add_history(number, history, cost)
         self.histories: dict[int, list[float]] = {}  # accuracy per epoch of trials in flight
         self.stopped: set[int] = set()  # trials in flight that early stopping ended
         self.dispatched: dict[int, float] = {}  # when each trial in flight left, for stopped trials' wall time
@@ -398,10 +398,7 @@ class Engine:
         return float(trial.user_attrs[key])
 
     def _rung_cost(self, trial: optuna.Trial) -> float:
-        """A trial's cost at a rung: the objective's, with predicted latency standing in before measurement."""
-        if self.config.objective == "latency":
-            return float(trial.user_attrs[record.TrialKey.PREDICTED_LATENCY])
-        return self._objective_cost(trial, None)
+        return record.rung_cost(trial.user_attrs, self.config.objective)
 
     def latency_accuracy(self) -> dict | None:
         """How well the latency model predicted this study's trained trials (None without a latency target)."""
