@@ -449,8 +449,9 @@ def write_stopped(study: optuna.Study, trial: optuna.Trial, result: ProxyResult)
     Never COMPLETE, so never on the front (Optuna's `best_trials`, `gas pareto`, `gas export`). Optuna's
     TPE sorts a feasible PRUNED trial of a multi-objective study after every COMPLETE one when it splits
     trials into good and bad (`_split_trials` in optuna/samplers/_tpe/sampler.py: pruned trials join the
-    good group only when there are fewer complete trials than it needs), so a stopped genome's region
-    counts as bad; the positive constraints of over-budget proposals rank them below both.
+    good group only when there are fewer complete trials than it needs, the earliest first, since they
+    carry no intermediate values), so a stopped genome's region counts as bad once complete trials fill
+    the good group; the positive constraints of over-budget proposals rank them below both.
     """
     trial.set_user_attr(TrialKey.STOPPED_AT, result.epochs)
     _write_training(trial, result)

@@ -8,20 +8,18 @@ import math
 import random
 import sqlite3
 
-import optuna
 import pytest
+from optuna.samplers._tpe.sampler import _split_trials, default_gamma_multiobjective
 from optuna.trial import TrialState
 
 from gas import study as record
 from gas.cli import main
-from gas.evaluate.proxy import ProxyConfig, ProxyResult
+from gas.evaluate.proxy import ProxyConfig
 from gas.latency import BuildPlan, LatencySettings
-from gas.search import Engine, SearchConfig, make_sampler, prepare, search_in_process
-from gas.search.budget import Budget
+from gas.search import Engine, SearchConfig, prepare, search_in_process
 from gas.search.early_stop import EarlyStopping, Rungs, front_index, goes_on, ranking
 from gas.search.latency_limit import LatencyJudge, LatencyTarget
 from gas.search.sampling import sample_genomes
-from gas.space import get_space
 
 
 def test_rungs_grow_by_eta_below_the_longest_schedule():
@@ -236,53 +234,73 @@ def test_a_resumed_latency_limited_search_stops_new_trials(tmp_path, monkeypatch
     assert _stopped_after_resume(config, first, more=3)
 
 
-def _next_proposals(name: str, storage: str, count: int) -> list[dict]:
-    """TPE's next `count` proposals on a study, from a freshly seeded sampler (so only the history differs)."""
-    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler("tpe", seed=7))
-    proposed = []
-    for _ in range(count):
-        trial = study.ask()
-        get_space("turbovit").sample(trial)
-        proposed.append(trial.params)
-        study.tell(trial, state=TrialState.FAIL)
-    return proposed
+def test_tpe_ranks_stopped_trials_below_every_complete_one(early_stopped):
+    """What Optuna 5's TPE makes of an early-stopping search's study: its split into good and bad trials.
 
-
-def test_tpe_proposes_otherwise_when_stopped_trials_are_recorded(tmp_path):
-    """Stopped trials are told as feasible PRUNED trials; TPE counts them among the bad, so its proposals change.
-
-    Two studies hold the same twelve trained trials (same parameters, same results); one also holds six
-    trials stopped at their first rung, written as the engine writes them. A sampler seeded alike proposes
-    differently on the two: the stopped trials reach TPE.
+    TPE models the good ("below") and the bad ("above") trials apart. It reads COMPLETE and PRUNED trials
+    and fills its good share (10% of them) with complete trials first, then feasible pruned ones, then
+    infeasible ones (`_split_trials` in optuna/samplers/_tpe/sampler.py). A stopped trial is feasible and
+    PRUNED: bad once complete trials fill the share, and before that, taken in the order it was recorded
+    (a multi-objective study has no intermediate values to rank it by), never before a complete trial nor
+    after a proposal over the budget. Told as FAIL it would not reach TPE at all; told COMPLETE with its
+    partial accuracy (as Ray Tune's OptunaSearch tells a trial its scheduler stopped) it would compete as a
+    result.
     """
-    space = get_space("turbovit")
-    draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
-    params = []
-    for _ in range(18):
-        trial = draws.ask()
-        space.sample(trial)
-        params.append(trial.params)
-        draws.tell(trial, 0.0)
+    study = early_stopped[1].study
+    seen = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))  # what TPE reads
+    stopped = sorted(t.number for t in seen if record.is_stopped(t))
+    complete = {t.number for t in seen if t.state == TrialState.COMPLETE}
+    infeasible = {t.number for t in seen if record.is_infeasible(t)}
+    assert stopped and complete and infeasible and len(complete | set(stopped) | infeasible) == len(seen)
+    for wanted in range(len(seen) + 1):
+        below, above = _split_trials(study, seen, wanted)
+        good = {t.number for t in below}
+        assert len(good) == wanted and len(above) == len(seen) - wanted
+        if wanted <= len(complete):
+            assert good <= complete
+        elif wanted <= len(complete) + len(stopped):
+            assert good == complete | set(stopped[: wanted - len(complete)])
+        else:
+            assert good >= complete | set(stopped)
+    share = default_gamma_multiobjective(len(seen))  # TPE's own good share on this study
+    assert {t.number for t in _split_trials(study, seen, share)[0]} & set(stopped) == set(
+        stopped[: max(0, share - len(complete))]
+    )
 
-    def build(name: str, with_stopped: bool) -> str:
-        storage = f"sqlite:///{tmp_path}/{name}.db"
-        study = optuna.create_study(study_name=name, storage=storage, directions=list(record.DIRECTIONS))
-        for index, fixed in enumerate(params):
-            stopped = index >= 12
-            if stopped and not with_stopped:
-                continue
-            study.enqueue_trial(fixed)
-            trial = study.ask()
-            genome = space.sample(trial)
-            cost = space.cost(genome)
-            constraints, _ = Budget(10**12).check(cost)
-            record.write_proposal(trial, genome, cost, 10**12, constraints)
-            record.write_dispatch(trial, TINY)
-            accuracy = 0.3 + 0.04 * (index % 12)
-            result = ProxyResult(accuracy, (accuracy,), 1.0, 1.0, "cpu", 1, {}, None, None, 32, cost.flops)
-            (record.write_stopped if stopped else record.write_result)(study, trial, result)
-        return storage
 
-    told, untold = build("told", with_stopped=True), build("untold", with_stopped=False)
-    assert record.state_counts(optuna.load_study(study_name="told", storage=told))["stopped"] == 6
-    assert _next_proposals("told", told, 3) != _next_proposals("untold", untold, 3)
+def test_ray_tunes_scheduler_stops_trials_at_a_rung_and_they_are_recorded_stopped(tmp_path, monkeypatch):
+    """The Ray Tune driver's early stopping: the rung rule decides on the driver, Ray stops the trial there.
+
+    One trial at a time, so each reached its rung after every trial before it had finished: replayed in
+    that order, the rule takes the same decisions. η = 4 keeps only the best of up to four at the rung.
+    """
+    from gas.search.ray_tune import run_search  # Ray takes seconds to import; only this test needs it
+
+    monkeypatch.chdir(tmp_path)  # Ray Tune's trial folders go under runs/ray
+    policy = EarlyStopping(max_epochs=2, eta=4)
+    config = SearchConfig(
+        budget=2_500_000_000,  # most proposals fit: little time goes on rejections
+        trials=4,
+        study="ray",
+        storage=f"sqlite:///{tmp_path}/ray.db",
+        proxy=TINY,
+        seed=1,
+        progress=False,
+        early_stop=policy,
+        max_concurrent=1,
+    )
+    study = run_search(config).study
+    trained = sorted(record.trained_trials(study), key=lambda t: t.number)
+    assert len(trained) == 4 and {t.number for t in trained} == {
+        int(path.name.removeprefix("trial_")) for path in (tmp_path / "runs" / "ray").glob("*/trial_*")
+    }, "every trained trial ran as a Ray Tune trial"
+    stopped = [t for t in trained if record.is_stopped(t)]
+    assert stopped, "the scheduler stopped trials at the rung"
+    replay = Rungs(policy)
+    for trial in trained:
+        history = trial.user_attrs[record.TrialKey.ACCURACY_HISTORY]
+        goes_on = replay.report(trial.number, 1, history[0], float(trial.user_attrs[record.TrialKey.FLOPS]))
+        assert goes_on == (trial.state == TrialState.COMPLETE) == (not record.is_stopped(trial))
+        # A stopped trial reported nothing after the rung: Ray ended it there, it did not train on.
+        assert len(history) == (2 if goes_on else 1) == trial.user_attrs[record.TrialKey.EPOCHS_COMPLETED]
+        assert all(value <= 0 for value in trial.constraints.values())

@@ -21,7 +21,8 @@ trial reaches the rung (no waiting for the rung to fill), so workers never idle,
 first trials at a rung go on more easily than the fraction says, since fewer are there to beat them.
 
 A stopped trial is recorded PRUNED with a feasible constraint, the rung it reached and its accuracy per
-epoch: it is never on the front, and Optuna's TPE counts it among the bad trials (see gas.study).
+epoch: it is never on the front, and Optuna's TPE ranks it below every complete trial (see
+gas.study.write_stopped).
 """
 
 from __future__ import annotations
