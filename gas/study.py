@@ -7,7 +7,8 @@ A trial's state says what happened to its genome:
     FAIL      raised, ran out of memory or diverged while training (reason in `error`), or interrupted
               (another trial carries `requeued_from` = its number and trains the same genome again)
     RUNNING   in flight (a search that was killed leaves these; the next run re-queues them)
-A proposal that repeats an earlier genome is COMPLETE with that trial's values and `duplicate_of`.
+A proposal that repeats a genome already trained is never trained again: it takes the earlier training's
+outcome (state, values, constraints and what training measured) and `duplicate_of` = that trial's number.
 Only the search driver writes a study, through the `write_*` functions here; everything else reads it
 through the readers here, so a study written by any version of gas reads the same way.
 """
@@ -68,7 +69,7 @@ class TrialKey:
     MFU = "mfu"
     ZERO_COST = "zero_cost"  # {score name: value}
     ERROR = "error"
-    DUPLICATE_OF = "duplicate_of"  # the trial whose result this proposal repeats
+    DUPLICATE_OF = "duplicate_of"  # the trained trial whose outcome this proposal repeats
     REQUEUED_FROM = "requeued_from"  # the interrupted trial this one trains again
     INTERRUPTED = "interrupted"  # written by earlier versions on the interrupted trial itself
     RETRIED = "retried"  # why the trial ran a second time, on a fresh worker: its first run's error
@@ -360,13 +361,21 @@ def write_infeasible(study: optuna.Study, trial: optuna.Trial, reasons: Sequence
 
 
 def write_duplicate(study: optuna.Study, trial: optuna.Trial, earlier: FrozenTrial) -> FrozenTrial:
-    """A feasible proposal of a genome already trained: the earlier result, not a second training."""
-    trial.set_user_attr(TrialKey.FEASIBLE, True)
+    """A proposal of a genome already trained (`earlier`, see `trained_genomes`): its outcome, not a second training.
+
+    Trained to the end, it is COMPLETE with the earlier values; stopped at a rung, PRUNED and stopped; measured
+    over the latency limit, PRUNED and infeasible; failed, FAIL with the earlier error. It carries the earlier
+    trial's attributes and constraints, so a sampler sees a measured latency again, never a new prediction.
+    """
     for key, value in earlier.user_attrs.items():
         if key not in trial.user_attrs and key not in (TrialKey.REQUEUED_FROM, TrialKey.INTERRUPTED):
             trial.set_user_attr(key, value)
+    unset = {name: value for name, value in earlier.constraints.items() if name not in trial.constraints}
+    write_constraints(trial, unset)
     trial.set_user_attr(TrialKey.DUPLICATE_OF, earlier.number)
-    return study.tell(trial, list(earlier.values))
+    if earlier.state == TrialState.COMPLETE:
+        return study.tell(trial, list(earlier.values))
+    return study.tell(trial, state=earlier.state)
 
 
 def write_dispatch(trial: optuna.Trial, proxy: ProxyConfig) -> None:
@@ -421,7 +430,7 @@ def write_measured_latency(trial: optuna.Trial, seconds: float, took: float) -> 
 
 def write_over_limit(
     study: optuna.Study, trial: optuna.Trial, result: ProxyResult, constraints: Mapping[str, float], reasons: list[str]
-) -> None:
+) -> FrozenTrial:
     """A trained proposal whose measured latency broke the limit its prediction kept: infeasible, never on the front.
 
     It keeps what training measured (it spent a worker's time), and its constraint becomes the measured
@@ -431,21 +440,22 @@ def write_over_limit(
     write_constraints(trial, constraints)
     trial.set_user_attr(TrialKey.FEASIBLE, False)
     trial.set_user_attr(TrialKey.INFEASIBLE_REASON, "measured " + "; ".join(reasons))
-    study.tell(trial, state=TrialState.PRUNED)
+    return study.tell(trial, state=TrialState.PRUNED)
 
 
-def write_stopped(study: optuna.Study, trial: optuna.Trial, result: ProxyResult) -> None:
+def write_stopped(study: optuna.Study, trial: optuna.Trial, result: ProxyResult) -> FrozenTrial:
     """A trial early stopping ended at a rung: PRUNED, feasible, with its accuracy after each epoch.
 
     Never COMPLETE, so never on the front (Optuna's `best_trials`, `gas pareto`, `gas export`). Optuna's
     TPE sorts a feasible PRUNED trial of a multi-objective study after every COMPLETE one when it splits
     trials into good and bad (`_split_trials` in optuna/samplers/_tpe/sampler.py: pruned trials join the
-    good group only when there are fewer complete trials than it needs), so a stopped genome's region
-    counts as bad; the positive constraints of over-budget proposals rank them below both.
+    good group only when there are fewer complete trials than it needs, the earliest first, since they
+    carry no intermediate values), so a stopped genome's region counts as bad once complete trials fill
+    the good group; the positive constraints of over-budget proposals rank them below both.
     """
     trial.set_user_attr(TrialKey.STOPPED_AT, result.epochs)
     _write_training(trial, result)
-    study.tell(trial, state=TrialState.PRUNED)
+    return study.tell(trial, state=TrialState.PRUNED)
 
 
 def write_worker(trial: optuna.Trial, pid: int, rss_bytes: int) -> None:
@@ -453,10 +463,10 @@ def write_worker(trial: optuna.Trial, pid: int, rss_bytes: int) -> None:
     trial.set_user_attr(TrialKey.WORKER, {"pid": pid, "rss_mib": round(rss_bytes / 2**20, 1)})
 
 
-def write_failure(study: optuna.Study, trial: optuna.Trial, error: str) -> None:
+def write_failure(study: optuna.Study, trial: optuna.Trial, error: str) -> FrozenTrial:
     """A trial that raised, ran out of memory or diverged: FAIL with the error's first line."""
     trial.set_user_attr(TrialKey.ERROR, error)
-    study.tell(trial, state=TrialState.FAIL)
+    return study.tell(trial, state=TrialState.FAIL)
 
 
 def write_retried(trial: optuna.Trial, reason: str) -> None:
@@ -526,10 +536,22 @@ def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
     ]
 
 
+def rung_cost(attributes: Mapping[str, Any], objective: str) -> float:
+    """A trial's cost where early stopping compares it at a rung, from its user attributes: the front's axis.
+
+    Under the latency objective it is the predicted latency, the only one a trial has before it is trained
+    to the end; so every trial at a rung, of this run or an earlier one, is costed alike.
+    """
+    if objective == "latency":
+        return float(attributes[TrialKey.PREDICTED_LATENCY])
+    return float(attributes[TrialKey.PARAMS if objective == "params" else TrialKey.FLOPS])
+
+
 def rung_histories(study: optuna.Study) -> list[tuple[int, list[float], float]]:
-    """(trial, accuracy after each epoch, FLOPs) of every trial trained to the end or stopped at a rung."""
+    """(trial, accuracy after each epoch, rung cost) of every trial trained to the end or stopped at a rung."""
+    objective = objective_of(study)
     return [
-        (t.number, list(t.user_attrs[TrialKey.ACCURACY_HISTORY]), float(t.user_attrs[TrialKey.FLOPS]))
+        (t.number, list(t.user_attrs[TrialKey.ACCURACY_HISTORY]), rung_cost(t.user_attrs, objective))
         for t in trained_trials(study)
         if t.state != TrialState.FAIL and TrialKey.ACCURACY_HISTORY in t.user_attrs
     ]
@@ -632,9 +654,14 @@ def genome_key(genome_data: Mapping[str, Any]) -> str:
 
 
 def trained_genomes(study: optuna.Study) -> dict[str, FrozenTrial]:
-    """Fully trained trials by genome: a proposal of one of these genomes is a duplicate."""
-    return {
-        genome_key(t.user_attrs[TrialKey.GENOME]): t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if TrialKey.GENOME in t.user_attrs
-    }
+    """The trial that trained each genome, whatever it ended in: a proposal of one of these is a duplicate.
+
+    Every outcome of a training counts (trained to the end, stopped at a rung, measured over the latency
+    limit, failed); an interrupted trial does not, since its genome is queued to train again. Where a study
+    from an earlier version trained a genome twice, the first training is the one repeated.
+    """
+    trained: dict[str, FrozenTrial] = {}
+    for trial in trained_trials(study):
+        if TrialKey.GENOME in trial.user_attrs:
+            trained.setdefault(genome_key(trial.user_attrs[TrialKey.GENOME]), trial)
+    return trained

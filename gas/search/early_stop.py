@@ -3,15 +3,26 @@
 Every trial trains on the longest schedule (`max_epochs`; its learning-rate schedule is that run's) and
 reports validation accuracy after each epoch. At a rung (1, 3, 9, ... epochs for η = 3, below
 `max_epochs`) it is compared with every trial that has reached that rung so far, in this search or an
-earlier run of the same study: the trials are sorted into non-dominated fronts on (accuracy at the rung,
-cost), and a trial goes on only if fewer than ⌈n/η⌉ trials lie in fronts before its own. That is
-successive halving (ASHA, arXiv 1810.05934) with MO-ASHA's ranking (arXiv 2106.12639): a cheap network
-competes on the front with other cheap ones instead of losing to every bigger one, so early stopping
-thins the dominated interior and keeps both ends of the front. The decision is taken when the trial
-reaches the rung (no waiting for the rung to fill), so workers never idle.
+earlier run of the same study, itself included: n trials. They are ranked, best first, by
+
+    1. non-dominated front on (accuracy at the rung, cost): the front first, then the front of the rest, ...
+    2. within a front, crowding distance, larger first (NSGA-II: the gaps to the two neighbours along the
+       front, each axis divided by the front's span on it); a front's two ends are infinitely far, so both
+       ends rank before its middle
+    3. accuracy at the rung, higher first (the ends of a front, and interior points crowded alike)
+    4. trial number, lower first (identical points: the earlier trial)
+
+and the trial goes on only if it is among the first ⌈n/η⌉. The order is total, so of any n trials at a
+rung exactly ⌈n/η⌉ would go on; a front that straddles the cut is split by 2-4, never let through whole.
+That is successive halving (ASHA, arXiv 1810.05934) with MO-ASHA's ranking (arXiv 2106.12639): a cheap
+network competes on the front with other cheap ones instead of losing to every bigger one, so early
+stopping thins the dominated interior and keeps both ends of the front. The decision is taken when the
+trial reaches the rung (no waiting for the rung to fill), so workers never idle, and, as in ASHA, the
+first trials at a rung go on more easily than the fraction says, since fewer are there to beat them.
 
 A stopped trial is recorded PRUNED with a feasible constraint, the rung it reached and its accuracy per
-epoch: it is never on the front, and Optuna's TPE counts it among the bad trials (see gas.study).
+epoch: it is never on the front, and Optuna's TPE ranks it below every complete trial (see
+gas.study.write_stopped).
 """
 
 from __future__ import annotations
@@ -64,12 +75,34 @@ def front_index(points: Mapping[int, tuple[float, float]]) -> dict[int, int]:
     return index
 
 
-def goes_on(points: Mapping[int, tuple[float, float]], trial: int, eta: int) -> bool:
-    """Whether `trial` ranks in the best 1/η of `points` (its rung's (accuracy, cost) so far, itself included)."""
-    keep = max(1, math.ceil(len(points) / eta))
+def crowding_distance(front: Mapping[int, tuple[float, float]]) -> dict[int, float]:
+    """NSGA-II's crowding distance of each point of one front; identical points share theirs.
+
+    Along a front, distinct points ordered by accuracy are ordered by cost too, so both neighbours are
+    the same on either axis.
+    """
+    distinct = sorted(set(front.values()))
+    if len(distinct) <= 2:
+        return dict.fromkeys(front, math.inf)
+    spans = (distinct[-1][0] - distinct[0][0], distinct[-1][1] - distinct[0][1])
+    distance = {distinct[0]: math.inf, distinct[-1]: math.inf}
+    for before, point, after in zip(distinct, distinct[1:], distinct[2:], strict=False):
+        distance[point] = sum((after[axis] - before[axis]) / spans[axis] for axis in (0, 1))
+    return {key: distance[point] for key, point in front.items()}
+
+
+def ranking(points: Mapping[int, tuple[float, float]]) -> list[int]:
+    """The trials of `points` ({trial: (accuracy, cost)}), best first, by the order the module docstring gives."""
     levels = front_index(points)
-    ahead = sum(1 for level in levels.values() if level < levels[trial])
-    return ahead < keep
+    crowding: dict[int, float] = {}
+    for level in set(levels.values()):
+        crowding.update(crowding_distance({key: points[key] for key, at in levels.items() if at == level}))
+    return sorted(points, key=lambda key: (levels[key], -crowding[key], -points[key][0], key))
+
+
+def goes_on(points: Mapping[int, tuple[float, float]], trial: int, eta: int) -> bool:
+    """Whether `trial` is among the best ⌈n/η⌉ of the n `points` (its rung's (accuracy, cost) so far, itself too)."""
+    return ranking(points).index(trial) < math.ceil(len(points) / eta)
 
 
 class Rungs:

@@ -4,7 +4,8 @@ Drivers (the Ray Tune one in `gas.search.ray_tune`, the in-process one in `gas.s
 where and when a proposal is evaluated; everything a search decides lives here:
 
     propose()  ask the sampler until a genome is within budget and new; every rejection is recorded
-               (over budget: PRUNED with its reasons; a repeat: the earlier result, not a second training)
+               (over budget: PRUNED with its reasons; a repeat of a genome trained before, whatever its
+               training ended in: that outcome again, not a second training)
     record()   a worker's result or error, told to the study by this process alone
     requeue()  trials interrupted before they finished go back in the queue with the same genome
 
@@ -202,8 +203,8 @@ class Engine:
         self.rungs: Rungs | None = None
         if config.early_stop is not None:
             self.rungs = Rungs(config.early_stop)
-            for number, history, flops in record.rung_histories(self.study):
-                self.rungs.add_history(number, history, flops)
+            for number, history, cost in record.rung_histories(self.study):
+                self.rungs.add_history(number, history, cost)
         self.histories: dict[int, list[float]] = {}  # accuracy per epoch of trials in flight
         self.stopped: set[int] = set()  # trials in flight that early stopping ended
         self.dispatched: dict[int, float] = {}  # when each trial in flight left, for stopped trials' wall time
@@ -321,6 +322,10 @@ class Engine:
         """Ask the sampler once: the proposal if it is feasible and new, else None (recorded as rejected)."""
         trial = self.study.ask()
         genome = self.space.sample(trial)
+        earlier = self.evaluated.get(record.genome_key(genome.to_dict()))
+        if earlier is not None:  # trained under the same settings: its outcome stands, whatever is predicted now
+            record.write_duplicate(self.study, trial, earlier)
+            return None
         cost = self.space.cost(genome)
         predicted = self.judge.predict(genome) if self.judge else None
         constraints, reasons = self.budget.check(cost, predicted)
@@ -330,11 +335,6 @@ class Engine:
         record.write_proposal(trial, genome, cost, self.budget.flops, constraints, predicted)
         if reasons:
             record.write_infeasible(self.study, trial, reasons)
-            return None
-        earlier = self.evaluated.get(record.genome_key(genome.to_dict()))
-        if earlier is not None:  # same genome, same settings: same result, no need to train it again
-            record.write_constraints(trial, held)
-            record.write_duplicate(self.study, trial, earlier)
             return None
         record.write_dispatch(trial, self.config.proxy)
         self.live[trial.number] = trial
@@ -361,19 +361,25 @@ class Engine:
             return None
         if worker is not None:
             record.write_worker(trial, *worker)
+        frozen = self._write_outcome(trial, outcome)
+        # Whatever the training ended in, a later proposal of the genome repeats it instead of training again.
+        self.evaluated.setdefault(record.genome_key(frozen.user_attrs[record.TrialKey.GENOME]), frozen)
+        return frozen if frozen.state == TrialState.COMPLETE else None
+
+    def _write_outcome(self, trial: optuna.Trial, outcome: ProxyResult | str) -> FrozenTrial:
+        number = trial.number
         stopped = number in self.stopped
         held = self.held_constraints.get(number, {})
         self._forget(number)
         if isinstance(outcome, str):
             record.write_constraints(trial, held)
-            record.write_failure(self.study, trial, outcome)
             self.failed_here.append(outcome)
-            return None
+            return record.write_failure(self.study, trial, outcome)
         if stopped:
             record.write_constraints(trial, held)
-            record.write_stopped(self.study, trial, outcome)
             self.stopped_here += 1
-            return None
+            return record.write_stopped(self.study, trial, outcome)
+        self.completed_here += 1
         measured = self._measure(trial)
         if measured is not None:
             constraints, reasons = self.budget.check(
@@ -382,16 +388,11 @@ class Engine:
             # The others were written with the proposal; without a limit there is no latency constraint.
             latency = {name: value for name, value in constraints.items() if name == "latency"}
             if reasons:
-                record.write_over_limit(self.study, trial, outcome, latency, reasons)
-                self.completed_here += 1
-                return None
+                return record.write_over_limit(self.study, trial, outcome, latency, reasons)
             record.write_constraints(trial, latency)
         if self.rungs is not None:
             self.rungs.add_history(number, outcome.accuracy_history, self._rung_cost(trial))
-        frozen = record.write_result(self.study, trial, outcome, self._objective_cost(trial, measured))
-        self.evaluated[record.genome_key(frozen.user_attrs[record.TrialKey.GENOME])] = frozen
-        self.completed_here += 1
-        return frozen
+        return record.write_result(self.study, trial, outcome, self._objective_cost(trial, measured))
 
     def _measure(self, trial: optuna.Trial) -> float | None:
         """The trained network's latency on the target device (None without one), recorded on the trial with
@@ -410,10 +411,7 @@ class Engine:
         return float(trial.user_attrs[key])
 
     def _rung_cost(self, trial: optuna.Trial) -> float:
-        """A trial's cost at a rung: the objective's, with predicted latency standing in before measurement."""
-        if self.config.objective == "latency":
-            return float(trial.user_attrs[record.TrialKey.PREDICTED_LATENCY])
-        return self._objective_cost(trial, None)
+        return record.rung_cost(trial.user_attrs, self.config.objective)
 
     def latency_accuracy(self) -> dict | None:
         """How well the latency model predicted this study's trained trials (None without a latency target)."""
