@@ -157,6 +157,20 @@ def best_at_limit(arm: str, seed: int, study: optuna.Study, limit: float, runs: 
     return {"best_trial": None, "best_accuracy": None, "best_latency_s": None}, measured
 
 
+def accounting_text(runs: pd.DataFrame) -> str:
+    """What the worker-seconds counted, and under what load; nothing for runs recorded before either was kept
+    (their worker-seconds were the trials' wall time alone, the latency arm's build and measurements on top)."""
+    if "build_s" not in runs:
+        return ""
+    return (
+        "Worker-seconds count the trials' wall time and, for the latency arm, the latency model's build (each "
+        "run builds its own, from nothing) and the driver's measurement of every trained network "
+        "(of_which_build_s, of_which_measure_s). Worker time and latency depend on what else the machine ran: "
+        f"its load average (1 min) was {runs.load_start.iloc[0]:.1f} at the start and "
+        f"{runs.load_end.iloc[0]:.1f} at the end. "
+    )
+
+
 def summarise(runs: pd.DataFrame, limit: float) -> tuple[pd.DataFrame, list[str]]:
     table = []
     for arm in (*ARMS, "turbovit"):
@@ -173,8 +187,8 @@ def summarise(runs: pd.DataFrame, limit: float) -> tuple[pd.DataFrame, list[str]
                 "found": f"{len(found)}/{len(rows)}",
                 "trials_mean": rows.trials.mean() if arm != "turbovit" else None,
                 "worker_s_mean": rows.worker_s.mean() if arm != "turbovit" else None,
-                "of_which_build_s": rows.build_s.mean() if arm != "turbovit" else None,
-                "of_which_measure_s": rows.measure_s.mean() if arm != "turbovit" else None,
+                "of_which_build_s": rows["build_s"].mean() if arm != "turbovit" and "build_s" in rows else None,
+                "of_which_measure_s": rows["measure_s"].mean() if arm != "turbovit" and "measure_s" in rows else None,
             }
         )
     headlines, p_values = [], {}
@@ -196,7 +210,8 @@ def summarise(runs: pd.DataFrame, limit: float) -> tuple[pd.DataFrame, list[str]
         f"- Goal (at the reference's latency, at least +1 point over it beyond seed noise, p < 0.05): "
         f"{'met' if met else 'missed'} ({gap:+.2f} points)."
     )
-    return pd.DataFrame(table), headlines
+    # Runs recorded before the build and measurements were counted leave those columns empty: no column then.
+    return pd.DataFrame(table).dropna(axis=1, how="all"), headlines
 
 
 def arms_text(arms: set[str], budget: str) -> str:
@@ -264,17 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             stamp(command_line(SCRIPT, argv)),
             "",
             f"Limit: the `turbovit` reference's measured latency, {1000 * limit:.1f} ms ({SETTINGS.describe()}). "
-            f"Each arm searched until its work had used {runs.worker_s.dropna().min():.0f}+ worker-seconds on "
-            f"the default proxy (one thread per run, {args.jobs} runs at a time): "
+            f"Each arm searched until its {'work' if 'build_s' in runs else 'trials'} had used "
+            f"{runs.worker_s.dropna().min():.0f}+ worker-seconds on the default proxy (one thread per run, "
+            f"{args.jobs} runs at a time): "
             + arms_text(set(runs.arm), args.budget)
-            + ". Worker-seconds count the trials' wall time and, for the latency arm, the latency model's build "
-            "(each run builds its own, from nothing) and the driver's measurement of every trained network "
-            "(of_which_build_s, of_which_measure_s). Each run's "
-            "'best at limit' is its most accurate trained trial re-measured at or under the limit after all "
-            "searches ended; the reference row is turbovit trained on the same proxy and seeds. Proxy accuracy "
-            "only: nothing here trains on a longer schedule. Worker time and latency depend on what else the "
-            f"machine ran: its load average (1 min) was {runs.load_start.iloc[0]:.1f} at the start and "
-            f"{runs.load_end.iloc[0]:.1f} at the end.",
+            + ". "
+            + accounting_text(runs)
+            + "Each run's 'best at limit' is its most accurate trained trial re-measured at or under the limit "
+            "after all searches ended; the reference row is turbovit trained on the same proxy and seeds. Proxy "
+            "accuracy only: nothing here trains on a longer schedule.",
             "",
             frame_markdown(table, ".3f"),
             "",
