@@ -29,10 +29,10 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
+from gas import record
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome
 from gas.space import ExportConstant, ExportRecipe, SearchSpace, get_space
-from gas.study import StudyKey, TrialKey
 from gas.units import format_count, format_duration
 
 LINE_LENGTH = 120
@@ -69,41 +69,40 @@ class Exported:
 
 def provenance_for_trial(study: optuna.Study, trial: FrozenTrial, command: str = "") -> Provenance:
     """The study, trial, seeds and proxy accuracy of a trial, from the attributes the study contract fixes."""
-    attrs, study_attrs = trial.user_attrs, study.user_attrs
+    searched, recorded = record.study_record(study), record.trial_record(trial)
     search = []
-    if StudyKey.SPACE in study_attrs:
-        search.append(f"{study_attrs[StudyKey.SPACE]} space")
-    if isinstance(study_attrs.get(StudyKey.BUDGET), int | float):
-        search.append(f"budget {format_count(study_attrs[StudyKey.BUDGET])} FLOPs")
-    if isinstance(study_attrs.get(StudyKey.MAX_PARAMS), int | float):
-        search.append(f"max {format_count(study_attrs[StudyKey.MAX_PARAMS])} params")
-    if StudyKey.SAMPLER in study_attrs:
-        search.append(f"sampler {study_attrs[StudyKey.SAMPLER]}")
-    if StudyKey.SEED in study_attrs:
-        search.append(f"study seed {study_attrs[StudyKey.SEED]}")
+    if searched.space is not None:
+        search.append(f"{searched.space} space")
+    if searched.budget is not None:
+        search.append(f"budget {format_count(searched.budget)} FLOPs")
+    if searched.max_params is not None:
+        search.append(f"max {format_count(searched.max_params)} params")
+    if searched.sampler is not None:
+        search.append(f"sampler {searched.sampler}")
+    if searched.seed is not None:
+        search.append(f"study seed {searched.seed}")
     details = []
     if search:
         details.append("Search: " + ", ".join(search))
-    if TrialKey.SEED in attrs:
-        details.append(f"Trial seed: {attrs[TrialKey.SEED]}")
-    if TrialKey.MEASURED_LATENCY in attrs:
+    if recorded.seed is not None:
+        details.append(f"Trial seed: {recorded.seed}")
+    if recorded.measured_latency is not None:
         from gas.search.latency_limit import describe_target
-        from gas.study import latency_of
 
-        where = latency_of(study)
+        where = record.latency_record(study)
         on = f" on {describe_target(where)}" if where else ""
-        details.append(f"Measured latency: {format_duration(float(attrs[TrialKey.MEASURED_LATENCY]))}{on}")
+        details.append(f"Measured latency: {format_duration(recorded.measured_latency)}{on}")
     measured = []
-    if attrs.get(TrialKey.DATASET):
-        measured.append(f"on {attrs[TrialKey.DATASET]}")
-    if attrs.get(TrialKey.PROXY_RESOLUTION):
-        measured.append(f"at {attrs[TrialKey.PROXY_RESOLUTION]}px")
-    if attrs.get(TrialKey.PROXY_EPOCHS):
-        epochs = attrs[TrialKey.PROXY_EPOCHS]
+    if recorded.dataset:
+        measured.append(f"on {recorded.dataset}")
+    if recorded.proxy_resolution:
+        measured.append(f"at {recorded.proxy_resolution}px")
+    if recorded.proxy_epochs:
+        epochs = recorded.proxy_epochs
         measured.append(f"after {epochs} epoch{'' if epochs == 1 else 's'}")
-    if attrs.get(TrialKey.EVALUATOR):
-        measured.append(f"({attrs[TrialKey.EVALUATOR]} evaluator)")
-    accuracy = trial.values[0] if trial.values else attrs.get(TrialKey.ACCURACY)
+    if recorded.evaluator:
+        measured.append(f"({recorded.evaluator} evaluator)")
+    accuracy = trial.values[0] if trial.values else recorded.accuracy
     return Provenance(
         source=f"study {study.study_name!r}, trial {trial.number}",
         details=tuple(details),

@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
     from gas.export import Provenance, export_genome, provenance_for_trial, readme_row
     from gas.front import parse_pick, pick_trial
+    from gas.record import trial_genome
     from gas.space import load_genome
-    from gas.study import find_trial, open_study, trial_genome
+    from gas.storage import open_study
+    from gas.study import find_trial
 
     out = shlex.quote(args.out)
     if args.genome is not None:

@@ -24,7 +24,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from gas import study as record
+from gas import record
 from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS, OBJECTIVE_AXES, SAMPLERS
 from gas.errors import GasError
 from gas.evaluate.datasets import DatasetCheck
@@ -35,6 +35,17 @@ from gas.search.interrupts import Interrupts
 from gas.search.latency_limit import LatencyJudge, LatencyTarget, prediction_accuracy
 from gas.search.sampling import sample_genomes
 from gas.space import SearchSpace, get_space, load_genome
+from gas.storage import create_or_resume
+from gas.study import (
+    default_study_name,
+    failed_trials,
+    failure_summary,
+    latency_pairs,
+    rung_histories,
+    running_trials,
+    trained_genomes,
+    trained_trials,
+)
 
 # A sampler stuck outside the budget must not spin forever. Each rejection is written to the study (about
 # 0.1-0.2 s in SQLite, most of it Optuna storing each parameter), so this many take 10 to 20 minutes.
@@ -71,7 +82,7 @@ class SearchConfig:
     @property
     def study_name(self) -> str:
         limit = self.latency.limit if self.latency else None
-        return self.study or record.default_study_name(get_space(self.space).name, self.budget, self.max_params, limit)
+        return self.study or default_study_name(get_space(self.space).name, self.budget, self.max_params, limit)
 
     @property
     def limits(self) -> Budget:
@@ -167,7 +178,7 @@ class Engine:
         self.config = config
         self.space: SearchSpace = get_space(config.space)
         self.budget = config.limits
-        self.study = record.create_or_resume(
+        self.study = create_or_resume(
             config.study_name,
             config.storage,
             make_sampler(config.sampler, config.seed),
@@ -194,15 +205,15 @@ class Engine:
         self.on_rejected: Callable[[], None] = lambda: None  # a driver's progress display, in a run of rejections
         self.stopped_reason: str | None = None
         self.driver_seconds = 0.0  # time spent proposing and recording, outside any trial
-        self.trained_before = len(record.trained_trials(self.study))
+        self.trained_before = len(trained_trials(self.study))
         self.completed_here = 0
         self.stopped_here = 0
         self.failed_here: list[str] = []
-        self.evaluated = record.trained_genomes(self.study)
+        self.evaluated = trained_genomes(self.study)
         self.rungs: Rungs | None = None
         if config.early_stop is not None:
             self.rungs = Rungs(config.early_stop)
-            for number, history, flops in record.rung_histories(self.study):
+            for number, history, flops in rung_histories(self.study):
                 self.rungs.add_history(number, history, flops)
         self.histories: dict[int, list[float]] = {}  # accuracy per epoch of trials in flight
         self.stopped: set[int] = set()  # trials in flight that early stopping ended
@@ -225,11 +236,11 @@ class Engine:
 
     def remaining(self) -> int:
         """Trained trials still to go before the study holds `config.trials`."""
-        return self.config.trials - len(record.trained_trials(self.study))
+        return self.config.trials - len(trained_trials(self.study))
 
     def requeue(self) -> int:
         """Trials a killed search left RUNNING go back in the queue with the same genome; returns how many."""
-        stale = [trial.number for trial in record.running_trials(self.study) if trial.number not in self.live]
+        stale = [trial.number for trial in running_trials(self.study) if trial.number not in self.live]
         for number in stale:
             record.requeue(self.study, number)
         return len(stale)
@@ -377,7 +388,7 @@ class Engine:
         measured = self._measure(trial)
         if measured is not None:
             constraints, reasons = self.budget.check(
-                self.space.cost(load_genome(trial.user_attrs[record.TrialKey.GENOME])), measured
+                self.space.cost(load_genome(record.trial_record(trial).genome)), measured
             )
             # The others were written with the proposal; without a limit there is no latency constraint.
             latency = {name: value for name, value in constraints.items() if name == "latency"}
@@ -389,7 +400,7 @@ class Engine:
         if self.rungs is not None:
             self.rungs.add_history(number, outcome.accuracy_history, self._rung_cost(trial))
         frozen = record.write_result(self.study, trial, outcome, self._objective_cost(trial, measured))
-        self.evaluated[record.genome_key(frozen.user_attrs[record.TrialKey.GENOME])] = frozen
+        self.evaluated[record.genome_key(record.trial_record(frozen).genome)] = frozen
         self.completed_here += 1
         return frozen
 
@@ -397,34 +408,34 @@ class Engine:
         """The trained network's latency on the target device (None without one), recorded on the trial."""
         if self.judge is None:
             return None
-        measured = self.judge.measure(load_genome(trial.user_attrs[record.TrialKey.GENOME]))
+        measured = self.judge.measure(load_genome(record.trial_record(trial).genome))
         record.write_measured_latency(trial, measured)
         return measured
 
     def _objective_cost(self, trial: optuna.Trial, measured: float | None) -> float:
         if self.config.objective == "latency" and measured is not None:
             return measured
-        key = record.TrialKey.PARAMS if self.config.objective == "params" else record.TrialKey.FLOPS
-        return float(trial.user_attrs[key])
+        recorded = record.trial_record(trial)
+        return float(recorded.params if self.config.objective == "params" else recorded.flops)
 
     def _rung_cost(self, trial: optuna.Trial) -> float:
         """A trial's cost at a rung: the objective's, with predicted latency standing in before measurement."""
         if self.config.objective == "latency":
-            return float(trial.user_attrs[record.TrialKey.PREDICTED_LATENCY])
+            return float(record.trial_record(trial).predicted_latency)
         return self._objective_cost(trial, None)
 
     def latency_accuracy(self) -> dict | None:
         """How well the latency model predicted this study's trained trials (None without a latency target)."""
         if self.judge is None:
             return None
-        return prediction_accuracy(record.latency_pairs(self.study))
+        return prediction_accuracy(latency_pairs(self.study))
 
     def finish(self) -> None:
         """At the end of a run: the latency model's accuracy goes to the study, the recalibrated model to disk."""
         if self.judge is None:
             return
         accuracy = self.latency_accuracy()
-        self.study.set_user_attr(record.StudyKey.LATENCY, {**self.config.latency.to_dict(), "accuracy": accuracy})
+        record.write_latency(self.study, self.config.latency.to_dict(), accuracy)
         self.judge.save()
 
     def failure_verdict(self) -> str | None:
@@ -437,7 +448,7 @@ class Engine:
         return None
 
     def trained(self) -> list[FrozenTrial]:
-        return record.trained_trials(self.study)
+        return trained_trials(self.study)
 
     def complete(self) -> list[FrozenTrial]:
         return [t for t in self.trained() if t.state == TrialState.COMPLETE]
@@ -459,7 +470,7 @@ class SearchOutcome:
 
     @classmethod
     def of(cls, engine: Engine, interrupted: bool, elapsed: float, concurrency: float = 1.0) -> SearchOutcome:
-        failed = record.failed_trials(engine.study)
+        failed = failed_trials(engine.study)
         return cls(
             engine.study,
             len(engine.trained()),
@@ -468,6 +479,6 @@ class SearchOutcome:
             elapsed,
             engine.driver_seconds,
             concurrency,
-            record.failure_summary(failed) if failed else None,
+            failure_summary(failed) if failed else None,
             engine.failure_verdict(),
         )
