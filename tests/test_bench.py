@@ -19,11 +19,12 @@ from optuna.trial import TrialState
 
 from experiments.common.results import update_summary, write_page
 from experiments.common.tables import markdown_table
-from gas import study as record
+from gas import record
 from gas.cli import main as gas_main
 from gas.latency.measure import time_in_turns
 from gas.space import get_space, load_genome
 from gas.stats import hypervolume, kendall_tau, seed_noise
+from gas.study import trained_trials
 from tests.conftest import REPO, run_gas
 
 BUDGET = 2_500_000_000
@@ -111,7 +112,7 @@ def test_search_efficiency_harness_end_to_end(search_run, bench_search):
             study_name=f"bench_search_zero-cost-{sampler}-s{seed}",
             storage=f"sqlite:///{search_run / 'bench_search_zero-cost_studies' / f'{sampler}-s{seed}.db'}",
         )
-        trained = record.trained_trials(study)
+        trained = trained_trials(study)
         assert sorted(curve["trial"]) == sorted(t.number for t in trained)
         assert all(
             t.state == TrialState.COMPLETE and t.user_attrs[record.TrialKey.EVALUATOR] == "zero-cost" for t in trained

@@ -8,13 +8,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from gas import study as record
+from gas import record
 from gas.cli import main
 from gas.evaluate.proxy import ProxyConfig, ProxyResult
 from gas.search import Engine, SearchConfig, make_sampler, search_in_process
 from gas.search.budget import Budget
 from gas.search.early_stop import EarlyStopping, Rungs, front_index, goes_on
 from gas.space import get_space
+from gas.study import rung_histories, state_counts, trained_trials
 
 
 def test_rungs_grow_by_eta_below_the_longest_schedule():
@@ -77,11 +78,11 @@ def early_stopped(tmp_path_factory):
 def test_an_early_stopping_search_stops_trials_and_keeps_them_off_the_front(early_stopped, capsys):
     folder, outcome = early_stopped
     study = outcome.study
-    trials = record.trained_trials(study)
-    stopped = [t for t in trials if record.is_stopped(t)]
+    trials = trained_trials(study)
+    stopped = [t for t in trials if record.trial_record(t).is_stopped]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(trials) == 8 and stopped and complete
-    assert record.state_counts(study)["stopped"] == len(stopped)
+    assert state_counts(study)["stopped"] == len(stopped)
     for trial in stopped:
         history = trial.user_attrs[record.TrialKey.ACCURACY_HISTORY]
         assert trial.user_attrs[record.TrialKey.STOPPED_AT] == len(history) in (1, 2)
@@ -103,7 +104,7 @@ def test_an_early_stopping_search_stops_trials_and_keeps_them_off_the_front(earl
 def test_a_resumed_search_rebuilds_its_rungs_from_finished_trials_only(early_stopped, tmp_path):
     folder, _ = early_stopped
     engine = Engine(_search(folder, trials=10))
-    finished = {number for number, _, _ in record.rung_histories(engine.study)}
+    finished = {number for number, _, _ in rung_histories(engine.study)}
     assert set(engine.rungs.reached[1]) == finished
     proposal = engine.propose()
     assert engine.report(proposal.number, 1, 1.0)  # the best accuracy so far goes on
@@ -165,5 +166,5 @@ def test_tpe_proposes_otherwise_when_stopped_trials_are_recorded(tmp_path):
         return storage
 
     told, untold = build("told", with_stopped=True), build("untold", with_stopped=False)
-    assert record.state_counts(optuna.load_study(study_name="told", storage=told))["stopped"] == 6
+    assert state_counts(optuna.load_study(study_name="told", storage=told))["stopped"] == 6
     assert _next_proposals("told", told, 3) != _next_proposals("untold", untold, 3)

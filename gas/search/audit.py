@@ -276,7 +276,7 @@ def run_audit(
     retrained = [pair.long for pair in pairs.values()]
     tau = kendall_tau(search, retrained)
     low, high = tau_interval(search, retrained)
-    on_front = tuple(number for number in pairs if number in front_numbers)
+    audited_front = tuple(number for number in pairs if number in front_numbers)
     audit = record.AuditRecord(
         epochs=long.train.epochs,
         resolution=long.resolution,
@@ -284,13 +284,13 @@ def run_audit(
         epoch_factor=config.epoch_factor,
         search_proxy=recorded_proxy(study),
         pairs=pairs,
-        front=on_front,
+        front=audited_front,
         failed=failed,
         # An undefined tau (every accuracy tied) is None: the study stores JSON, which has no nan.
         tau=None if math.isnan(tau) else tau,
         interval=None if math.isnan(low) else (low, high),
         n=len(pairs),
-        front_order_held=front_order_held(pairs, on_front),
+        front_order_held=front_order_held(pairs, audited_front),
         seconds=time.perf_counter() - started,
     )
     return record.write_audit(study, audit)

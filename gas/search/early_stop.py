@@ -11,7 +11,7 @@ thins the dominated interior and keeps both ends of the front. The decision is t
 reaches the rung (no waiting for the rung to fill), so workers never idle.
 
 A stopped trial is recorded PRUNED with a feasible constraint, the rung it reached and its accuracy per
-epoch: it is never on the front, and Optuna's TPE counts it among the bad trials (see gas.study).
+epoch: it is never on the front, and Optuna's TPE counts it among the bad trials (see gas.record).
 """
 
 from __future__ import annotations
