@@ -106,6 +106,7 @@ class StudyRecord:
 
 
 def _budget(value: Any) -> int | None:
+    """A positive FLOPs budget, as a number or as it was typed ('2.5G'); None for anything else."""
     if _number(value) is not None:
         return int(value) if value > 0 else None
     if isinstance(value, str):  # the budget as it was typed
@@ -117,6 +118,7 @@ def _budget(value: Any) -> int | None:
 
 
 def study_record(study: optuna.Study) -> StudyRecord:
+    """What the study's search ran under, as whichever version of gas wrote it records it."""
     attrs = study.user_attrs
     settings, data, max_params = attrs.get(StudyKey.SETTINGS), attrs.get(StudyKey.DATA), attrs.get(StudyKey.MAX_PARAMS)
     return StudyRecord(
