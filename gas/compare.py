@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from gas import study as record
+from gas import record
 from gas.defaults import COMPARE_AGAINST, COMPARE_PICKS
 from gas.errors import GasError
 from gas.front import PICKS, parse_pick, pick_trial
@@ -232,7 +232,7 @@ def run_compare(
     runs, failed, test_images = _collect(jobs, outcomes)
     rows = [_candidate_row(c, runs, failed, latencies[c.name].to_dict(), candidates) for c in candidates]
     proxy = recorded_proxy(study)
-    latency = record.latency_of(study) or {}
+    latency = record.latency_record(study)
     return {
         "study": study.study_name,
         "space": space,
@@ -245,7 +245,7 @@ def run_compare(
             "settings": settings_dict(settings),
             "fingerprint": fingerprint(settings),
             "runs": config.latency_runs,
-            "limit": latency.get("limit"),
+            "limit": None if latency is None else latency.limit,
             "describe": settings.describe(),
         },
         "limits": [str(limit) for limit in limits],

@@ -21,7 +21,7 @@ from types import FrameType
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from gas.errors import GasError
-from gas.study import DEFAULT_STORAGE, open_study, redacted_url, storage_for
+from gas.storage import DEFAULT_STORAGE, open_study, redacted_url, storage_for
 
 
 class _Server(ThreadingMixIn, WSGIServer):

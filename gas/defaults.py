@@ -17,7 +17,7 @@ DEFAULT_TRIALS = 40
 #: device's busy share at 1, 2, 4 and 8 trials per GPU, experiments/results/gpu_check.md).
 TRIALS_PER_GPU = 4
 
-#: Optuna samplers `gas search --sampler` takes (gas.search.engine.make_sampler builds them).
+#: Optuna samplers `gas search --sampler` takes (gas.search.config.make_sampler builds them).
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 #: The front's cost axis against accuracy.

@@ -19,39 +19,30 @@ import importlib
 import inspect
 import json
 import keyword
-import math
 import sys
-import textwrap
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import optuna
 import torch
-from optuna.trial import FrozenTrial
 
 from gas.errors import GasError, GenomeError
 from gas.genome import Genome
+from gas.provenance import Provenance
+from gas.source_layout import (
+    INDENT,
+    LINE_LENGTH,
+    comment_lines,
+    docstring_text,
+    is_table,
+    render_literal,
+    wrap_line,
+)
 from gas.space import ExportConstant, ExportRecipe, SearchSpace, get_space
-from gas.study import StudyKey, TrialKey
-from gas.units import format_count, format_duration
+from gas.units import format_count
 
-LINE_LENGTH = 120
-INDENT = "    "
 RESERVED_NAMES = frozenset({"GENOME", "build_model"})
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Where an exported genome came from, as the file's docstring tells it."""
-
-    source: str  # e.g. "study 'turbovit-2.5G', trial 17" or "reference genome 'turbovit' (turbovit space)"
-    details: tuple[str, ...] = ()  # further "Label: value" lines
-    accuracy: float | None = None
-    accuracy_detail: str = ""  # dataset, resolution, epochs the accuracy was measured with
-    command: str = ""  # the gas command that writes this file
 
 
 @dataclass(frozen=True)
@@ -75,68 +66,6 @@ class Exported:
     flops: int  # at the genome's resolution
     flops_224: int | None  # at 224px, None when the genome does not build there
     provenance: Provenance
-
-
-# ---- provenance ------------------------------------------------------------------------------------
-
-
-def provenance_for_trial(study: optuna.Study, trial: FrozenTrial, command: str = "") -> Provenance:
-    """The study, trial, seeds and proxy accuracy of a trial, from the attributes the study contract fixes."""
-    attrs, study_attrs = trial.user_attrs, study.user_attrs
-    search = []
-    if StudyKey.SPACE in study_attrs:
-        search.append(f"{study_attrs[StudyKey.SPACE]} space")
-    if isinstance(study_attrs.get(StudyKey.BUDGET), int | float):
-        search.append(f"budget {format_count(study_attrs[StudyKey.BUDGET])} FLOPs")
-    if isinstance(study_attrs.get(StudyKey.MAX_PARAMS), int | float):
-        search.append(f"max {format_count(study_attrs[StudyKey.MAX_PARAMS])} params")
-    if StudyKey.SAMPLER in study_attrs:
-        search.append(f"sampler {study_attrs[StudyKey.SAMPLER]}")
-    if StudyKey.SEED in study_attrs:
-        search.append(f"study seed {study_attrs[StudyKey.SEED]}")
-    details = []
-    if search:
-        details.append("Search: " + ", ".join(search))
-    if TrialKey.SEED in attrs:
-        details.append(f"Trial seed: {attrs[TrialKey.SEED]}")
-    if TrialKey.MEASURED_LATENCY in attrs:
-        from gas.search.latency_limit import describe_target
-        from gas.study import latency_of
-
-        where = latency_of(study)
-        on = f" in {measured_in(where)} on {describe_target(where)}" if where else ""
-        details.append(f"Measured latency: {format_duration(float(attrs[TrialKey.MEASURED_LATENCY]))}{on}")
-    measured = []
-    if attrs.get(TrialKey.DATASET):
-        measured.append(f"on {attrs[TrialKey.DATASET]}")
-    if attrs.get(TrialKey.PROXY_RESOLUTION):
-        measured.append(f"at {attrs[TrialKey.PROXY_RESOLUTION]}px")
-    if attrs.get(TrialKey.PROXY_EPOCHS):
-        epochs = attrs[TrialKey.PROXY_EPOCHS]
-        measured.append(f"after {epochs} epoch{'' if epochs == 1 else 's'}")
-    if attrs.get(TrialKey.EVALUATOR):
-        measured.append(f"({attrs[TrialKey.EVALUATOR]} evaluator)")
-    accuracy = trial.values[0] if trial.values else attrs.get(TrialKey.ACCURACY)
-    return Provenance(
-        source=f"study {study.study_name!r}, trial {trial.number}",
-        details=tuple(details),
-        accuracy=None if accuracy is None else float(accuracy),
-        accuracy_detail=" ".join(measured),
-        command=command,
-    )
-
-
-def measured_in(recorded: Mapping[str, Any]) -> str:
-    """'PyTorch 2.13.0 (eager)' or 'ONNX Runtime 1.32.0': the runtime of a study's latency record.
-
-    Records from before the runtime was recorded were measured in torch.
-    """
-    settings = recorded.get("settings") or {}
-    where = recorded.get("fingerprint") or {}
-    if settings.get("runtime", "torch") == "onnxruntime":
-        return " ".join(["ONNX Runtime", *([where["runtime_version"]] if where.get("runtime_version") else [])])
-    version = [where["torch"]] if where.get("torch") else []
-    return " ".join(["PyTorch", *version, "(torch.compile)" if settings.get("compile") else "(eager)"])
 
 
 # ---- the family module -----------------------------------------------------------------------------
@@ -205,97 +134,6 @@ def read_family(module_name: str) -> FamilySource:
         elif isinstance(node, ast.Import | ast.ImportFrom):
             names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
     return FamilySource(module_name, docstring, import_text, body, frozenset(names))
-
-
-# ---- rendering -------------------------------------------------------------------------------------
-
-
-def _scalar(value: Any) -> str:
-    if value is None or isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise GasError(f"cannot write the non-finite number {value!r} as a constant")
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # double quotes, as `ruff format` writes them
-    raise GasError(f"cannot write a {type(value).__name__} as a constant; use plain literals")
-
-
-def _items(value: Any) -> tuple[str, str, list[tuple[str, Any]]]:
-    """Opening bracket, closing bracket, and (prefix, item) pairs of a collection."""
-    if isinstance(value, Mapping):
-        if not all(isinstance(key, str) for key in value):
-            raise GasError("constant dicts must have string keys")
-        return "{", "}", [(f"{_scalar(key)}: ", item) for key, item in value.items()]
-    if isinstance(value, list):
-        return "[", "]", [("", item) for item in value]
-    return "(", ")", [("", item) for item in value]
-
-
-def _flat(value: Any) -> str:
-    if not isinstance(value, Mapping | list | tuple):
-        return _scalar(value)
-    opening, closing, items = _items(value)
-    inner = ", ".join(prefix + _flat(item) for prefix, item in items)
-    if isinstance(value, tuple) and len(value) == 1:
-        inner += ","
-    return opening + inner + closing
-
-
-def _is_table(value: Any) -> bool:
-    return isinstance(value, list | tuple) and bool(value) and all(isinstance(row, list | tuple) for row in value)
-
-
-def render_literal(value: Any, indent: int = 0, prefix: str = "", suffix: str = "", explode: bool = False) -> list[str]:
-    """`value` as source lines the way `ruff format` lays out literals: one line if it fits, else one item per line.
-
-    An exploded collection ends with a trailing comma, which also tells `ruff format` to keep it exploded.
-    """
-    pad = INDENT * (indent // len(INDENT))
-    flat = _flat(value)
-    if not explode and len(pad + prefix + flat + suffix) <= LINE_LENGTH:
-        return [pad + prefix + flat + suffix]
-    if not isinstance(value, Mapping | list | tuple) or not value:
-        return [pad + prefix + flat + suffix]
-    opening, closing, items = _items(value)
-    lines = [pad + prefix + opening]
-    for item_prefix, item in items:
-        lines += render_literal(item, indent + len(INDENT), item_prefix, ",")
-    lines.append(pad + closing + suffix)
-    return lines
-
-
-def _comment(text: str, indent: str = "") -> list[str]:
-    """`text` as comment lines within the line length; blank lines become a bare `#`."""
-    lines = []
-    for paragraph_line in text.splitlines() or [""]:
-        if not paragraph_line.strip():
-            lines.append(indent + "#")
-            continue
-        leading = paragraph_line[: len(paragraph_line) - len(paragraph_line.lstrip())]
-        wrapped = textwrap.wrap(
-            paragraph_line.strip(),
-            width=LINE_LENGTH - len(indent) - 2,
-            initial_indent=leading,
-            subsequent_indent=leading,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-        lines += [f"{indent}# {line}".rstrip() for line in wrapped]
-    return lines
-
-
-def _docstring_text(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-
-
-def _wrap(line: str) -> list[str]:
-    if len(line) <= LINE_LENGTH:
-        return [line]
-    return textwrap.wrap(line, width=LINE_LENGTH, subsequent_indent=INDENT, break_long_words=False) or [line]
 
 
 def _check_constants(constants: Sequence[ExportConstant], family: FamilySource) -> None:
@@ -382,28 +220,28 @@ def render_module(genome: Genome, provenance: Provenance, module_name: str, spac
         "the other with strict=True. The constants below are that genome as data; the classes after them are the",
         f"model family, copied from {family.name}.",
     ]
-    doc_lines = [wrapped for line in doc for wrapped in _wrap(_docstring_text(line))]
+    doc_lines = [wrapped for line in doc for wrapped in wrap_line(docstring_text(line))]
     out = ['"""' + doc_lines[0], *doc_lines[1:], '"""', "", "from __future__ import annotations", ""]
     if family.imports:
         out += [family.imports, ""]
-    out += _comment(f"The {genome.space} genome as data, at {genome.resolution}px.")
+    out += comment_lines(f"The {genome.space} genome as data, at {genome.resolution}px.")
     for constant in recipe.constants:
         out.append("")
         if constant.comment:
-            out += _comment(constant.comment)
+            out += comment_lines(constant.comment)
         value = constant.value
-        explode = _is_table(value) or (
+        explode = is_table(value) or (
             isinstance(value, Mapping) and any(isinstance(item, Mapping | list | tuple) for item in value.values())
         )
         out += render_literal(value, prefix=f"{constant.name} = ", explode=explode)
     out += ["", ""]
-    out += _comment(f"The model family, copied verbatim from {family.name}:")
+    out += comment_lines(f"The model family, copied verbatim from {family.name}:")
     if family.docstring:
-        out += _comment("")
-        out += _comment(family.docstring)
+        out += comment_lines("")
+        out += comment_lines(family.docstring)
         out.append("")
     out += [family.body, "", ""]
-    out += _comment(
+    out += comment_lines(
         "The genome this file was exported from; saved with json.dump it is a genome file `gas cost` and "
         "`gas export` read."
     )

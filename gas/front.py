@@ -29,19 +29,12 @@ from collections.abc import Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from gas import study as record
+from gas import record
 from gas.errors import GasError
-from gas.study import StudyKey, TrialKey, study_budget
+from gas.study import front
 from gas.units import format_count, parse_count
 
 PICKS = ("best", "knee", "max-acc-under", "fastest-over")
-# Where each objective reads an untrained trial's place on its axis, first key found; a trial not measured
-# on the target device sits at its predicted latency.
-_AXIS_KEYS = {
-    "flops": (TrialKey.FLOPS,),
-    "params": (TrialKey.PARAMS,),
-    "latency": (TrialKey.MEASURED_LATENCY, TrialKey.PREDICTED_LATENCY),
-}
 
 
 # ---- a trial on the axis ---------------------------------------------------------------------------
@@ -57,40 +50,42 @@ def cost_of(trial: FrozenTrial) -> float:
 
 
 def flops_of(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get(TrialKey.FLOPS, trial.values[1]))
+    flops = record.trial_record(trial).flops
+    return int(trial.values[1] if flops is None else flops)
 
 
 def measured_latency_of(trial: FrozenTrial) -> float | None:
     """Seconds the trained network took on the study's target device, if it was measured there."""
-    value = trial.user_attrs.get(TrialKey.MEASURED_LATENCY)
-    return None if value is None else float(value)
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return record.trial_record(trial).measured_latency
 
 
 def axis_value(trial: FrozenTrial, objective: str) -> float | None:
-    """Where any trial sits on the `objective` axis: its cost value once trained, else what its proposal recorded."""
+    """Where any trial sits on the `objective` axis: its cost value once trained, else what its proposal recorded.
+
+    A trial not measured on the target device sits at its predicted latency.
+    """
     if trial.state == TrialState.COMPLETE and trial.values:
         return cost_of(trial)
-    for key in _AXIS_KEYS[objective]:
-        value = _number(trial.user_attrs.get(key))
-        if value is not None:
-            return value
-    return None
+    recorded = record.trial_record(trial)
+    places = {
+        "flops": (recorded.flops,),
+        "params": (recorded.params,),
+        "latency": (recorded.measured_latency, recorded.predicted_latency),
+    }
+    return next((float(value) for value in places[objective] if value is not None), None)
 
 
 def axis_limit(study: optuna.Study, objective: str) -> float | None:
     """The limit the search held on the `objective` axis: the FLOPs budget, the params cap or the latency limit."""
+    searched = record.study_record(study)
     if objective == "flops":
-        budget = study_budget(study)
-        return None if budget is None else float(budget)
+        return None if searched.budget is None else float(searched.budget)
     if objective == "params":
-        value = _number(study.user_attrs.get(StudyKey.MAX_PARAMS))
+        value = searched.max_params
     else:
-        value = _number((record.latency_of(study) or {}).get("limit"))
-    return value if value else None
+        latency = record.latency_record(study)
+        value = None if latency is None else latency.limit
+    return float(value) if value else None
 
 
 # ---- choosing a trial ------------------------------------------------------------------------------
@@ -138,7 +133,7 @@ def parse_pick(words: Sequence[str]) -> tuple[str, float | None]:
 
 def pick_trial(study: optuna.Study, kind: str, budget: float | None = None) -> FrozenTrial:
     """The front trial that `--pick kind [value]` names (value: FLOPs for max-acc-under, accuracy for fastest-over)."""
-    front_trials = record.front(study)
+    front_trials = front(study)
     if not front_trials:
         raise GasError(f"study {study.study_name!r} has no feasible, fully trained trials yet, so nothing to pick")
     if kind == "best":

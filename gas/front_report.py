@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from gas import study as record
+from gas import record
 from gas.errors import GasError
 from gas.front import accuracy_of, axis_limit, axis_value, flops_of
 from gas.space import get_space
-from gas.study import TrialKey, is_infeasible, objective_of
+from gas.study import front
 from gas.units import format_count, format_duration
 
 if TYPE_CHECKING:  # annotations only: `gas pareto` without --plot should not wait for matplotlib to import
@@ -33,18 +33,18 @@ if TYPE_CHECKING:  # annotations only: `gas pareto` without --plot should not wa
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per front trial, cheapest first: the numbers, the space's own columns, and the genome."""
     rows = []
-    for trial in record.front(study):
+    for trial in front(study):
         genome = record.trial_genome(trial)
-        attrs = trial.user_attrs
+        recorded = record.trial_record(trial)
         row: dict[str, Any] = {
             "trial": trial.number,
             "accuracy": accuracy_of(trial),
             "flops": flops_of(trial),
-            "params": attrs.get(TrialKey.PARAMS),
-            "budget_utilisation": attrs.get(TrialKey.BUDGET_UTILISATION),
+            "params": recorded.params,
+            "budget_utilisation": recorded.budget_utilisation,
         }
-        if TrialKey.MEASURED_LATENCY in attrs:
-            row["latency"] = float(attrs[TrialKey.MEASURED_LATENCY])
+        if recorded.measured_latency is not None:
+            row["latency"] = recorded.measured_latency
         for key, value in get_space(genome.space).describe(genome).items():
             row.setdefault(key, value)
         row["genome"] = genome.to_dict()
@@ -144,26 +144,25 @@ class FrontPlot:
 
 
 def front_plot(study: optuna.Study) -> FrontPlot:
-    objective = objective_of(study)
-    front_numbers = {trial.number for trial in record.front(study)}
+    searched = record.study_record(study)
+    objective = searched.objective
+    front_numbers = {trial.number for trial in front(study)}
     groups: dict[str, list[Point]] = {"front": [], "dominated": [], "infeasible": [], "failed": []}
     for trial in study.get_trials(deepcopy=False):
         cost = axis_value(trial, objective)
         if cost is None:
             continue
-        attrs = trial.user_attrs
-        flops = attrs.get(TrialKey.FLOPS)
-        point = Point(trial.number, cost, None if flops is None else int(flops), None, attrs.get(TrialKey.PARAMS))
+        recorded = record.trial_record(trial)
+        point = Point(trial.number, cost, recorded.flops, None, recorded.params)
         if trial.state == TrialState.COMPLETE and trial.values:
             point = Point(trial.number, cost, flops_of(trial), accuracy_of(trial), point.params)
             groups["front" if trial.number in front_numbers else "dominated"].append(point)
-        elif trial.state == TrialState.PRUNED and is_infeasible(trial):
+        elif trial.state == TrialState.PRUNED and recorded.is_infeasible:
             groups["infeasible"].append(point)
         elif trial.state == TrialState.FAIL:
             groups["failed"].append(point)
     groups["front"].sort(key=lambda point: point.cost)
-    space = study.user_attrs.get("space", "")
-    title = f"{study.study_name}" + (f" ({space} space)" if space else "")
+    title = f"{study.study_name}" + (f" ({searched.space} space)" if searched.space else "")
     return FrontPlot(
         title,
         objective,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import optuna
 import torch
 
-from gas import study as record
+from gas import record
 from gas.errors import GasError
 from gas.genome import Genome
 from gas.latency import LatencySettings, fingerprint, measure
@@ -115,16 +115,16 @@ def study_latency_settings(study: optuna.Study) -> LatencySettings | None:
     A latency holds on the device it was measured on: figures from another CPU or GPU, or other torch,
     would not compare with the study's.
     """
-    latency = record.latency_of(study)
-    if not latency or not latency.get("settings"):
+    latency = record.latency_record(study)
+    if latency is None or not latency.settings:
         return None
-    settings = LatencySettings(**latency["settings"])
+    settings = LatencySettings(**latency.settings)
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise GasError(
             f"study {study.study_name!r} measured its latency on CUDA and this machine has none; run this where it "
             "searched"
         )
-    mismatch = difference(fingerprint(settings), latency.get("fingerprint", {}))
+    mismatch = difference(fingerprint(settings), latency.fingerprint)
     if mismatch is not None:
         raise GasError(
             f"study {study.study_name!r} measured its latency on another device or settings "
@@ -138,24 +138,24 @@ def study_limits(study: optuna.Study, runs: int, budget: int | None = None) -> l
 
     `budget`, if given, must be the study's own; a study with no limit of its own needs it.
     """
-    searched_budget = record.study_budget(study)
+    searched = record.study_record(study)
+    searched_budget = searched.budget
     if budget is not None and searched_budget is not None and searched_budget != budget:
         raise GasError(
             f"study {study.study_name!r} searched under {compact_count(searched_budget)} FLOPs, not the "
             f"{compact_count(budget)} asked for; pass --budget {compact_count(searched_budget)} or another study"
         )
     limits: list[Limit] = []
-    latency = record.latency_of(study) or {}
-    if latency.get("limit"):
+    latency = record.latency_record(study)
+    if latency is not None and latency.limit:
         settings = study_latency_settings(study)
         assert settings is not None
-        limits.append(MeasuredLatency(float(latency["limit"]), settings, runs))
+        limits.append(MeasuredLatency(float(latency.limit), settings, runs))
     flops = searched_budget or budget
     if flops is not None:
         limits.append(FlopsBudget(flops))
-    max_params = study.user_attrs.get(record.StudyKey.MAX_PARAMS)
-    if max_params:
-        limits.append(ParamsCap(int(max_params)))
+    if searched.max_params:
+        limits.append(ParamsCap(searched.max_params))
     if not limits:
         raise GasError(f"study {study.study_name!r} records no FLOPs budget, params cap or latency limit")
     return limits

@@ -1,4 +1,4 @@
-"""Studies written the way the search driver writes them (through gas.study's writers), on real SQLite storage."""
+"""Studies written the way the search driver writes them (through gas.record's writers), on real SQLite storage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from gas import study as record
+from gas import record
 from gas.cost import Cost
 from gas.search.budget import Budget
 from gas.search.sampling import sample_genomes
@@ -143,7 +143,7 @@ def objective_study(path: Path, objective: str) -> tuple[str, optuna.Study]:
     study.set_user_attr(record.StudyKey.OBJECTIVE, objective)
     study.set_user_attr(record.StudyKey.MAX_PARAMS, max_params)
     target = LatencyTarget(LatencySettings(device="cpu", threads=1), limit)
-    study.set_user_attr(record.StudyKey.LATENCY, {**target.to_dict(), "accuracy": None})
+    record.write_latency(study, target.to_dict(), None)
     budget = Budget(BUDGET, max_params, limit)
     accuracies = [0.62, 0.50, 0.41, 0.45, 0.48, 0.70]
     measured = [0.026, 0.020, 0.014, 0.018, 0.024, 0.034]

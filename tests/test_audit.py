@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy.stats import kendalltau
 
-from gas import study as record
+from gas import record
 from gas.cli import main
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig, evaluate
@@ -30,10 +30,15 @@ from gas.search.local import run_in_process
 from gas.search.ray_tune import run_on_ray
 from gas.space import get_space, load_genome
 from gas.stats import kendall_tau, tau_interval, tau_interval_width
+from gas.storage import load_study
+from gas.study import front
 from tests.studies import add_complete, mixed_study, new_study, sampled_genomes, sqlite_url
 
 # The audit's own sizes: long runs at the search's 32px (the 64px default is checked on paper), two epochs.
 TINY_AUDIT = AuditConfig(trials=4, epoch_factor=2, resolution=32)
+# The audit attribute's layout, as every version since the audit has written it.
+STORED_AUDIT_KEYS = ("settings", "pairs", "front", "failed", "tau", "interval", "n", "front_order_held", "seconds")
+STORED_AUDIT_SETTINGS = ("epochs", "resolution", "evaluator", "epoch_factor", "proxy")
 
 
 # ---- Kendall's tau and its interval ------------------------------------------------------------------
@@ -104,25 +109,25 @@ def test_select_trials_takes_the_front_then_spreads_over_accuracy(tmp_path):
     # Eight complete trials, cheapest first, at 0.31 0.45 0.40 0.52 0.47 0.61 0.58 0.66: the front is the
     # ones no cheaper trial beats, the rest ranked by accuracy are 0.40 < 0.47 < 0.58.
     by_rank = numbers["complete"]
-    front = [by_rank[rank] for rank in (0, 1, 3, 5, 7)]
+    on_front = [by_rank[rank] for rank in (0, 1, 3, 5, 7)]
     rest = [by_rank[rank] for rank in (2, 4, 6)]
     # A repeat of the best genome carries its values, and so sits on Optuna's front too; it is not retrained.
-    best = next(t for t in study.get_trials() if t.number == front[-1])
+    best = next(t for t in study.get_trials() if t.number == on_front[-1])
     genome = load_genome(best.user_attrs[record.TrialKey.GENOME])
     repeat = study.ask()
     record.write_proposal(repeat, genome, get_space(genome.space).cost(genome), None, {})
     record.write_duplicate(study, repeat, best)
-    assert repeat.number in {t.number for t in record.front(study)}
+    assert repeat.number in {t.number for t in front(study)}
 
     def numbers_of(n: int) -> list[int]:
         return [trial.number for trial in select_trials(study, n)]
 
-    assert numbers_of(5) == front
-    assert numbers_of(6) == [*front, rest[0]]  # one place left: the least accurate, to widen the range
-    assert numbers_of(7) == [*front, rest[0], rest[2]]  # both ends of the rest
-    assert numbers_of(8) == [*front, *rest]
-    assert numbers_of(20) == [*front, *rest]  # never the repeat, failed or infeasible trials
-    assert numbers_of(3) == [front[0], front[2], front[4]]  # a larger front thinned evenly, ends kept
+    assert numbers_of(5) == on_front
+    assert numbers_of(6) == [*on_front, rest[0]]  # one place left: the least accurate, to widen the range
+    assert numbers_of(7) == [*on_front, rest[0], rest[2]]  # both ends of the rest
+    assert numbers_of(8) == [*on_front, *rest]
+    assert numbers_of(20) == [*on_front, *rest]  # never the repeat, failed or infeasible trials
+    assert numbers_of(3) == [on_front[0], on_front[2], on_front[4]]  # a larger front thinned evenly, ends kept
 
 
 # ---- real audits -------------------------------------------------------------------------------------
@@ -162,30 +167,35 @@ def test_audit_of_a_tiny_search_is_recorded_and_shown_by_pareto(tiny_study, caps
     study, storage = tiny_study
     audit = run_audit(study, TINY_AUDIT, run_in_process)
 
-    assert audit["n"] == 4 and not audit["failed"] and len(audit["pairs"]) == 4
-    assert audit["settings"]["epochs"] == 2 and audit["settings"]["resolution"] == 32
-    assert audit["settings"]["proxy"]["evaluator"] == "zero-cost" and audit["settings"]["evaluator"] == "train"
-    trials = {str(t.number): t for t in study.get_trials()}
-    for number, pair in audit["pairs"].items():
-        assert pair["search"] == trials[number].values[0]  # the search's result stays as it was
-    first, pair = next(iter(audit["pairs"].items()))  # a long run is the trial trained on the long schedule
-    assert pair["long"] == evaluate(record.trial_genome(trials[first]), long_schedule(study, TINY_AUDIT)).accuracy
-    search = [pair["search"] for pair in audit["pairs"].values()]
-    retrained = [pair["long"] for pair in audit["pairs"].values()]
-    assert audit["tau"] == pytest.approx(kendall_tau(search, retrained))
-    assert audit["tau"] == pytest.approx(kendalltau(search, retrained).statistic)
-    assert audit["interval"] is None  # four trials are too few for an honest interval
-    assert audit["front"] == [str(t.number) for t in record.front(study) if str(t.number) in audit["pairs"]]
-    assert audit["front_order_held"] in ((None,) if len(audit["front"]) < 2 else (True, False))
-    assert audit["seconds"] > 0
-    stored = record.audit_of(record.load_study("tiny", storage))
-    assert stored == json.loads(json.dumps(audit))
-    print(f"tiny audit: tau {audit['tau']:.3f} {audit['interval']} front {audit['front']} pairs {audit['pairs']}")
+    assert audit.n == 4 and not audit.failed and len(audit.pairs) == 4
+    assert (audit.epochs, audit.resolution, audit.evaluator) == (2, 32, "train")
+    assert audit.search_setting("evaluator") == "zero-cost"
+    trials = {t.number: t for t in study.get_trials()}
+    for number, pair in audit.pairs.items():
+        assert pair.search == trials[number].values[0]  # the search's result stays as it was
+    first, pair = next(iter(audit.pairs.items()))  # a long run is the trial trained on the long schedule
+    assert pair.long == evaluate(record.trial_genome(trials[first]), long_schedule(study, TINY_AUDIT)).accuracy
+    search = [pair.search for pair in audit.pairs.values()]
+    retrained = [pair.long for pair in audit.pairs.values()]
+    assert audit.tau == pytest.approx(kendall_tau(search, retrained))
+    assert audit.tau == pytest.approx(kendalltau(search, retrained).statistic)
+    assert audit.interval is None  # four trials are too few for an honest interval
+    assert audit.front == tuple(t.number for t in front(study) if t.number in audit.pairs)
+    assert audit.front_order_held in ((None,) if len(audit.front) < 2 else (True, False))
+    assert audit.seconds > 0
+    reloaded = load_study("tiny", storage)
+    assert record.audit_record(reloaded) == audit
+    # As stored: JSON, so trial numbers are strings, in the layout every earlier version wrote.
+    stored = reloaded.user_attrs[record.StudyKey.AUDIT]
+    assert list(stored) == [*STORED_AUDIT_KEYS] and list(stored["settings"]) == [*STORED_AUDIT_SETTINGS]
+    assert stored["pairs"] == {str(n): {"search": p.search, "long": p.long} for n, p in audit.pairs.items()}
+    assert stored["front"] == [str(number) for number in audit.front] and stored["tau"] == audit.tau
+    print(f"tiny audit: tau {audit.tau:.3f} {audit.interval} front {audit.front} pairs {audit.pairs}")
 
     capsys.readouterr()
     assert main(["pareto", "--study", "tiny", "--storage", storage]) == 0
     shown = capsys.readouterr().out
-    assert f"audit: Kendall τ {audit['tau']:.2f} (no interval under 6 trials), n 4" in shown
+    assert f"audit: Kendall τ {audit.tau:.2f} (no interval under 6 trials), n 4" in shown
     assert main(["pareto", "--study", "tiny", "--storage", storage, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["audit"] == stored
 
@@ -195,13 +205,13 @@ def test_gas_audit_command_in_process(tiny_study, capsys):
     args = ["audit", "--study", "tiny", "--storage", storage, "--in-process", "--trials", "3"]
     assert main([*args, "--epoch-factor", "1", "--resolution", "32"]) == 0
     out = capsys.readouterr().out
-    audit = record.audit_of(record.load_study("tiny", storage))
-    assert audit["n"] == 3 and audit["settings"]["epochs"] == 1
+    audit = record.audit_record(load_study("tiny", storage))
+    assert audit.n == 3 and audit.epochs == 1
     assert "retraining trials" in out and "fidelity audit recorded" in out
-    tau = "undefined" if audit["tau"] is None else f"{audit['tau']:.2f}"
+    tau = "undefined" if audit.tau is None else f"{audit.tau:.2f}"
     assert f"Kendall τ {tau}" in out and "n 3" in out
-    for number in audit["pairs"]:
-        assert any(line.split()[:1] == [number] for line in out.splitlines()), f"trial {number} not in the table"
+    for number in audit.pairs:
+        assert any(line.split()[:1] == [str(number)] for line in out.splitlines()), f"trial {number} not in the table"
 
 
 def test_gas_audit_refuses_bad_input_in_one_line(tiny_study, tmp_path, capsys):
@@ -233,20 +243,20 @@ def test_audit_on_ray(tiny_study, tmp_path, monkeypatch):
         heard[proposal.number] = outcome.accuracy
 
     audit = run_audit(study, config, functools.partial(run_on_ray, cpus_per_trial=1, report=report, name="audit"))
-    assert audit["n"] == 3 and not audit["failed"]
-    assert heard == {int(number): pair["long"] for number, pair in audit["pairs"].items()}
-    assert [int(n) for n in audit["pairs"]] == [t.number for t in select_trials(study, 3)]
+    assert audit.n == 3 and not audit.failed
+    assert heard == {number: pair.long for number, pair in audit.pairs.items()}
+    assert list(audit.pairs) == [t.number for t in select_trials(study, 3)]
     # A Ray worker trains as this process does with its one thread: the same figure.
-    first, pair = next(iter(audit["pairs"].items()))
-    trial = next(t for t in study.get_trials() if str(t.number) == first)
+    first, pair = next(iter(audit.pairs.items()))
+    trial = next(t for t in study.get_trials() if t.number == first)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert pair["long"] == evaluate(record.trial_genome(trial), long_schedule(study, config)).accuracy
+        assert pair.long == evaluate(record.trial_genome(trial), long_schedule(study, config)).accuracy
     finally:
         torch.set_num_threads(threads)
-    assert record.audit_of(record.load_study("tiny", storage)) == json.loads(json.dumps(audit))
+    assert record.audit_record(load_study("tiny", storage)) == audit
     # The long runs went through the search's own Ray path: one run folder, a trial folder per study trial.
     assert sorted(path.name for path in (tmp_path / "runs" / "ray").glob("audit-*/trial_*")) == sorted(
-        f"trial_{number}" for number in audit["pairs"]
+        f"trial_{number}" for number in audit.pairs
     )

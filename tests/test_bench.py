@@ -20,7 +20,7 @@ from scipy.stats import kendalltau
 
 from experiments.common.results import update_summary, write_page
 from experiments.common.tables import markdown_table
-from gas import study as record
+from gas import record
 from gas.cli import main as gas_main
 from gas.evaluate.proxy import ProxyConfig
 from gas.latency import BuildPlan, LatencySettings
@@ -29,6 +29,8 @@ from gas.search import SearchConfig
 from gas.search.latency_limit import LatencyTarget
 from gas.space import get_space, load_genome
 from gas.stats import hypervolume, kendall_tau, seed_noise
+from gas.storage import open_study
+from gas.study import trained_trials
 from tests.conftest import REPO, run_gas
 
 BUDGET = 2_500_000_000
@@ -116,7 +118,7 @@ def test_search_efficiency_harness_end_to_end(search_run, bench_search):
             study_name=f"bench_search_zero-cost-{sampler}-s{seed}",
             storage=f"sqlite:///{search_run / 'bench_search_zero-cost_studies' / f'{sampler}-s{seed}.db'}",
         )
-        trained = record.trained_trials(study)
+        trained = trained_trials(study)
         assert sorted(curve["trial"]) == sorted(t.number for t in trained)
         assert all(
             t.state == TrialState.COMPLETE and t.user_attrs[record.TrialKey.EVALUATOR] == "zero-cost" for t in trained
@@ -214,8 +216,8 @@ def test_a_latency_run_pays_for_its_latency_model_and_measurements(tmp_path, mon
     seconds = 4.0
     row = bench.run_arm(("latency", 0, config, seconds, shared))
 
-    study = record.open_study(config.study_name, config.storage)
-    trained = record.trained_trials(study)
+    study = open_study(config.study_name, config.storage)
+    trained = trained_trials(study)
     walls = [trial.user_attrs[record.TrialKey.WALL_TIME] for trial in trained]
     measuring = [trial.user_attrs[record.TrialKey.MEASURE_TIME] for trial in trained]
     assert row["trials"] == len(trained) and row["build_s"] > 0 and row["measure_s"] > 0

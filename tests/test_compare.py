@@ -17,7 +17,7 @@ import pytest
 import torch
 from scipy.stats import ttest_ind, ttest_rel
 
-from gas import study as record
+from gas import record
 from gas.cli import main
 from gas.compare import CompareConfig, schedule
 from gas.compare_report import format_comparison
@@ -30,6 +30,7 @@ from gas.scaling import FlopsBudget, MeasuredLatency, limits_text, scale_depth, 
 from gas.search import SearchConfig, search_in_process
 from gas.search.latency_limit import LatencyTarget
 from gas.space import get_space, load_genome
+from gas.study import front
 from search_spaces.turbovit.scaling import WIDTH_STEP
 from tests.studies import add_complete, new_study, sampled_genomes, sqlite_url
 
@@ -68,8 +69,8 @@ def test_compare_runs_end_to_end_and_writes_its_json_and_plot(tiny_study, tmp_pa
     result = json.loads(out)  # --json: stdout is one JSON object; progress went to stderr
 
     rows = {row["name"]: row for row in result["candidates"]}
-    (front,) = record.front(study)
-    assert set(rows) == {f"best/knee (trial {front.number})", "turbovit", "hiera_tiny@width"}  # one trial, one pick
+    (picked,) = front(study)
+    assert set(rows) == {f"best/knee (trial {picked.number})", "turbovit", "hiera_tiny@width"}  # one trial, one pick
     picks = [row for row in rows.values() if row["kind"] == "pick"]
     assert rows["turbovit"]["baseline"] and rows["hiera_tiny@width"]["kind"] == "width-scaled"
     assert rows["hiera_tiny@width"]["flops"] <= BUDGET < rows["turbovit"]["flops"]

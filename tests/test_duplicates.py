@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from gas import study as record
+from gas import record
 from gas.evaluate.proxy import ProxyConfig, ProxyResult
 from gas.latency import BuildPlan, LatencySettings
 from gas.search import Engine, Proposal, SearchConfig, prepare
@@ -20,6 +20,7 @@ from gas.search.budget import Budget
 from gas.search.early_stop import EarlyStopping
 from gas.search.latency_limit import LatencyJudge, LatencyTarget
 from gas.space import get_space
+from gas.study import trained_trials
 
 BUDGET = 1_000_000_000  # small genomes: each is timed in tens of milliseconds on one thread
 TINY = ProxyConfig(dataset="digits", train_size=64, val_size=32, zero_cost_batch=0).with_overrides(device="cpu")
@@ -101,9 +102,9 @@ def test_a_repeated_genome_keeps_its_outcome_and_is_never_trained_again(tmp_path
     original = engine.study.trials[trained.number]
     expected = {
         "complete": lambda t: t.state == TrialState.COMPLETE and t.values == [0.5, t.user_attrs["flops"]],
-        "stopped": lambda t: record.is_stopped(t) and t.user_attrs["stopped_at"] == 1,
+        "stopped": lambda t: record.trial_record(t).is_stopped and t.user_attrs["stopped_at"] == 1,
         "failed": lambda t: t.state == TrialState.FAIL and t.user_attrs["error"] == "RuntimeError: loss became nan",
-        "over the latency limit": lambda t: record.is_infeasible(t) and t.constraints["latency"] > 0,
+        "over the latency limit": lambda t: record.trial_record(t).is_infeasible and t.constraints["latency"] > 0,
     }[outcome]
     assert expected(original)
 
@@ -112,11 +113,11 @@ def test_a_repeated_genome_keeps_its_outcome_and_is_never_trained_again(tmp_path
     on_resume = _propose(resumed, genome, other_spare)  # and in a later run of the study
     key = record.genome_key(original.user_attrs["genome"])
     assert [record.genome_key(proposal.genome) for proposal in (in_run, on_resume)].count(key) == 0
-    repeats = [t for t in resumed.study.get_trials() if record.is_duplicate(t)]
+    repeats = [t for t in resumed.study.get_trials() if record.trial_record(t).duplicate_of is not None]
     assert [t.user_attrs["duplicate_of"] for t in repeats] == [trained.number] * 2
     for repeat in repeats:
         assert expected(repeat) and repeat.state == original.state and repeat.values == original.values
         assert repeat.constraints == original.constraints
-        assert record.is_infeasible(repeat) == record.is_infeasible(original)
-    trained_keys = [record.genome_key(t.user_attrs["genome"]) for t in record.trained_trials(resumed.study)]
+        assert record.trial_record(repeat).is_infeasible == record.trial_record(original).is_infeasible
+    trained_keys = [record.genome_key(t.user_attrs["genome"]) for t in trained_trials(resumed.study)]
     assert trained_keys.count(key) == 1, "the genome was trained once"

@@ -12,7 +12,7 @@ import pytest
 from optuna.samplers._tpe.sampler import _split_trials, default_gamma_multiobjective
 from optuna.trial import TrialState
 
-from gas import study as record
+from gas import record
 from gas.cli import main
 from gas.evaluate.proxy import ProxyConfig
 from gas.latency import BuildPlan, LatencySettings
@@ -20,6 +20,7 @@ from gas.search import Engine, SearchConfig, prepare, search_in_process
 from gas.search.early_stop import EarlyStopping, Rungs, front_index, goes_on, ranking
 from gas.search.latency_limit import LatencyJudge, LatencyTarget
 from gas.search.sampling import sample_genomes
+from gas.study import rung_histories, state_counts, trained_trials
 
 
 def test_rungs_grow_by_eta_below_the_longest_schedule():
@@ -137,11 +138,11 @@ def early_stopped(tmp_path_factory):
 def test_an_early_stopping_search_stops_trials_and_keeps_them_off_the_front(early_stopped, capsys):
     folder, outcome = early_stopped
     study = outcome.study
-    trials = record.trained_trials(study)
-    stopped = [t for t in trials if record.is_stopped(t)]
+    trials = trained_trials(study)
+    stopped = [t for t in trials if record.trial_record(t).is_stopped]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(trials) == 8 and stopped and complete
-    assert record.state_counts(study)["stopped"] == len(stopped)
+    assert state_counts(study)["stopped"] == len(stopped)
     for trial in stopped:
         history = trial.user_attrs[record.TrialKey.ACCURACY_HISTORY]
         assert trial.user_attrs[record.TrialKey.STOPPED_AT] == len(history) in (1, 2)
@@ -163,7 +164,7 @@ def test_an_early_stopping_search_stops_trials_and_keeps_them_off_the_front(earl
 def test_a_resumed_search_rebuilds_its_rungs_from_finished_trials_only(early_stopped, tmp_path):
     folder, _ = early_stopped
     engine = Engine(_search(folder, trials=10))
-    finished = {number for number, _, _ in record.rung_histories(engine.study)}
+    finished = {number for number, _, _ in rung_histories(engine.study)}
     assert set(engine.rungs.reached[1]) == finished
     proposal = engine.propose()
     assert engine.report(proposal.number, 1, 1.0)  # the best accuracy so far goes on
@@ -184,7 +185,7 @@ def _stopped_after_resume(config: SearchConfig, first: set[int], more: int) -> l
     resume rebuilds the rungs.
     """
     study = search_in_process(dataclasses.replace(config, trials=len(first) + more)).study
-    trained = record.trained_trials(study)
+    trained = trained_trials(study)
     after = [t for t in trained if t.number > max(first)]
     assert len(after) == more
     axis = record.TrialKey.PREDICTED_LATENCY if config.objective == "latency" else record.TrialKey.PARAMS
@@ -195,7 +196,7 @@ def _stopped_after_resume(config: SearchConfig, first: set[int], more: int) -> l
             for t in trained
             if len(histories[t.number]) >= rung
         }, f"rung {rung}"
-    return [t for t in after if record.is_stopped(t)]
+    return [t for t in after if record.trial_record(t).is_stopped]
 
 
 def test_a_resumed_params_search_stops_new_trials(early_stopped, tmp_path):
@@ -203,7 +204,7 @@ def test_a_resumed_params_search_stops_new_trials(early_stopped, tmp_path):
     folder, outcome = early_stopped
     with sqlite3.connect(folder / "es.db") as source, sqlite3.connect(tmp_path / "es.db") as copy:
         source.backup(copy)  # a file copy could miss what is still in the write-ahead log
-    first = {t.number for t in record.trained_trials(outcome.study)}
+    first = {t.number for t in trained_trials(outcome.study)}
     assert _stopped_after_resume(_search(tmp_path, trials=len(first)), first, more=3)
 
 
@@ -230,7 +231,7 @@ def test_a_resumed_latency_limited_search_stops_new_trials(tmp_path, monkeypatch
         objective="latency",
         latency=LatencyTarget(LATENCY, max(predictions), PLAN, runs=3),
     )
-    first = {t.number for t in record.trained_trials(search_in_process(config).study)}
+    first = {t.number for t in trained_trials(search_in_process(config).study)}
     assert _stopped_after_resume(config, first, more=3)
 
 
@@ -248,9 +249,9 @@ def test_tpe_ranks_stopped_trials_below_every_complete_one(early_stopped):
     """
     study = early_stopped[1].study
     seen = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))  # what TPE reads
-    stopped = sorted(t.number for t in seen if record.is_stopped(t))
+    stopped = sorted(t.number for t in seen if record.trial_record(t).is_stopped)
     complete = {t.number for t in seen if t.state == TrialState.COMPLETE}
-    infeasible = {t.number for t in seen if record.is_infeasible(t)}
+    infeasible = {t.number for t in seen if record.trial_record(t).is_infeasible}
     assert stopped and complete and infeasible and len(complete | set(stopped) | infeasible) == len(seen)
     for wanted in range(len(seen) + 1):
         below, above = _split_trials(study, seen, wanted)
@@ -290,17 +291,17 @@ def test_ray_tunes_scheduler_stops_trials_at_a_rung_and_they_are_recorded_stoppe
         max_concurrent=1,
     )
     study = run_search(config).study
-    trained = sorted(record.trained_trials(study), key=lambda t: t.number)
+    trained = sorted(trained_trials(study), key=lambda t: t.number)
     assert len(trained) == 4 and {t.number for t in trained} == {
         int(path.name.removeprefix("trial_")) for path in (tmp_path / "runs" / "ray").glob("*/trial_*")
     }, "every trained trial ran as a Ray Tune trial"
-    stopped = [t for t in trained if record.is_stopped(t)]
+    stopped = [t for t in trained if record.trial_record(t).is_stopped]
     assert stopped, "the scheduler stopped trials at the rung"
     replay = Rungs(policy)
     for trial in trained:
         history = trial.user_attrs[record.TrialKey.ACCURACY_HISTORY]
         goes_on = replay.report(trial.number, 1, history[0], float(trial.user_attrs[record.TrialKey.FLOPS]))
-        assert goes_on == (trial.state == TrialState.COMPLETE) == (not record.is_stopped(trial))
+        assert goes_on == (trial.state == TrialState.COMPLETE) == (not record.trial_record(trial).is_stopped)
         # A stopped trial reported nothing after the rung: Ray ended it there, it did not train on.
         assert len(history) == (2 if goes_on else 1) == trial.user_attrs[record.TrialKey.EPOCHS_COMPLETED]
         assert all(value <= 0 for value in trial.constraints.values())

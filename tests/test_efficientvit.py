@@ -14,10 +14,11 @@ from optuna.trial import TrialState
 from torch import nn
 
 from gas.errors import GasError, GenomeError
-from gas.export import Provenance, export_genome, load_exported
+from gas.export import export_genome, load_exported
 from gas.front import pick_trial
 from gas.fvcore_count import fvcore_flops
 from gas.models.efficientvit import BlockSpec, WindowAttention, relative_position_index
+from gas.provenance import Provenance
 from gas.space import get_space, load_genome
 from tests.conftest import REPO, run_gas
 

@@ -20,9 +20,10 @@ import torch
 
 from gas.cli import main
 from gas.errors import GasError
-from gas.export import Provenance, export_genome, render_module
+from gas.export import export_genome, render_module
 from gas.front import knee_point
 from gas.fvcore_count import fvcore_flops
+from gas.provenance import Provenance
 from gas.space import ExportConstant, get_space, load_genome
 from gas.study import front
 from search_spaces.turbovit import TurboViTSpace

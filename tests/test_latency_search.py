@@ -11,7 +11,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from gas import study as record
+from gas import record
 from gas.cli import main
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
@@ -23,6 +23,7 @@ from gas.search import SearchConfig, search_in_process
 from gas.search.latency_limit import LatencyJudge, LatencyTarget, prediction_accuracy
 from gas.search.sampling import sample_genomes
 from gas.space import get_space
+from gas.study import front, latency_pairs, trained_trials
 
 BUDGET = 1_000_000_000  # small genomes: each is timed in tens of milliseconds on one thread
 # A coarse latency model: enough to rank small genomes, built in seconds.
@@ -73,7 +74,7 @@ def test_a_latency_limited_search_keeps_only_what_was_measured_under_the_limit(t
     for trial in complete:
         assert trial.user_attrs[record.TrialKey.PREDICTED_LATENCY] <= limit
         assert trial.user_attrs[record.TrialKey.MEASURED_LATENCY] <= limit
-    for trial in record.trained_trials(study):
+    for trial in trained_trials(study):
         # Samplers learn from the measurement, not the prediction that let the trial train.
         measured = trial.user_attrs[record.TrialKey.MEASURED_LATENCY]
         assert trial.constraints["latency"] == pytest.approx((measured - limit) / limit)
@@ -83,20 +84,16 @@ def test_a_latency_limited_search_keeps_only_what_was_measured_under_the_limit(t
             assert trial.user_attrs[record.TrialKey.MEASURED_LATENCY] > limit
             assert trial.user_attrs[record.TrialKey.INFEASIBLE_REASON].startswith("measured latency")
             assert trial.number not in {t.number for t in study.best_trials}
-    recorded = record.latency_of(study)
-    assert recorded["limit"] == limit and recorded["fingerprint"]["threads"] == 1
-    accuracy = recorded["accuracy"]
-    assert accuracy == prediction_accuracy(record.latency_pairs(study)) and accuracy["n"] == len(
-        record.trained_trials(study)
-    )
+    recorded = record.latency_record(study)
+    assert recorded.limit == limit and recorded.fingerprint["threads"] == 1
+    written = study.user_attrs[record.StudyKey.LATENCY]["accuracy"]
+    assert written == prediction_accuracy(latency_pairs(study)) and written["n"] == len(trained_trials(study))
+    assert recorded.accuracy == record.LatencyAccuracy(**written)
     # The same figures again from each trained trial's own prediction and measurement.
-    pairs = [
-        (t.user_attrs[record.TrialKey.PREDICTED_LATENCY], t.user_attrs[record.TrialKey.MEASURED_LATENCY])
-        for t in record.trained_trials(study)
-    ]
+    pairs = [(r.predicted_latency, r.measured_latency) for r in map(record.trial_record, trained_trials(study))]
     errors = [abs(predicted - measured) / measured for predicted, measured in pairs]
-    assert accuracy["within_10"] == sum(error <= 0.10 for error in errors) / len(errors)
-    assert accuracy["median_abs_error"] == pytest.approx(statistics.median(errors))
+    assert recorded.accuracy.within_10 == sum(error <= 0.10 for error in errors) / len(errors)
+    assert recorded.accuracy.median_abs_error == pytest.approx(statistics.median(errors))
 
 
 def test_a_trial_measured_over_the_limit_is_infeasible_and_off_the_front(tmp_path, monkeypatch, limit):
@@ -141,16 +138,18 @@ def test_a_trial_measured_over_the_limit_is_infeasible_and_off_the_front(tmp_pat
         objective="latency",
     )
     study = search_in_process(config).study
-    kept, over = sorted(record.trained_trials(study), key=lambda trial: trial.number)
+    kept, over = sorted(trained_trials(study), key=lambda trial: trial.number)
     assert kept.params == small_params and over.params == large_params
-    assert kept.state == TrialState.COMPLETE and kept.user_attrs[record.TrialKey.MEASURED_LATENCY] <= between
-    measured = over.user_attrs[record.TrialKey.MEASURED_LATENCY]
-    assert over.state == TrialState.PRUNED and over.user_attrs[record.TrialKey.FEASIBLE] is False
-    assert over.user_attrs[record.TrialKey.PREDICTED_LATENCY] < between < measured
-    assert over.user_attrs[record.TrialKey.INFEASIBLE_REASON].startswith("measured latency")
+    kept_record, over_record = record.trial_record(kept), record.trial_record(over)
+    assert kept.state == TrialState.COMPLETE and kept_record.measured_latency <= between
+    measured = over_record.measured_latency
+    assert over.state == TrialState.PRUNED and over_record.feasible is False and over_record.is_infeasible
+    assert over_record.predicted_latency < between < measured
+    assert over_record.infeasible_reason.startswith("measured latency")
     assert over.constraints["latency"] == pytest.approx((measured - between) / between)
-    assert over.user_attrs[record.TrialKey.ACCURACY] == over.user_attrs[record.TrialKey.ACCURACY_HISTORY][-1]
-    assert [trial.number for trial in record.front(study)] == [kept.number]
+    assert over_record.accuracy == over_record.accuracy_history[-1]
+    assert [trial.number for trial in front(study)] == [kept.number]
+
 
 
 def test_latency_as_the_objective_and_the_fastest_over_pick(tmp_path, capsys, limit):
@@ -168,18 +167,18 @@ def test_latency_as_the_objective_and_the_fastest_over_pick(tmp_path, capsys, li
     study = search_in_process(config).study
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         assert trial.values[1] == trial.user_attrs[record.TrialKey.MEASURED_LATENCY]
-    assert record.objective_of(study) == "latency" and study.metric_names == ["accuracy", "latency"]
-    front = record.front(study)
-    floor = math.floor(min(t.values[0] for t in front) * 1e6) / 1e6  # rounded down: every front trial is over it
+    assert record.study_record(study).objective == "latency" and study.metric_names == ["accuracy", "latency"]
+    front_trials = front(study)
+    floor = math.floor(min(t.values[0] for t in front_trials) * 1e6) / 1e6  # rounded down: every front trial is over it
     fastest = pick_trial(study, *parse_pick(["fastest-over", f"{floor:.6f}"]))
     assert fastest.user_attrs[record.TrialKey.MEASURED_LATENCY] == min(
-        t.user_attrs[record.TrialKey.MEASURED_LATENCY] for t in front
+        t.user_attrs[record.TrialKey.MEASURED_LATENCY] for t in front_trials
     )
     axes = front_figure(front_plot(study)).axes[0]
     drawn = next(points for points in axes.collections if points.get_label().startswith("Pareto front"))
     assert axes.get_xlabel().startswith("measured latency (ms")
     assert sorted(drawn.get_offsets()[:, 0]) == pytest.approx(
-        sorted(1e3 * t.user_attrs[record.TrialKey.MEASURED_LATENCY] for t in front)
+        sorted(1e3 * t.user_attrs[record.TrialKey.MEASURED_LATENCY] for t in front_trials)
     )
     assert main(["pareto", "--study", "speed", "--storage", storage]) == 0
     shown = capsys.readouterr().out

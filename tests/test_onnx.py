@@ -20,15 +20,15 @@ from onnx import numpy_helper
 
 from gas.cli import main as gas_main
 from gas.errors import GasError
-from gas.export import measured_in, provenance_for_trial
 from gas.genome import Genome
 from gas.latency import LatencyModel, LatencySettings, fingerprint
 from gas.latency.device import difference, fingerprint_id
 from gas.onnx_model import INPUT_NAME, OPSET, TRACE_BATCH, session, to_onnx
+from gas.provenance import provenance_for_trial
+from gas.record import StudyKey, TrialKey, latency_record, settings_differences
 from gas.search.latency_limit import LatencyTarget
 from gas.search.sampling import sample_genomes
 from gas.space import get_space, load_genome, space_names
-from gas.study import StudyKey, TrialKey, settings_differences
 from tests.studies import objective_study
 
 RESOLUTION = 64
@@ -315,5 +315,6 @@ def test_export_docstring_states_the_runtime_latency_was_measured_in(tmp_path):
     import onnxruntime
 
     assert f" in ONNX Runtime {onnxruntime.__version__} on cpu fp32, 1 thread" in line
-    assert measured_in({"settings": {"compile": True}}) == "PyTorch (torch.compile)"
+    study.set_user_attr(StudyKey.LATENCY, {"settings": {"compile": True}})
+    assert latency_record(study).measured_in == "PyTorch (torch.compile)"
 

@@ -11,8 +11,9 @@ import pytest
 from gas.cli import main
 from gas.front import knee_point, parse_pick, pick_trial
 from gas.front_report import format_table, front_figure, front_plot, front_rows
+from gas.record import StudyKey, TrialKey, latency_record, study_record
 from gas.space import get_space, load_genome
-from gas.study import StudyKey, TrialKey, front, latency_of, state_counts, study_budget
+from gas.study import front, state_counts
 from tests.conftest import run_gas
 from tests.studies import mixed_study, new_study, objective_study, sqlite_url
 
@@ -191,9 +192,9 @@ def test_the_plot_draws_the_front_on_the_study_objective(tmp_path, objective, un
     assert drawn["infeasible, not trained"] == pytest.approx(at(by_state["PRUNED"], key, TrialKey.PREDICTED_LATENCY))
     assert drawn["failed while training"] == pytest.approx(at(by_state["FAIL"], key, TrialKey.PREDICTED_LATENCY))
     limit = {
-        "latency": latency_of(study)["limit"],
+        "latency": latency_record(study).limit,
         "params": study.user_attrs[StudyKey.MAX_PARAMS],
-        "flops": study_budget(study),
+        "flops": study_record(study).budget,
     }[objective]
     labelled_lines = [line for line in axes.lines if not line.get_label().startswith("_")]  # the staircase has none
     assert [line.get_xdata()[0] for line in labelled_lines] == [pytest.approx(limit / unit)]

@@ -24,12 +24,14 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from gas import study as record
+from gas import record
 from gas.cli import main
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
 from gas.search import Engine, SearchConfig, run_search, search_in_process
 from gas.space import get_space, load_genome
+from gas.storage import open_study, storage_for
+from gas.study import front, interrupted_numbers, trained_trials
 from tests.conftest import REPO, run_gas, start_gas
 
 # Small proxies: 32px digits for one epoch keeps a trial to seconds on one CPU thread.
@@ -38,7 +40,7 @@ TINY = ["--dataset", "digits", "--resolution", "32", "--epochs", "1", "--no-prog
 SCORED = [*TINY, "--evaluator", "zero-cost"]
 
 
-def open_study(folder: Path, name: str) -> optuna.Study:
+def runs_study(folder: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/runs/gas.db")
 
 
@@ -83,7 +85,7 @@ def test_search_end_to_end_on_a_relative_image_folder(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines and all(line.startswith("gas search: warning:") and "broken.png" in line for line in lines)
 
-    study = open_study(tmp_path, "e2e")
+    study = runs_study(tmp_path, "e2e")
     space = get_space("turbovit")
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -106,8 +108,8 @@ def test_search_end_to_end_on_a_relative_image_folder(tmp_path):
     assert data["unreadable"] == ["dogs/broken.png"] and data["images"] == 40
     assert study.user_attrs[record.StudyKey.SETTINGS]["proxy"]["dataset"] == folder
     assert "audit: " in result.stdout and "n 3, against 3 epochs at 32px" in result.stdout  # 3x the proxy's 1
-    audit = record.audit_of(study)
-    assert audit["n"] == 3 and audit["settings"]["evaluator"] == "train" and not audit["failed"]
+    audit = record.audit_record(study)
+    assert audit.n == 3 and audit.evaluator == "train" and not audit.failed
 
     assert infeasible, "a 1G budget rejects some proposals of the turbovit space"
     for trial in infeasible:
@@ -178,7 +180,7 @@ def _interrupt(args: list[str], folder: Path, stop_signal: int, finished: int) -
         _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "run the same command to resume" in stderr
-    return {t.number: t.values for t in open_study(folder, "resume").get_trials(states=(TrialState.COMPLETE,))}
+    return {t.number: t.values for t in runs_study(folder, "resume").get_trials(states=(TrialState.COMPLETE,))}
 
 
 def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path):
@@ -190,7 +192,7 @@ def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path):
 
     result = run_gas(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    study = open_study(tmp_path, "resume")
+    study = runs_study(tmp_path, "resume")
     after = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert all(after[number] == values for number, values in after_kill.items())
     trained = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
@@ -200,8 +202,8 @@ def test_interrupted_search_keeps_finished_trials_and_resumes(tmp_path):
     # Every trial that did not finish was interrupted (nothing failed here), and each was re-queued once.
     interrupted = {t.number for t in study.get_trials(states=(TrialState.FAIL,))}
     assert sorted(t.user_attrs["requeued_from"] for t in requeued) == sorted(interrupted)
-    assert record.interrupted_numbers(study.get_trials()) == interrupted
-    assert len(record.trained_trials(study)) == 8
+    assert interrupted_numbers(study.get_trials()) == interrupted
+    assert len(trained_trials(study)) == 8
     for trial in requeued:
         assert trial.params == study.trials[trial.user_attrs["requeued_from"]].params
 
@@ -226,7 +228,7 @@ def test_a_search_rejecting_proposals_stops_at_once_when_killed(tmp_path):
             process.communicate()
     assert process.returncode == 130, stderr
     assert "run the same command to resume" in stderr
-    trials = open_study(tmp_path, "t").get_trials()
+    trials = runs_study(tmp_path, "t").get_trials()
     assert len(trials) >= 5, "every rejection is kept"
     # Stopped between two proposals, never inside one: nothing half-written, running or re-queued.
     assert all(t.state == TrialState.PRUNED and not t.user_attrs[record.TrialKey.FEASIBLE] for t in trials)
@@ -350,7 +352,7 @@ def test_resumed_study_must_keep_its_settings(tmp_path):
             search_in_process(_scored_config(tmp_path, trials=2, **change))
         assert f"study 'same' was run with other settings: {difference}" in str(refused.value)
         assert "\n" not in str(refused.value)
-    assert len(record.trained_trials(record.open_study("same", first.storage))) == 1, "nothing trained on refusal"
+    assert len(trained_trials(open_study("same", first.storage))) == 1, "nothing trained on refusal"
 
 
 def test_a_resumed_search_proposes_new_genomes_and_resumes_the_same_way_twice(tmp_path):
@@ -368,7 +370,7 @@ def test_a_resumed_search_proposes_new_genomes_and_resumes_the_same_way_twice(tm
         assert resumed[name][: len(proposed_first)] == proposed_first
         assert not [genome for genome in resumed[name][len(proposed_first) :] if genome in proposed_first]
     assert resumed["gas"] == resumed["copy"]
-    assert len(record.trained_trials(record.open_study("same", first.storage))) == 6
+    assert len(trained_trials(open_study("same", first.storage))) == 6
 
 
 def _open_together(url: str, openers: int) -> list[str]:
@@ -380,7 +382,7 @@ def _open_together(url: str, openers: int) -> list[str]:
     def open_when_released() -> None:
         start.wait()
         try:
-            record.storage_for(url)
+            storage_for(url)
             outcomes.append("ok")
         except GasError as error:
             outcomes.append(str(error))
@@ -414,8 +416,8 @@ def test_a_study_from_an_earlier_version_opens_and_resumes_only_under_its_settin
     copy = tmp_path / "default_search.db"
     shutil.copy(committed, copy)
     storage = f"sqlite:///{copy}"
-    study = record.open_study("turbovit-2.5G", storage)
-    assert record.front(study) and record.trained_trials(study)
+    study = open_study("turbovit-2.5G", storage)
+    assert front(study) and trained_trials(study)
     assert main(["pareto", "--study", "turbovit-2.5G", "--storage", storage]) == 0
     # Its settings predate the recorded learning rate and device; they were the only ones it could run with.
     recorded = study.user_attrs[record.StudyKey.SETTINGS]
@@ -450,7 +452,7 @@ def test_in_process_and_ray_drivers_write_the_same_study(tmp_path):
         ]
 
     local, ray = summary(studies["local"]), summary(studies["ray"])
-    assert len(record.trained_trials(studies["local"])) == 4
+    assert len(trained_trials(studies["local"])) == 4
     assert local == ray
 
 

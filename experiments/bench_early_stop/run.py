@@ -47,12 +47,13 @@ from experiments.common.results import command_line, stamp, write_page
 from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.worker_time import search_for
 from experiments.common.workers import worker_pool
-from gas import study as record
+from gas import record
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
 from gas.search import SearchConfig, prepare
 from gas.search.early_stop import DEFAULT_ETA, EarlyStopping
 from gas.stats import hypervolume
+from gas.study import trained_trials
 from gas.units import compact_count, parse_count
 
 SCRIPT = "experiments/bench_early_stop/run.py"
@@ -90,9 +91,10 @@ def run_arm(task: tuple[str, int, SearchConfig, float]) -> list[dict]:
     storage_file.unlink(missing_ok=True)
     outcome = search_for(config, budget_seconds)
     rows, spent, done = [], 0.0, []
-    ordered = sorted(record.trained_trials(outcome.study), key=lambda t: (t.datetime_complete, t.number))
+    ordered = sorted(trained_trials(outcome.study), key=lambda t: (t.datetime_complete, t.number))
     for trial in ordered:
-        spent += float(trial.user_attrs.get(record.TrialKey.WALL_TIME, 0.0))
+        recorded = record.trial_record(trial)
+        spent += recorded.wall_time or 0.0
         if trial.state == TrialState.COMPLETE:
             done.append((trial.values[0], trial.values[1]))
         rows.append(
@@ -100,11 +102,11 @@ def run_arm(task: tuple[str, int, SearchConfig, float]) -> list[dict]:
                 "arm": arm,
                 "seed": seed,
                 "trial": trial.number,
-                "state": "stopped" if record.is_stopped(trial) else trial.state.name.lower(),
-                "epochs": trial.user_attrs.get(record.TrialKey.EPOCHS_COMPLETED),
+                "state": "stopped" if recorded.is_stopped else trial.state.name.lower(),
+                "epochs": recorded.epochs_completed,
                 "accuracy": trial.values[0] if trial.state == TrialState.COMPLETE else None,
-                "flops": trial.user_attrs.get(record.TrialKey.FLOPS),
-                "wall_time": trial.user_attrs.get(record.TrialKey.WALL_TIME),
+                "flops": recorded.flops,
+                "wall_time": recorded.wall_time,
                 "worker_seconds": spent,
                 "hypervolume": hypervolume(done, config.budget),
             }

@@ -49,7 +49,7 @@ from experiments.common.results import command_line, stamp, write_page
 from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.worker_time import measure_seconds, search_for, worker_seconds
 from experiments.common.workers import worker_pool
-from gas import study as record
+from gas import record
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig, evaluate
 from gas.latency import LatencySettings, measure
@@ -57,6 +57,8 @@ from gas.search import SearchConfig, prepare
 from gas.search.latency_limit import LatencyTarget
 from gas.space import load_genome
 from gas.stats import welch_p
+from gas.storage import open_study
+from gas.study import trained_trials
 from gas.units import format_count, parse_count
 
 SCRIPT = "experiments/bench_latency_search/run.py"
@@ -107,7 +109,7 @@ def run_arm(task: tuple[str, int, SearchConfig, float, Path]) -> dict:
         prepare(config)  # the datasets are cached already: this is the latency model's build
         build = time.perf_counter() - started
     study = search_for(config, seconds - build).study
-    trained = record.trained_trials(study)
+    trained = trained_trials(study)
     measuring = measure_seconds(study)
     spent = build + worker_seconds(study)
     print(
@@ -133,13 +135,14 @@ def train_reference(seed: int) -> dict:
 def best_at_limit(arm: str, seed: int, study: optuna.Study, limit: float, runs: int) -> tuple[dict, list[dict]]:
     """The most accurate trained trial measured at or under `limit`, measuring down the accuracy order."""
     complete = sorted(
-        (t for t in record.trained_trials(study) if t.state == TrialState.COMPLETE),
+        (t for t in trained_trials(study) if t.state == TrialState.COMPLETE),
         key=lambda t: t.values[0],
         reverse=True,
     )
     measured = []
     for trial in complete[:MAX_MEASURED]:
-        genome = load_genome(trial.user_attrs[record.TrialKey.GENOME])
+        recorded = record.trial_record(trial)
+        genome = load_genome(recorded.genome)
         seconds = measure(genome, SETTINGS, runs).median
         measured.append(
             {
@@ -147,9 +150,9 @@ def best_at_limit(arm: str, seed: int, study: optuna.Study, limit: float, runs: 
                 "seed": seed,
                 "trial": trial.number,
                 "accuracy": trial.values[0],
-                "flops": trial.user_attrs[record.TrialKey.FLOPS],
+                "flops": recorded.flops,
                 "latency_s": seconds,
-                "searched_latency_s": trial.user_attrs.get(record.TrialKey.MEASURED_LATENCY),
+                "searched_latency_s": recorded.measured_latency,
             }
         )
         if seconds <= limit:
@@ -259,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 references = list(pool.map(train_reference, range(args.seeds)))
             rows, measured = [], []
             for (arm, seed, config, _, _), result in zip(tasks, searched, strict=True):
-                study = record.open_study(config.study_name, config.storage)
+                study = open_study(config.study_name, config.storage)
                 best, tried = best_at_limit(arm, seed, study, limit, args.runs)
                 rows.append({**result, **best})
                 measured += tried

@@ -46,7 +46,7 @@ from experiments.common.cli import fail, harness_parser
 from experiments.common.results import command_line, stamp, write_page
 from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.workers import worker_pool
-from gas import study as record
+from gas import record
 from gas.errors import GasError
 from gas.evaluate.proxy import DEFAULT_DATASET, ProxyConfig, check_data, evaluate
 from gas.front import pick_trial
@@ -55,6 +55,7 @@ from gas.latency import DEFAULT_RUNS, measure_many
 from gas.scaling import FlopsBudget, Limit, MeasuredLatency, limits_text, scale_depth, scale_width, study_limits
 from gas.space import get_space, load_genome
 from gas.stats import welch_p
+from gas.storage import open_study
 from gas.units import compact_count, format_count, parse_count
 from search_spaces.turbovit import TurboViTGenome
 from search_spaces.turbovit.scaling import stages_of
@@ -82,7 +83,7 @@ def depth_text(genome: TurboViTGenome) -> str:
 
 
 def candidates(study_name: str, storage: str | None, picks: Sequence[str], limits: Sequence[Limit]) -> list[Candidate]:
-    study = record.open_study(study_name, storage)
+    study = open_study(study_name, storage)
     found: list[Candidate] = []
     for pick in picks:
         trial = pick_trial(study, pick)
@@ -290,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "limit" not in runs:  # written before latency limits: the budget is the command's
                 runs["limit"] = f"{compact_count(budget or parse_count('2.5G'))} FLOPs"
         else:
-            limits = study_limits(record.open_study(args.study, args.storage), args.runs, budget)
+            limits = study_limits(open_study(args.study, args.storage), args.runs, budget)
             print(f"limit: {limits_text(limits)}", flush=True)
             found = candidates(args.study, args.storage, args.picks, limits)
             latency = next((limit for limit in limits if isinstance(limit, MeasuredLatency)), None)

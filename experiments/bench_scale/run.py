@@ -47,11 +47,12 @@ from optuna.trial import TrialState
 from experiments.common.cli import fail, harness_parser
 from experiments.common.results import command_line, stamp, write_page
 from experiments.common.tables import frame_markdown, write_csv
-from gas import study as record
+from gas import record
 from gas.errors import GasError
 from gas.evaluate.datasets import load_dataset
 from gas.evaluate.proxy import ProxyConfig
 from gas.search import SearchConfig, run_search
+from gas.study import trained_trials, trial_error
 from gas.units import compact_count, format_count, parse_count
 
 SCRIPT = "experiments/bench_scale/run.py"
@@ -89,7 +90,7 @@ def run_level(concurrency: int, gpus_per_trial: float | None, args: argparse.Nam
     print(f"concurrency {concurrency}, GPUs per trial {gpus_per_trial or 0:g}: {args.trials} trials", flush=True)
     started_at = datetime.now()
     outcome = run_search(config)
-    trained = record.trained_trials(outcome.study)
+    trained = trained_trials(outcome.study)
     complete = [trial for trial in trained if trial.state == TrialState.COMPLETE]
     if not complete:
         raise GasError(f"no trial completed at concurrency {concurrency}; first error: {_first_error(trained)}")
@@ -98,16 +99,11 @@ def run_level(concurrency: int, gpus_per_trial: float | None, args: argparse.Nam
     splits = load_dataset(proxy.dataset, proxy.resolution, proxy.data_dir, proxy.train_size, proxy.val_size)
     train_images = len(splits.train_labels)
 
-    def mean(key: str) -> float:
-        return statistics.fmean(float(trial.user_attrs[key]) for trial in complete)
-
+    records = [record.trial_record(trial) for trial in complete]
+    trial_seconds = statistics.fmean(float(recorded.wall_time) for recorded in records)
     train_steps = statistics.fmean(
-        trial.user_attrs[record.TrialKey.EPOCHS_COMPLETED]
-        * train_images
-        / trial.user_attrs[record.TrialKey.IMAGES_PER_SECOND]
-        if trial.user_attrs.get(record.TrialKey.IMAGES_PER_SECOND)
-        else 0.0
-        for trial in complete
+        recorded.epochs_completed * train_images / recorded.images_per_second if recorded.images_per_second else 0.0
+        for recorded in records
     )
     slots = outcome.concurrency
     slot_per_trial = outcome.elapsed * slots / len(trained)
@@ -123,19 +119,19 @@ def run_level(concurrency: int, gpus_per_trial: float | None, args: argparse.Nam
         "driver_s": outcome.driver_seconds,
         "driver_share": outcome.driver_seconds / outcome.elapsed,
         "slot_s_per_trial": slot_per_trial,
-        "trial_s": mean(record.TrialKey.WALL_TIME),
+        "trial_s": trial_seconds,
         "train_steps_s": train_steps,
-        "rest_of_trial_s": mean(record.TrialKey.WALL_TIME) - train_steps,
-        "outside_trials_s": slot_per_trial - mean(record.TrialKey.WALL_TIME),
-        "train_images_per_s": mean(record.TrialKey.IMAGES_PER_SECOND),
-        "mean_flops": mean(record.TrialKey.FLOPS),
-        "device": complete[0].user_attrs.get(record.TrialKey.DEVICE, "?"),
+        "rest_of_trial_s": trial_seconds - train_steps,
+        "outside_trials_s": slot_per_trial - trial_seconds,
+        "train_images_per_s": statistics.fmean(float(recorded.images_per_second) for recorded in records),
+        "mean_flops": statistics.fmean(float(recorded.flops) for recorded in records),
+        "device": "?" if records[0].device is None else records[0].device,
     }
 
 
 def _first_error(trials: list) -> str:
     failed = [trial for trial in trials if trial.state == TrialState.FAIL]
-    return record.trial_error(failed[0]) if failed else "?"
+    return trial_error(failed[0]) if failed else "?"
 
 
 def diagnose(rows: list[dict]) -> list[str]:

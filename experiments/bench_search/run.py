@@ -51,11 +51,12 @@ from experiments.common.cli import fail, harness_parser
 from experiments.common.results import command_line, stamp, write_page
 from experiments.common.tables import frame_markdown, write_csv
 from experiments.common.workers import worker_pool
-from gas import study as record
+from gas import record
 from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
 from gas.search import SAMPLERS, SearchConfig, prepare, run_search, search_in_process
 from gas.stats import hypervolume_curve
+from gas.study import proposals, trained_trials, trial_error
 from gas.units import compact_count, parse_count
 
 SCRIPT = "experiments/bench_search/run.py"
@@ -104,7 +105,7 @@ class RunResult:
 
 def completion_order(study: optuna.Study) -> list[FrozenTrial]:
     """Trained trials in the order their results came back (proposal order when they ran one at a time)."""
-    return sorted(record.trained_trials(study), key=lambda trial: (trial.datetime_complete, trial.number))
+    return sorted(trained_trials(study), key=lambda trial: (trial.datetime_complete, trial.number))
 
 
 def run_one(task: RunTask) -> RunResult:
@@ -122,18 +123,18 @@ def run_one(task: RunTask) -> RunResult:
     study, driver_seconds, stopped = outcome.study, outcome.driver_seconds, outcome.stopped_reason
     elapsed = time.perf_counter() - started
     trained = completion_order(study)
-    proposals = record.proposals(study)
+    proposed = proposals(study)
     return RunResult(
         sampler=task.sampler,
         seed=task.seed,
         evaluations=[(t.values[0], t.values[1]) if t.state == TrialState.COMPLETE else None for t in trained],
         trial_numbers=[t.number for t in trained],
-        proposals=len(proposals),
-        feasible=sum(bool(t.user_attrs[record.TrialKey.FEASIBLE]) for t in proposals),
+        proposals=len(proposed),
+        feasible=sum(bool(record.trial_record(t).feasible) for t in proposed),
         elapsed=elapsed,
         driver_seconds=driver_seconds,
         stopped_reason=stopped,
-        errors=[record.trial_error(t) for t in trained if t.state == TrialState.FAIL],
+        errors=[trial_error(t) for t in trained if t.state == TrialState.FAIL],
     )
 
 

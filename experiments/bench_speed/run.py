@@ -32,11 +32,12 @@ from experiments.common.cli import fail, harness_parser
 from experiments.common.machine import load_line
 from experiments.common.results import command_line, stamp, write_page
 from experiments.common.tables import frame_markdown, write_csv
-from gas import study as record
+from gas import record
 from gas.bench import add_ratios, run_benchmark, settings_for
 from gas.errors import GasError
 from gas.front import pick_trial
 from gas.named_model import load_model
+from gas.storage import open_study
 from gas.units import format_count
 
 SCRIPT = "experiments/bench_speed/run.py"
@@ -54,7 +55,7 @@ PAPER_CONTEXT = (
 
 def searched_specs(study_name: str, storage: str | None, picks: Sequence[str], folder: Path) -> dict[str, str]:
     """Display name → genome file for each front pick of the study (written so the run can be repeated)."""
-    study = record.open_study(study_name, storage)
+    study = open_study(study_name, storage)
     specs: dict[str, str] = {}
     folder.mkdir(parents=True, exist_ok=True)
     for pick in picks:
@@ -62,7 +63,7 @@ def searched_specs(study_name: str, storage: str | None, picks: Sequence[str], f
         path = folder / f"{study.study_name}-trial{trial.number}.json"
         if str(path) in specs.values():
             continue
-        genome = trial.user_attrs.get(record.TrialKey.GENOME)
+        genome = record.trial_record(trial).genome
         if genome is None:
             raise GasError(f"trial {trial.number} of {study_name!r} carries no genome")
         path.write_text(json.dumps(genome, indent=2) + "\n")

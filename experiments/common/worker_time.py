@@ -6,20 +6,20 @@ import dataclasses
 
 import optuna
 
-from gas import study as record
+from gas.record import trial_record
 from gas.search import SearchConfig, SearchOutcome, search_in_process
+from gas.study import trained_trials
 
 
 def worker_seconds(study: optuna.Study) -> float:
     """The trials' own wall time (training, evaluation, data loading), stopped and failed trials included, and
     the time the driver spent measuring each trained network's latency where the search measures it."""
-    wall = sum(float(t.user_attrs.get(record.TrialKey.WALL_TIME, 0.0)) for t in record.trained_trials(study))
-    return wall + measure_seconds(study)
+    return sum(trial_record(t).wall_time or 0.0 for t in trained_trials(study)) + measure_seconds(study)
 
 
 def measure_seconds(study: optuna.Study) -> float:
     """Of `worker_seconds`, the driver's latency measurements."""
-    return sum(float(t.user_attrs.get(record.TrialKey.MEASURE_TIME, 0.0)) for t in record.trained_trials(study))
+    return sum(trial_record(t).measure_time or 0.0 for t in trained_trials(study))
 
 
 def search_for(config: SearchConfig, seconds: float) -> SearchOutcome:
@@ -33,4 +33,4 @@ def search_for(config: SearchConfig, seconds: float) -> SearchOutcome:
         outcome = search_in_process(dataclasses.replace(config, trials=trials))
         if worker_seconds(outcome.study) >= seconds or outcome.stopped_reason:
             return outcome
-        trials = len(record.trained_trials(outcome.study)) + 1
+        trials = len(trained_trials(outcome.study)) + 1

@@ -28,10 +28,11 @@ from optuna.trial import TrialState
 from experiments.common.cli import harness_parser
 from experiments.common.results import RESULTS, command_line, stamp, write_page
 from experiments.common.tables import markdown_table, write_csv
-from gas import study as record
+from gas import record
 from gas.search import SearchConfig, run_search
 from gas.search.audit import AuditConfig, after_search, run_audit
 from gas.search.ray_tune import run_on_ray
+from gas.study import feasible_share_by_half, proposals, trained_trials
 from gas.units import compact_count
 
 SCRIPT = "experiments/default_search/run.py"
@@ -42,9 +43,9 @@ def worker_memory(trials: list) -> dict[str, object]:
     """Per Ray worker, resident memory after its first and its last trial, in the order they finished."""
     by_worker: dict[int, list[float]] = {}
     for trial in sorted(trials, key=lambda t: t.datetime_complete):
-        worker = trial.user_attrs.get(record.TrialKey.WORKER)
+        worker = record.trial_record(trial).worker
         if worker:
-            by_worker.setdefault(worker["pid"], []).append(worker["rss_mib"])
+            by_worker.setdefault(worker.pid, []).append(worker.rss_mib)
     if not by_worker:
         return {}
     return {
@@ -75,25 +76,26 @@ def main() -> None:
     audit = None
     if args.audit:  # as `gas search` ends, on the same kind of workers
         audit = run_audit(study, after_search(args.audit, config.proxy), run_on_ray, progress=print)
-    trained = record.trained_trials(study)
+    trained = trained_trials(study)
     completed = [t for t in trained if t.state == TrialState.COMPLETE]
-    first_half, second_half = record.feasible_share_by_half(study)
-    proposals = record.proposals(study)
-    trial_seconds = sum(t.user_attrs.get(record.TrialKey.WALL_TIME, 0.0) for t in completed)
+    first_half, second_half = feasible_share_by_half(study)
+    proposed = proposals(study)
+    records = [record.trial_record(t) for t in completed]
+    trial_seconds = sum(r.wall_time or 0.0 for r in records)
     idle_slot_seconds = outcome.elapsed * outcome.concurrency - trial_seconds
     figures = {
         "trained_trials": len(trained),
         "failed_trials": len(trained) - len(completed),
-        "proposals": len(proposals),
+        "proposals": len(proposed),
         "elapsed_s": round(outcome.elapsed, 1),
         "concurrent_trials": outcome.concurrency,
         "trials_per_hour": round(len(trained) / outcome.elapsed * 3600, 1),
         "feasible_share_first_half": round(first_half, 3),
         "feasible_share_second_half": round(second_half, 3),
         "mean_budget_utilisation": round(
-            statistics.fmean(t.user_attrs[record.TrialKey.BUDGET_UTILISATION] for t in completed), 3
+            statistics.fmean(r.budget_utilisation for r in records), 3
         ),
-        "median_trial_s": round(statistics.median(t.user_attrs[record.TrialKey.WALL_TIME] for t in completed), 1),
+        "median_trial_s": round(statistics.median(r.wall_time for r in records), 1),
         "driver_s_per_trial": round(outcome.driver_seconds / max(len(trained), 1), 2),
         "slot_s_outside_trials_per_trial": round(idle_slot_seconds / max(len(trained), 1), 2),
         "best_accuracy": round(max(t.values[0] for t in completed), 4),
@@ -102,10 +104,10 @@ def main() -> None:
     }
     if audit is not None:
         figures |= {
-            "audit_trials": audit["n"],
-            "audit_tau": None if audit["tau"] is None else round(audit["tau"], 3),
-            "audit_tau_interval": "[" + ", ".join(f"{bound:.2f}" for bound in audit["interval"] or ()) + "]",
-            "audit_s": round(audit["seconds"], 1),
+            "audit_trials": audit.n,
+            "audit_tau": None if audit.tau is None else round(audit.tau, 3),
+            "audit_tau_interval": "[" + ", ".join(f"{bound:.2f}" for bound in audit.interval or ()) + "]",
+            "audit_s": round(audit.seconds, 1),
         }
     write_csv(RESULTS / "default_search.csv", pd.DataFrame([figures]))
     table = markdown_table(["figure", "value"], figures.items())

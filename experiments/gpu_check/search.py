@@ -32,9 +32,10 @@ import torch
 from experiments.common.results import RESULTS
 from experiments.common.tables import markdown_table, write_rows
 from experiments.gpu_check.harness import Check, Report, Sizes
-from gas import study as record
+from gas import record
 from gas.defaults import TRIALS_PER_GPU
 from gas.evaluate.proxy import ProxyConfig
+from gas.study import trained_trials, trial_error
 from gas.units import format_count
 
 # The goals printed beside the figures.
@@ -126,17 +127,18 @@ def run_level(level: int, gpus: int, sizes: Sizes, studies: Path, sampler: BusyS
     with contextlib.redirect_stdout(printed):
         outcome = run_search(config)
     sys.stdout.write(printed.getvalue())
-    trained = record.trained_trials(outcome.study)
+    trained = trained_trials(outcome.study)
     complete = [trial for trial in trained if trial.state.name == "COMPLETE"]
     if not trained:
         raise RuntimeError(f"level {level}: no trial was trained ({outcome.stopped_reason or outcome.failed_run})")
     start = min(trial.datetime_start for trial in trained).timestamp()
     end = max(trial.datetime_complete for trial in trained if trial.datetime_complete).timestamp()
-    mfus = [trial.user_attrs[record.TrialKey.MFU] for trial in complete if record.TrialKey.MFU in trial.user_attrs]
-    seconds = [trial.user_attrs[record.TrialKey.WALL_TIME] for trial in complete]
-    speeds = [trial.user_attrs[record.TrialKey.IMAGES_PER_SECOND] for trial in complete]
+    records = [record.trial_record(trial) for trial in complete]
+    mfus = [recorded.mfu for recorded in records if recorded.mfu is not None]
+    seconds = [recorded.wall_time for recorded in records]
+    speeds = [recorded.images_per_second for recorded in records]
     failed = [trial for trial in trained if trial.state.name == "FAIL"]
-    settings = outcome.study.user_attrs.get(record.StudyKey.SETTINGS, {}).get("proxy", {})
+    settings = record.study_record(outcome.study).proxy_settings() or {}
     return {
         "level": level,
         "gpus_per_trial": (1.0 / level) if on_gpus else 0.0,
@@ -152,10 +154,10 @@ def run_level(level: int, gpus: int, sizes: Sizes, studies: Path, sampler: BusyS
         "train_images_per_s": statistics.fmean(speeds) if speeds else math.nan,
         "busy": sampler.mean(start, end),
         "mfu": statistics.fmean(mfus) if mfus else None,
-        "devices": sorted({str(trial.user_attrs.get(record.TrialKey.DEVICE, "")) for trial in complete}),
+        "devices": sorted({"" if recorded.device is None else recorded.device for recorded in records}),
         "proxy_device": settings.get("device"),
         "proxy_resolution": settings.get("resolution"),
-        "first_error": record.trial_error(failed[0]) if failed else "",
+        "first_error": trial_error(failed[0]) if failed else "",
         "packing_line": " ".join(line for line in printed.getvalue().splitlines() if "trials per GPU" in line),
     }
 

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from gas.search import audit as fidelity
     from gas.search.local import run_in_process
     from gas.search.ray_tune import run_on_ray
-    from gas.study import open_study
+    from gas.storage import open_study
 
     config = fidelity.AuditConfig(
         trials=args.trials, epoch_factor=args.epoch_factor, resolution=args.resolution, data_dir=args.data_dir

@@ -20,6 +20,6 @@ def storage_option(storage: str | None) -> str:
     """' --storage URL' for a command to print (password hidden), or '' for the default storage."""
     import shlex
 
-    from gas.study import redacted_url
+    from gas.storage import redacted_url
 
     return f" --storage {shlex.quote(redacted_url(storage))}" if storage else ""

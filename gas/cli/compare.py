@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from gas.latency import DEFAULT_RUNS
     from gas.search.local import run_in_process
     from gas.search.ray_tune import run_on_ray
-    from gas.study import open_study
+    from gas.storage import open_study
 
     config = CompareConfig(
         picks=split_list(args.picks),

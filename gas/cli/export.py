@@ -41,10 +41,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import shlex
 
-    from gas.export import Provenance, export_genome, export_onnx, provenance_for_trial, readme_row
+    from gas.export import export_genome, export_onnx, readme_row
     from gas.front import parse_pick, pick_trial
+    from gas.provenance import Provenance, provenance_for_trial
+    from gas.record import trial_genome
     from gas.space import load_genome
-    from gas.study import find_trial, open_study, trial_genome
+    from gas.storage import open_study
+    from gas.study import find_trial
 
     if args.out is None and args.onnx is None:
         raise GasError("give --out FILE.py, --onnx FILE.onnx, or both")

@@ -26,12 +26,15 @@ def run(args: argparse.Namespace) -> int:
 
     from gas.front import pick_trial
     from gas.front_report import format_table, front_rows, write_csv, write_plot
-    from gas.study import StudyKey, audit_of, latency_of, objective_of, open_study, state_counts, study_budget
+    from gas.record import audit_record, latency_record, study_record
+    from gas.storage import open_study
+    from gas.study import state_counts
 
     study = open_study(args.study, args.storage)
     rows = front_rows(study)
-    audit = audit_of(study)
-    latency = latency_of(study)
+    searched = study_record(study)
+    audit = audit_record(study)
+    latency = latency_record(study)
     name = shlex.quote(study.study_name)
     storage = storage_option(args.storage)
     module = re.sub(r"\W", "_", study.study_name)
@@ -43,25 +46,25 @@ def run(args: argparse.Namespace) -> int:
         written.append(write_plot(study, args.plot, export_template))
     counts = state_counts(study)
     picks = {kind: pick_trial(study, kind).number for kind in ("best", "knee")} if rows else {}
-    budget = study_budget(study)
+    budget = searched.budget
     if args.json:
         print(
             json.dumps(
                 {
                     "study": study.study_name,
-                    "space": study.user_attrs.get(StudyKey.SPACE),
+                    "space": searched.space,
                     "budget": budget,
                     "trials": counts,
                     "picks": picks,
-                    "objective": objective_of(study),
+                    "objective": searched.objective,
                     "front": rows,
-                    "audit": audit,
-                    "latency": latency,
+                    "audit": None if audit is None else audit.stored,
+                    "latency": None if latency is None else latency.stored,
                 }
             )
         )
         return 0
-    space = study.user_attrs.get(StudyKey.SPACE)
+    space = searched.space
     about = ", ".join(
         part
         for part in (space and f"{space} space", budget and f"budget {format_count(budget)} FLOPs at 224px")
@@ -73,15 +76,15 @@ def run(args: argparse.Namespace) -> int:
         from gas.search.latency_limit import describe_accuracy, describe_target
 
         print(f"latency measured on {describe_target(latency)}")
-        print(describe_accuracy(latency.get("accuracy") or {}))
+        print(describe_accuracy(latency.accuracy))
     if rows:
-        print(f"Pareto front: {len(rows)} feasible, fully trained trials, by {objective_of(study)} ascending")
+        print(f"Pareto front: {len(rows)} feasible, fully trained trials, by {searched.objective} ascending")
         for line in format_table(rows):
             print(f"  {line}")
         print(f"most accurate: trial {picks['best']}   knee: trial {picks['knee']}")
     else:
         print("Pareto front: empty (no feasible, fully trained trials yet)")
-    if audit:
+    if audit is not None:
         from gas.search.audit import audit_line
 
         print(audit_line(audit))

@@ -98,9 +98,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gas.front_report import format_table, front_rows
+    from gas.record import latency_record
     from gas.search import run_search
     from gas.search.latency_limit import describe_accuracy
-    from gas.study import DEFAULT_STORAGE, feasible_share_by_half, latency_of
+    from gas.storage import DEFAULT_STORAGE
+    from gas.study import feasible_share_by_half
 
     config = search_config(args)
     outcome = run_search(config)
@@ -113,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
         f"feasible proposals {first:.0%} in the first half, {second:.0%} in the second"
     )
     print(f"failures: {outcome.failures}" if outcome.failures else "failures: none")
-    latency = latency_of(study)
+    latency = latency_record(study)
     if latency is not None:
-        print(describe_accuracy(latency.get("accuracy") or {}))
+        print(describe_accuracy(latency.accuracy))
     if outcome.stopped_reason:
         print(f"stopped early: {outcome.stopped_reason}")
     rows = front_rows(study)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gas.defaults import SAMPLERS
 from gas.search.budget import Budget
-from gas.search.engine import SAMPLERS, Engine, Proposal, SearchConfig, SearchOutcome, make_sampler, prepare
+from gas.search.config import SearchConfig, make_sampler, prepare
+from gas.search.engine import Engine, Proposal, SearchOutcome
 from gas.search.local import search_in_process
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ broken front order, means the front reflects the proxy's schedule as much as the
 the picks longer before trusting the choice, or search again with more epochs or a higher resolution.
 
 Finished Optuna trials take no new attributes, so the audit is one study user attribute
-(`StudyKey.AUDIT`, read with `gas.study.audit_of`) holding both accuracies of each audited trial; a new
+(`StudyKey.AUDIT`, read with `gas.record.audit_record`) holding both accuracies of each audited trial; a new
 audit replaces the previous one. Only this process writes it; the long runs go through an `evaluate`
 callable: the drivers' fixed jobs, `gas.search.local.run_in_process` here or `gas.search.ray_tune.run_on_ray`
 on Ray Tune workers, where they train as the search's trials do.
@@ -44,10 +44,11 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from gas import study as record
+from gas import record
 from gas.defaults import DEFAULT_SPACE
 from gas.errors import GasError
 from gas.stats import MIN_TAU_INTERVAL_N, kendall_tau, tau_interval
+from gas.study import front, trained_trials
 
 if TYPE_CHECKING:  # the proxy imports torch and the Ray driver imports Ray; reading an audit needs neither
     from gas.evaluate.proxy import ProxyConfig, ProxyResult
@@ -91,13 +92,13 @@ def after_search(trials: int, proxy: ProxyConfig) -> AuditConfig:
     return AuditConfig(trials=trials, epoch_factor=3, resolution=proxy.resolution, data_dir=proxy.data_dir)
 
 
-def front_order_held(pairs: Mapping[str, Mapping[str, float]], front: Sequence[str]) -> bool | None:
-    """Whether no two of the `front` trials swap places between the search and the long runs."""
-    if len(front) < 2:
+def front_order_held(pairs: Mapping[int, record.AuditPair], on_front: Sequence[int]) -> bool | None:
+    """Whether no two of the `on_front` trials swap places between the search and the long runs."""
+    if len(on_front) < 2:
         return None
-    for a, b in itertools.combinations(front, 2):
-        search = pairs[a]["search"] - pairs[b]["search"]
-        long = pairs[a]["long"] - pairs[b]["long"]
+    for a, b in itertools.combinations(on_front, 2):
+        search = pairs[a].search - pairs[b].search
+        long = pairs[a].long - pairs[b].long
         if search * long < 0:
             return False
     return True
@@ -108,7 +109,7 @@ def front_order_held(pairs: Mapping[str, Mapping[str, float]], front: Sequence[s
 
 def candidates(study: optuna.Study) -> list[FrozenTrial]:
     """Trials trained to the end by the search: COMPLETE, and not the repeat of an earlier genome."""
-    return [trial for trial in record.trained_trials(study) if trial.state == TrialState.COMPLETE]
+    return [trial for trial in trained_trials(study) if trial.state == TrialState.COMPLETE]
 
 
 def _spread(trials: Sequence[FrozenTrial], count: int) -> list[FrozenTrial]:
@@ -131,22 +132,19 @@ def select_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
     """
     trained = candidates(study)
     numbers = {trial.number for trial in trained}
-    front = [trial for trial in record.front(study) if trial.number in numbers]
-    on_front = {trial.number for trial in front}
+    front_trials = [trial for trial in front(study) if trial.number in numbers]
+    on_front = {trial.number for trial in front_trials}
     rest = sorted((t for t in trained if t.number not in on_front), key=lambda t: (t.values[0], t.number))
-    chosen = _spread(front, n)
+    chosen = _spread(front_trials, n)
     return chosen + _spread(rest, n - len(chosen))
 
 
 def recorded_proxy(study: optuna.Study) -> dict[str, Any]:
     """The proxy settings the study's trials were trained under (`ProxyConfig.settings()`, flat)."""
-    settings = study.user_attrs.get(record.StudyKey.SETTINGS)
-    if not isinstance(settings, Mapping) or not isinstance(settings.get("proxy"), Mapping):
+    settings = record.study_record(study).proxy_settings()
+    if settings is None:
         raise GasError(f"study {study.study_name!r} records no proxy settings, so its trials cannot be retrained")
-    # Earlier versions left out settings they could only run at one value; those versions ran on the CPU
-    # with the study's seed for every trial.
-    seed = study.user_attrs.get(record.StudyKey.SEED, 0)
-    return {**record.LEGACY_PROXY_SETTINGS, "device": "cpu", "seed": seed, **settings["proxy"]}
+    return settings
 
 
 def study_proxy(study: optuna.Study, data_dir: str | None = None) -> ProxyConfig:
@@ -183,8 +181,7 @@ def study_proxy(study: optuna.Study, data_dir: str | None = None) -> ProxyConfig
 
 def study_space(study: optuna.Study) -> str:
     """The space the study searched."""
-    settings = study.user_attrs.get(record.StudyKey.SETTINGS) or {}
-    return str(settings.get("space") or study.user_attrs.get(record.StudyKey.SPACE) or DEFAULT_SPACE)
+    return str(record.study_record(study).searched_space or DEFAULT_SPACE)
 
 
 def long_schedule(study: optuna.Study, config: AuditConfig) -> ProxyConfig:
@@ -227,7 +224,7 @@ def run_audit(
     config: AuditConfig,
     evaluate: Evaluate,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> record.AuditRecord:
     """Retrain a sample of `study` with a longer schedule, record the audit in the study and return it.
 
     `evaluate` trains the proposals and returns, in their order, each one's result or its error in one
@@ -235,7 +232,7 @@ def run_audit(
     `progress` hears what is about to train. One-line GasError for bad input, or when fewer than three long runs finish.
 
     >>> audit = run_audit(study, AuditConfig(trials=4), run_in_process)  # doctest: +SKIP
-    >>> audit["tau"], audit["interval"], audit["front_order_held"]  # doctest: +SKIP
+    >>> audit.tau, audit.interval, audit.front_order_held  # doctest: +SKIP
     """
     from gas.search.engine import Proposal
 
@@ -251,56 +248,52 @@ def run_audit(
         )
     long = long_schedule(study, config)
     chosen = select_trials(study, config.trials)
-    front_numbers = {trial.number for trial in record.front(study)}
+    front_numbers = {trial.number for trial in front(study)}
     if progress is not None:
         on_front = sum(trial.number in front_numbers for trial in chosen)
         progress(
             f"retraining trials {', '.join(str(t.number) for t in chosen)} ({on_front} on the front) for "
             f"{long.train.epochs} epochs at {long.resolution}px on {long.dataset}"
         )
-    proposals = [Proposal(t.number, dict(t.user_attrs[record.TrialKey.GENOME]), long.to_dict()) for t in chosen]
+    proposals = [Proposal(t.number, dict(record.trial_record(t).genome), long.to_dict()) for t in chosen]
     outcomes = evaluate(proposals)
     if len(outcomes) != len(proposals):
         raise GasError(f"the audit's evaluator returned {len(outcomes)} results for {len(proposals)} trials")
 
-    # Trial numbers are strings: the study stores the audit as JSON, whose keys are strings.
-    pairs: dict[str, dict[str, float]] = {}
-    failed: dict[str, str] = {}
+    pairs: dict[int, record.AuditPair] = {}
+    failed: dict[int, str] = {}
     for trial, outcome in zip(chosen, outcomes, strict=True):
         if isinstance(outcome, str):
-            failed[str(trial.number)] = outcome
+            failed[trial.number] = outcome
         else:
-            pairs[str(trial.number)] = {"search": float(trial.values[0]), "long": float(outcome.accuracy)}
+            pairs[trial.number] = record.AuditPair(search=float(trial.values[0]), long=float(outcome.accuracy))
     if len(pairs) < MIN_TRIALS:
         first = next(iter(failed.values()), "no result")
         raise GasError(
             f"only {len(pairs)} of {len(chosen)} long runs finished, too few to rank; the first error: {first}"
         )
-    search = [pair["search"] for pair in pairs.values()]
-    retrained = [pair["long"] for pair in pairs.values()]
+    search = [pair.search for pair in pairs.values()]
+    retrained = [pair.long for pair in pairs.values()]
     tau = kendall_tau(search, retrained)
     low, high = tau_interval(search, retrained)
-    front = [number for number in pairs if int(number) in front_numbers]
-    audit = {
-        "settings": {
-            "epochs": long.train.epochs,
-            "resolution": long.resolution,
-            "evaluator": long.evaluator,
-            "epoch_factor": config.epoch_factor,
-            "proxy": recorded_proxy(study),  # what the search trained under, which the long schedule extends
-        },
-        "pairs": pairs,
-        "front": front,
-        "failed": failed,
+    audited_front = tuple(number for number in pairs if number in front_numbers)
+    audit = record.AuditRecord(
+        epochs=long.train.epochs,
+        resolution=long.resolution,
+        evaluator=long.evaluator,
+        epoch_factor=config.epoch_factor,
+        search_proxy=recorded_proxy(study),
+        pairs=pairs,
+        front=audited_front,
+        failed=failed,
         # An undefined tau (every accuracy tied) is None: the study stores JSON, which has no nan.
-        "tau": None if math.isnan(tau) else tau,
-        "interval": None if math.isnan(low) else [low, high],
-        "n": len(pairs),
-        "front_order_held": front_order_held(pairs, front),
-        "seconds": time.perf_counter() - started,
-    }
-    study.set_user_attr(record.StudyKey.AUDIT, audit)
-    return audit
+        tau=None if math.isnan(tau) else tau,
+        interval=None if math.isnan(low) else (low, high),
+        n=len(pairs),
+        front_order_held=front_order_held(pairs, audited_front),
+        seconds=time.perf_counter() - started,
+    )
+    return record.write_audit(study, audit)
 
 
 # ---- showing an audit ------------------------------------------------------------------------------
@@ -312,56 +305,51 @@ def print_outcome(proposal: Proposal, outcome: ProxyResult | str) -> None:
     print(f"  trial {proposal.number}: {shown}", flush=True)
 
 
-def _tau_text(audit: Mapping[str, Any]) -> str:
-    if audit.get("tau") is None:
+def _tau_text(audit: record.AuditRecord) -> str:
+    if audit.tau is None:
         return "Kendall τ undefined (the accuracies are all tied)"
-    interval = audit.get("interval")
-    if interval:
-        within = f" (95% interval {interval[0]:.2f} to {interval[1]:.2f})"
+    if audit.interval:
+        within = f" (95% interval {audit.interval[0]:.2f} to {audit.interval[1]:.2f})"
     else:  # an audit too small for an honest interval says so rather than look certain
         within = f" (no interval under {MIN_TAU_INTERVAL_N} trials)"
-    return f"Kendall τ {audit['tau']:.2f}{within}"
+    return f"Kendall τ {audit.tau:.2f}{within}"
 
 
-def _front_text(audit: Mapping[str, Any]) -> str:
-    held = audit.get("front_order_held")
-    count = len(audit.get("front", []))
+def _front_text(audit: record.AuditRecord) -> str:
+    held = audit.front_order_held
+    count = len(audit.front)
     if held is None:
         return f"front order not tested ({count} front trial{'s' if count != 1 else ''} audited)"
     return f"the front's order {'held' if held else 'did NOT hold'} ({count} front trials)"
 
 
-def audit_line(audit: Mapping[str, Any]) -> str:
+def audit_line(audit: record.AuditRecord) -> str:
     """One line for `gas pareto`: tau, its interval, n, the long schedule and the front's order."""
-    settings = audit.get("settings", {})
     return (
-        f"audit: {_tau_text(audit)}, n {audit.get('n')}, against {settings.get('epochs')} epochs at "
-        f"{settings.get('resolution')}px; {_front_text(audit)}"
+        f"audit: {_tau_text(audit)}, n {audit.n}, against {audit.epochs} epochs at "
+        f"{audit.resolution}px; {_front_text(audit)}"
     )
 
 
-def format_audit(audit: Mapping[str, Any]) -> list[str]:
+def format_audit(audit: record.AuditRecord) -> list[str]:
     """What `gas audit` prints: the schedules compared, tau with its interval, the front's order, and a table."""
-    settings = audit.get("settings", {})
-    proxy = settings.get("proxy", {})
-    search = f"{proxy.get('epochs')} epochs at {proxy.get('resolution')}px ({proxy.get('evaluator')})"
-    minutes, seconds = divmod(round(audit.get("seconds", 0.0)), 60)
+    proxy = audit.search_setting
+    search = f"{proxy('epochs')} epochs at {proxy('resolution')}px ({proxy('evaluator')})"
+    minutes, seconds = divmod(round(audit.seconds), 60)
     lines = [
-        f"long schedule: {settings.get('epochs')} epochs at {settings.get('resolution')}px (train) against the "
-        f"search's {search} on {proxy.get('dataset')}; took {minutes}m{seconds:02d}s",
-        f"{_tau_text(audit)}, n {audit.get('n')}; {_front_text(audit)}",
+        f"long schedule: {audit.epochs} epochs at {audit.resolution}px (train) against the "
+        f"search's {search} on {proxy('dataset')}; took {minutes}m{seconds:02d}s",
+        f"{_tau_text(audit)}, n {audit.n}; {_front_text(audit)}",
     ]
-    front = set(audit.get("front", []))
-    pairs = audit.get("pairs", {})
-    failed = audit.get("failed", {})
     rows = [("trial", "front", "search", "long", "")]
-    search_rank = _ranks({number: pair["search"] for number, pair in pairs.items()})
-    long_rank = _ranks({number: pair["long"] for number, pair in pairs.items()})
-    for number, pair in pairs.items():
+    search_rank = _ranks({number: pair.search for number, pair in audit.pairs.items()})
+    long_rank = _ranks({number: pair.long for number, pair in audit.pairs.items()})
+    for number, pair in audit.pairs.items():
         moved = "" if search_rank[number] == long_rank[number] else f"rank {search_rank[number]} -> {long_rank[number]}"
-        rows.append((number, "yes" if number in front else "", f"{pair['search']:.2%}", f"{pair['long']:.2%}", moved))
-    for number, error in failed.items():
-        rows.append((number, "yes" if number in front else "", "", "failed", error))
+        on_front = "yes" if number in audit.front else ""
+        rows.append((str(number), on_front, f"{pair.search:.2%}", f"{pair.long:.2%}", moved))
+    for number, error in audit.failed.items():
+        rows.append((str(number), "yes" if number in audit.front else "", "", "failed", error))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     for row in rows:
         cells = [row[0].rjust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]), row[3].rjust(widths[3])]
@@ -369,6 +357,6 @@ def format_audit(audit: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _ranks(accuracies: Mapping[str, float]) -> dict[str, int]:
+def _ranks(accuracies: Mapping[int, float]) -> dict[int, int]:
     """Rank of each trial by accuracy, 1 for the most accurate; equal accuracies share a rank."""
     return {number: 1 + sum(other > value for other in accuracies.values()) for number, value in accuracies.items()}

@@ -22,7 +22,7 @@ first trials at a rung go on more easily than the fraction says, since fewer are
 
 A stopped trial is recorded PRUNED with a feasible constraint, the rung it reached and its accuracy per
 epoch: it is never on the front, and Optuna's TPE ranks it below every complete trial (see
-gas.study.write_stopped).
+gas.record.write_stopped).
 """
 
 from __future__ import annotations

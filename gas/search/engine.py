@@ -18,120 +18,38 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from gas import study as record
-from gas.defaults import DEFAULT_SPACE, DEFAULT_TRIALS, OBJECTIVE_AXES, SAMPLERS
+from gas import record
 from gas.errors import GasError
 from gas.evaluate.datasets import DatasetCheck
-from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data, evaluate
-from gas.search.budget import Budget
-from gas.search.early_stop import EarlyStopping, Rungs
+from gas.evaluate.proxy import ProxyConfig, ProxyResult, evaluate
+from gas.search.config import SearchConfig, make_sampler, resumed_seed
+from gas.search.early_stop import Rungs
 from gas.search.interrupts import Interrupts
-from gas.search.latency_limit import LatencyJudge, LatencyTarget, prediction_accuracy
-from gas.search.sampling import sample_genomes
+from gas.search.latency_limit import LatencyJudge, prediction_accuracy
 from gas.space import SearchSpace, get_space, load_genome
+from gas.storage import create_or_resume
+from gas.study import (
+    failed_trials,
+    failure_summary,
+    latency_pairs,
+    rung_cost,
+    rung_histories,
+    running_trials,
+    trained_genomes,
+    trained_trials,
+)
 
 # A sampler stuck outside the budget must not spin forever. Each rejection is written to the study (about
 # 0.1-0.2 s in SQLite, most of it Optuna storing each parameter), so this many take 10 to 20 minutes.
 MAX_REJECTIONS_IN_A_ROW = 5000
 
 Report = Callable[[dict[str, float]], None]
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything `gas search` takes; defaults are the embedded ones."""
-
-    budget: int | None  # FLOPs at 224px; None when a latency limit alone bounds the search
-    space: str = DEFAULT_SPACE
-    study: str | None = None
-    storage: str | None = None
-    trials: int = DEFAULT_TRIALS
-    sampler: str = "tpe"
-    seed: int = 0
-    max_params: int | None = None
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    # The proxy instead of `proxy` when trials get GPUs (`gas search` passes `default_proxy(True, ...)`);
-    # None: `proxy` on every device.
-    gpu_proxy: ProxyConfig | None = None
-    ray_address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None  # None: TRIALS_PER_GPU trials share each GPU when the cluster has any
-    max_concurrent: int | None = None
-    progress: bool = True
-    early_stop: EarlyStopping | None = None  # None: every feasible trial trains its whole schedule
-    latency: LatencyTarget | None = None  # the device to be fast on, and the limit there (see latency_limit)
-    objective: str = "flops"  # the front's cost axis: flops, params or latency
-
-    @property
-    def study_name(self) -> str:
-        limit = self.latency.limit if self.latency else None
-        return self.study or record.default_study_name(get_space(self.space).name, self.budget, self.max_params, limit)
-
-    @property
-    def limits(self) -> Budget:
-        return Budget(self.budget, self.max_params, self.latency.limit if self.latency else None)
-
-
-def resumed_seed(seed: int, earlier_trials: int) -> int:
-    """The sampler seed of a run that resumes a study holding `earlier_trials` trials."""
-    return int(np.random.SeedSequence([seed, earlier_trials]).generate_state(1)[0])
-
-
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "tpe":
-        # constant_liar keeps concurrent proposals apart; multivariate TPE models widths jointly.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=10)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise GasError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-
-
-def prepare(config: SearchConfig) -> tuple[SearchConfig, DatasetCheck]:
-    """Check a search's settings before anything starts; one-line GasError for the first problem.
-
-    Returns the config with its data paths made absolute, and what the dataset check found.
-    """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = get_space(config.space)
-    if config.trials < 1:
-        raise GasError(f"--trials must be at least 1, got {config.trials}")
-    if config.cpus_per_trial <= 0:
-        raise GasError(f"--cpus-per-trial must be positive, got {config.cpus_per_trial}")
-    make_sampler(config.sampler, config.seed)
-    limits = config.limits  # a search with neither a FLOPs budget nor a latency limit is refused here
-    if config.objective not in OBJECTIVE_AXES:
-        raise GasError(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVE_AXES)}")
-    if config.objective == "latency" and config.latency is None:
-        raise GasError("--objective latency needs the device to measure on (--latency-device)")
-    proxy = config.proxy
-    if config.early_stop is not None:
-        if config.early_stop.max_epochs < 2 or config.early_stop.eta < 2:
-            raise GasError("early stopping needs --max-epochs of at least 2 (and eta of at least 2)")
-        if proxy.evaluator != "train":
-            raise GasError("early stopping needs trained proxies; the zero-cost evaluator has no epochs to stop")
-        proxy = proxy.with_overrides(epochs=config.early_stop.max_epochs)
-    proxy, data = check_data(proxy, space.name)
-    try:
-        sample_genomes(space.name, 1, config.seed, 224, config.budget, config.max_params)
-    except GasError as error:
-        raise GasError(f"no genome of the {space.name} space fits this budget: {error}") from None
-    if config.latency is not None:
-        # Builds (or loads) the device's latency model now, before any trial loads the machine it times.
-        judge = LatencyJudge(config.latency, limits.flops)
-        judge.check_reachable(space.name, config.seed, limits.flops, limits.params)
-        judge.save()
-    return dataclasses.replace(config, proxy=proxy), data
 
 
 @dataclass(frozen=True)
@@ -168,7 +86,7 @@ class Engine:
         self.config = config
         self.space: SearchSpace = get_space(config.space)
         self.budget = config.limits
-        self.study = record.create_or_resume(
+        self.study = create_or_resume(
             config.study_name,
             config.storage,
             make_sampler(config.sampler, config.seed),
@@ -195,15 +113,15 @@ class Engine:
         self.on_rejected: Callable[[], None] = lambda: None  # a driver's progress display, in a run of rejections
         self.stopped_reason: str | None = None
         self.driver_seconds = 0.0  # time spent proposing and recording, outside any trial
-        self.trained_before = len(record.trained_trials(self.study))
+        self.trained_before = len(trained_trials(self.study))
         self.completed_here = 0
         self.stopped_here = 0
         self.failed_here: list[str] = []
-        self.evaluated = record.trained_genomes(self.study)
+        self.evaluated = trained_genomes(self.study)
         self.rungs: Rungs | None = None
         if config.early_stop is not None:
             self.rungs = Rungs(config.early_stop)
-            for number, history, cost in record.rung_histories(self.study):
+            for number, history, cost in rung_histories(self.study):
                 self.rungs.add_history(number, history, cost)
         self.histories: dict[int, list[float]] = {}  # accuracy per epoch of trials in flight
         self.stopped: set[int] = set()  # trials in flight that early stopping ended
@@ -226,11 +144,11 @@ class Engine:
 
     def remaining(self) -> int:
         """Trained trials still to go before the study holds `config.trials`."""
-        return self.config.trials - len(record.trained_trials(self.study))
+        return self.config.trials - len(trained_trials(self.study))
 
     def requeue(self) -> int:
         """Trials a killed search left RUNNING go back in the queue with the same genome; returns how many."""
-        stale = [trial.number for trial in record.running_trials(self.study) if trial.number not in self.live]
+        stale = [trial.number for trial in running_trials(self.study) if trial.number not in self.live]
         for number in stale:
             record.requeue(self.study, number)
         return len(stale)
@@ -363,7 +281,7 @@ class Engine:
             record.write_worker(trial, *worker)
         frozen = self._write_outcome(trial, outcome)
         # Whatever the training ended in, a later proposal of the genome repeats it instead of training again.
-        self.evaluated.setdefault(record.genome_key(frozen.user_attrs[record.TrialKey.GENOME]), frozen)
+        self.evaluated.setdefault(record.genome_key(record.trial_record(frozen).genome), frozen)
         return frozen if frozen.state == TrialState.COMPLETE else None
 
     def _write_outcome(self, trial: optuna.Trial, outcome: ProxyResult | str) -> FrozenTrial:
@@ -383,7 +301,7 @@ class Engine:
         measured = self._measure(trial)
         if measured is not None:
             constraints, reasons = self.budget.check(
-                self.space.cost(load_genome(trial.user_attrs[record.TrialKey.GENOME])), measured
+                self.space.cost(load_genome(record.trial_record(trial).genome)), measured
             )
             # The others were written with the proposal; without a limit there is no latency constraint.
             latency = {name: value for name, value in constraints.items() if name == "latency"}
@@ -400,31 +318,31 @@ class Engine:
         if self.judge is None:
             return None
         started = time.perf_counter()
-        measured = self.judge.measure(load_genome(trial.user_attrs[record.TrialKey.GENOME]))
+        measured = self.judge.measure(load_genome(record.trial_record(trial).genome))
         record.write_measured_latency(trial, measured, time.perf_counter() - started)
         return measured
 
     def _objective_cost(self, trial: optuna.Trial, measured: float | None) -> float:
         if self.config.objective == "latency" and measured is not None:
             return measured
-        key = record.TrialKey.PARAMS if self.config.objective == "params" else record.TrialKey.FLOPS
-        return float(trial.user_attrs[key])
+        recorded = record.trial_record(trial)
+        return float(recorded.params if self.config.objective == "params" else recorded.flops)
 
     def _rung_cost(self, trial: optuna.Trial) -> float:
-        return record.rung_cost(trial.user_attrs, self.config.objective)
+        return rung_cost(record.trial_record(trial), self.config.objective)
 
     def latency_accuracy(self) -> dict | None:
         """How well the latency model predicted this study's trained trials (None without a latency target)."""
         if self.judge is None:
             return None
-        return prediction_accuracy(record.latency_pairs(self.study))
+        return prediction_accuracy(latency_pairs(self.study))
 
     def finish(self) -> None:
         """At the end of a run: the latency model's accuracy goes to the study, the recalibrated model to disk."""
         if self.judge is None:
             return
         accuracy = self.latency_accuracy()
-        self.study.set_user_attr(record.StudyKey.LATENCY, {**self.config.latency.to_dict(), "accuracy": accuracy})
+        record.write_latency(self.study, self.config.latency.to_dict(), accuracy)
         self.judge.save()
 
     def failure_verdict(self) -> str | None:
@@ -437,7 +355,7 @@ class Engine:
         return None
 
     def trained(self) -> list[FrozenTrial]:
-        return record.trained_trials(self.study)
+        return trained_trials(self.study)
 
     def complete(self) -> list[FrozenTrial]:
         return [t for t in self.trained() if t.state == TrialState.COMPLETE]
@@ -459,7 +377,7 @@ class SearchOutcome:
 
     @classmethod
     def of(cls, engine: Engine, interrupted: bool, elapsed: float, concurrency: float = 1.0) -> SearchOutcome:
-        failed = record.failed_trials(engine.study)
+        failed = failed_trials(engine.study)
         return cls(
             engine.study,
             len(engine.trained()),
@@ -468,6 +386,6 @@ class SearchOutcome:
             elapsed,
             engine.driver_seconds,
             concurrency,
-            record.failure_summary(failed) if failed else None,
+            failure_summary(failed) if failed else None,
             engine.failure_verdict(),
         )

@@ -29,6 +29,7 @@ from gas.errors import GasError
 from gas.genome import Genome
 from gas.latency import DEFAULT_RUNS, BuildPlan, LatencyModel, LatencySettings, fingerprint, measure
 from gas.latency.device import settings_dict
+from gas.record import LatencyAccuracy, LatencyRecord
 from gas.search.sampling import sample_genomes
 from gas.stats import kendall_tau
 from gas.units import format_duration
@@ -110,27 +111,24 @@ def prediction_accuracy(pairs: Sequence[tuple[float, float]]) -> dict[str, float
     }
 
 
-def describe_target(recorded: dict[str, Any]) -> str:
+def describe_target(recorded: LatencyRecord) -> str:
     """'cpu fp32, 1 thread, batch 1 (AMD EPYC ...), limit 25.0ms' from a study's latency record."""
-    settings = recorded.get("settings") or {}
-    where = recorded.get("fingerprint") or {}
-    device = where.get("gpu") or where.get("cpu") or settings.get("device", "?")
-    threads = settings.get("threads")
+    threads = recorded.threads
     words = [
-        f"{settings.get('device', '?')} {settings.get('dtype', '')}".strip(),
+        f"{recorded.device} {recorded.dtype}".strip(),
         *([f"{threads} thread{'s' if threads != 1 else ''}"] if threads else []),
-        f"batch {settings.get('batch', 1)}",
+        f"batch {recorded.batch}",
     ]
-    limit = recorded.get("limit")
-    return f"{', '.join(words)} ({device})" + (f", limit {format_duration(limit)}" if limit else "")
+    limit = recorded.limit
+    return f"{', '.join(words)} ({recorded.hardware})" + (f", limit {format_duration(limit)}" if limit else "")
 
 
-def describe_accuracy(accuracy: dict[str, Any]) -> str:
+def describe_accuracy(accuracy: LatencyAccuracy | None) -> str:
     """'latency model on 12 trained trials: median error 4.1%, 83% within ±10%, Kendall τ 0.91'."""
-    if not accuracy.get("n"):
+    if accuracy is None or not accuracy.n:
         return "latency model: no trained trial measured yet"
-    tau = accuracy.get("kendall_tau")
+    tau = accuracy.kendall_tau
     return (
-        f"latency model on {accuracy['n']} trained trials: median error {accuracy['median_abs_error']:.1%}, "
-        f"{accuracy['within_10']:.0%} within ±10%, Kendall τ {'-' if tau is None else f'{tau:.2f}'}"
+        f"latency model on {accuracy.n} trained trials: median error {accuracy.median_abs_error:.1%}, "
+        f"{accuracy.within_10:.0%} within ±10%, Kendall τ {'-' if tau is None else f'{tau:.2f}'}"
     )

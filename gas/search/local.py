@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from gas.search.engine import Engine, Proposal, SearchConfig, SearchOutcome, evaluate_proposal, prepare
+from gas.search.config import SearchConfig, prepare
+from gas.search.engine import Engine, Proposal, SearchOutcome, evaluate_proposal
 from gas.search.jobs import FixedJobs, JobSource, Outcome, Report
 from gas.search.progress import Progress
 

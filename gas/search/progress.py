@@ -8,7 +8,8 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from gas import study as record
+from gas.record import trial_record
+from gas.study import failed_trials, proposals, trained_trials
 
 # Reading the study for the postfix takes longer as it grows; between trained trials, at most this often.
 REFRESH_SECONDS = 2.0
@@ -23,7 +24,7 @@ class Progress:
 
         self.study = study
         self.shown = -math.inf
-        done = len(record.trained_trials(study))
+        done = len(trained_trials(study))
         self.bar = tqdm(total=total, initial=min(done, total), unit="trial", disable=not enabled, dynamic_ncols=True)
         self.refresh()
 
@@ -32,13 +33,13 @@ class Progress:
         if self.bar.disable or (not completed and now - self.shown < REFRESH_SECONDS):
             return
         self.shown = now
-        proposals = record.proposals(self.study)
-        feasible = sum(bool(t.user_attrs[record.TrialKey.FEASIBLE]) for t in proposals)
-        failed = len(record.failed_trials(self.study))
+        proposed = proposals(self.study)
+        feasible = sum(bool(trial_record(t).feasible) for t in proposed)
+        failed = len(failed_trials(self.study))
         accuracies = [t.values[0] for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         self.bar.update(completed)
         self.bar.set_postfix_str(
-            f"proposed {len(proposals)} ({feasible / max(len(proposals), 1):.0%} feasible), failed {failed}, "
+            f"proposed {len(proposed)} ({feasible / max(len(proposed), 1):.0%} feasible), failed {failed}, "
             f"best acc {max(accuracies, default=float('nan')):.3f}, front {len(self.study.best_trials)}",
             refresh=True,
         )

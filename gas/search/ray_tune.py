@@ -31,7 +31,8 @@ from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data
 from gas.evaluate.train import breaks_cuda_context, hold_to_share, says_out_of_memory
 from gas.search.cluster import ray_cluster
-from gas.search.engine import Engine, Proposal, SearchConfig, SearchOutcome, evaluate_proposal, prepare
+from gas.search.config import SearchConfig, prepare
+from gas.search.engine import Engine, Proposal, SearchOutcome, evaluate_proposal
 from gas.search.jobs import FixedJobs, JobSource, Outcome, Report
 from gas.search.progress import Progress
 
