@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from gas import record
-from gas.evaluate.proxy import ProxyConfig, ProxyResult
+from gas.evaluate.proxy import ProxyConfig
 from gas.front import pick_trial
 from gas.search import Engine, SearchConfig, search_in_process
 from gas.search.audit import MAX_INTERVAL_WIDTH, PRIOR_TAU, sized_trials
@@ -27,7 +27,7 @@ from gas.space import get_space, load_genome
 from gas.stats import seed_noise, tau_interval_width
 from gas.study import trained_trials
 from tests.conftest import run_gas
-from tests.studies import add_complete, new_study, sampled_genomes, sqlite_url
+from tests.studies import add_complete, new_study, sampled_genomes, sqlite_url, trained_result
 
 TINY = ProxyConfig(dataset="digits", train_size=64, val_size=32, zero_cost_batch=0).with_overrides(
     device="cpu", epochs=1, resolution=32
@@ -94,22 +94,7 @@ def _drive(engine: Engine) -> int:
         accuracy = true + 0.01 * ((seed * 7 + proposal.number) % 3 - 1)
         if proposal.number == lucky:
             accuracy = 0.65 if proposal.run == 0 else accuracy - 0.1
-        engine.record(
-            proposal.number,
-            ProxyResult(
-                accuracy=accuracy,
-                accuracy_history=(accuracy,),
-                wall_time=1.0,
-                images_per_second=1.0,
-                device="cpu",
-                epochs=1,
-                zero_cost={},
-                mfu=None,
-                loss=None,
-                batch_size=32,
-                forward_flops=0,
-            ),
-        )
+        engine.record(proposal.number, trained_result(accuracy))
     engine.finish()
     return lucky
 
