@@ -44,7 +44,7 @@ from experiments.common.tables import markdown_table
 from experiments.common.worker_time import search_for, worker_seconds
 from experiments.common.workers import worker_pool
 from gas import record
-from gas.compare import CompareConfig, run_compare
+from gas.compare import CompareConfig, epochs_text, run_compare
 from gas.defaults import COMPARE_AGAINST
 from gas.errors import GasError
 from gas.front import pick_trial
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{len(result['searches'])} default searches ({args.budget} FLOPs, replicates on), each for "
             f"{min(s['worker_s'] for s in result['searches']):.0f}-{max(s['worker_s'] for s in result['searches']):.0f}"
             " worker-seconds; each one's best by seed mean retrained with "
-            f"{len(comparison['seeds'])} seeds on the target schedule ({schedule['epochs']} epochs at "
+            f"{len(comparison['seeds'])} seeds on the target schedule ({epochs_text(schedule['epochs'])} at "
             f"{schedule['resolution']}px on {schedule['dataset']}) and scored on "
             f"{comparison['test_images']} test images; latency on {comparison['latency']['describe']}.",
             "",
