@@ -50,7 +50,7 @@ from gas.stats import paired_p, welch_p
 if TYPE_CHECKING:
 
     from gas.evaluate.proxy import ProxyConfig, ProxyResult
-    from gas.search.engine import Proposal
+    from gas.search.jobs import Proposal
 
 __all__ = [
     "DEFAULT_LATENCY",
@@ -280,7 +280,7 @@ def _retrain(
     started: float,
 ) -> tuple[list[tuple[Candidate, int]], list[ProxyResult | str]]:
     """Every candidate at every seed on the target schedule, scored on the test split: (jobs, outcomes)."""
-    from gas.search.engine import Proposal
+    from gas.search.jobs import Proposal
 
     jobs = [(candidate, seed) for seed in seeds for candidate in candidates]
     proposals = [

@@ -10,6 +10,11 @@ DEFAULT_SPACE = "turbovit"
 #: a 2-core machine with the default proxy (experiments/results/default_search.md).
 DEFAULT_TRIALS = 40
 
+#: Seeds a front candidate trains with before it counts, and the most it may race up to
+#: (gas.search.replicates). Each seed is a trial's worth of `--trials`.
+DEFAULT_REPLICATES = 2
+DEFAULT_MAX_SEEDS = 4
+
 #: Proxy trials that share one GPU when `gas search` is not given `--gpus-per-trial`. One trial of the
 #: GPU proxy (gas.evaluate.proxy.GPU_PROXY) cannot keep a GPU busy: each step is a few hundred small
 #: kernels that Python launches one at a time, so the device idles between them, and trials side by side

@@ -31,7 +31,11 @@ if TYPE_CHECKING:  # annotations only: `gas pareto` without --plot should not wa
 
 
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One row per front trial, cheapest first: the numbers, the space's own columns, and the genome."""
+    """One row per front trial, cheapest first: the numbers, the space's own columns, and the genome.
+
+    Where the study trained trials with several seeds, `accuracy` is their mean and `first_seed` the first
+    training's: what a search that keeps each genome's first seed would have shown (the winner's curse).
+    """
     rows = []
     for trial in front(study):
         genome = record.trial_genome(trial)
@@ -39,6 +43,11 @@ def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "trial": trial.number,
             "accuracy": accuracy_of(trial),
+        }
+        if recorded.seed_accuracies:
+            row["seeds"] = recorded.seeds
+            row["first_seed"] = recorded.first_seed_accuracy
+        row |= {
             "flops": flops_of(trial),
             "params": recorded.params,
             "budget_utilisation": recorded.budget_utilisation,
@@ -57,12 +66,18 @@ def format_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     columns = [key for key in rows[0] if key != "genome"]
-    headers = {"accuracy": "accuracy", "flops": "FLOPs", "params": "params", "budget_utilisation": "budget"}
+    headers = {
+        "accuracy": "accuracy",
+        "first_seed": "1st seed",
+        "flops": "FLOPs",
+        "params": "params",
+        "budget_utilisation": "budget",
+    }
 
     def cell(key: str, value: Any) -> str:
         if value is None:
             return "-"
-        if key == "accuracy":
+        if key in ("accuracy", "first_seed"):
             return f"{value:.2%}"
         if key in ("flops", "params"):
             return format_count(value)
@@ -72,7 +87,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> list[str]:
             return format_duration(value)
         return str(value)
 
-    numeric = {"trial", "accuracy", "flops", "params", "budget_utilisation", "latency"}
+    numeric = {"trial", "accuracy", "seeds", "first_seed", "flops", "params", "budget_utilisation", "latency"}
     table = [[headers.get(key, key) for key in columns]]
     table += [[cell(key, row.get(key)) for key in columns] for row in rows]
     widths = [max(len(line[index]) for line in table) for index in range(len(columns))]

@@ -39,7 +39,10 @@ def provenance_for_trial(study: optuna.Study, trial: FrozenTrial, command: str =
     details = []
     if search:
         details.append("Search: " + ", ".join(search))
-    if recorded.seed is not None:
+    if len(recorded.seed_accuracies) > 1:
+        seeds = ", ".join(f"{seed}: {accuracy:.2%}" for seed, accuracy in recorded.seed_accuracies)
+        details.append(f"Training seeds (accuracy is their mean): {seeds}")
+    elif recorded.seed is not None:
         details.append(f"Trial seed: {recorded.seed}")
     if recorded.measured_latency is not None:
         from gas.search.latency_limit import describe_target

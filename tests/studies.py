@@ -9,6 +9,7 @@ import optuna
 
 from gas import record
 from gas.cost import Cost
+from gas.evaluate.proxy import ProxyResult
 from gas.search.budget import Budget
 from gas.search.sampling import sample_genomes
 from gas.space import get_space, load_genome
@@ -52,26 +53,29 @@ def _dispatch(trial: optuna.Trial) -> None:
 
 def add_complete(study: optuna.Study, genome_data: dict, accuracy: float, budget: int = BUDGET) -> int:
     """A feasible proposal trained to the end: COMPLETE with values (accuracy, FLOPs)."""
-    from gas.evaluate.proxy import ProxyResult
-
     trial, reasons = _propose(study, genome_data, budget)
     assert not reasons, "a complete trial must be within budget"
     _dispatch(trial)
-    result = ProxyResult(
+    record.write_result(study, trial, trained_result(accuracy, (accuracy / 2, accuracy)))
+    return trial.number
+
+
+def trained_result(accuracy: float, history: tuple[float, ...] | None = None) -> ProxyResult:
+    """What a worker reports for a training that ended at `accuracy` (after each epoch: `history`)."""
+    history = history or (accuracy,)
+    return ProxyResult(
         accuracy=accuracy,
-        accuracy_history=(accuracy / 2, accuracy),
+        accuracy_history=history,
         wall_time=1.5,
         images_per_second=100.0,
         device="cpu",
-        epochs=2,
+        epochs=len(history),
         zero_cost={},
         mfu=None,
         loss=1.0,
         batch_size=32,
         forward_flops=1,
     )
-    record.write_result(study, trial, result)
-    return trial.number
 
 
 def add_infeasible(study: optuna.Study, genome_data: dict, budget: int) -> int:
@@ -125,7 +129,6 @@ def objective_study(path: Path, objective: str) -> tuple[str, optuna.Study]:
     FLOPs: five trained (one dominated on latency), one trained and measured over the latency limit, one
     predicted over it and never trained, and one that failed while training.
     """
-    from gas.evaluate.proxy import ProxyResult
     from gas.latency import LatencySettings
     from gas.search.latency_limit import LatencyTarget
 

@@ -81,6 +81,7 @@ def test_a_repeated_genome_keeps_its_outcome_and_is_never_trained_again(tmp_path
         early_stop=EarlyStopping(max_epochs=2, eta=2) if outcome == "stopped" else None,
         latency=latency,
         objective="latency" if latency else "flops",
+        replicates=None,  # the repeat meets its first training's outcome, told at once
     )
     config = prepare(config)[0]
     engine = Engine(config)

@@ -123,6 +123,7 @@ def _search(tmp_path, trials: int, study: str = "es") -> SearchConfig:
         proxy=TINY,
         seed=2,
         progress=False,
+        replicates=None,  # early stopping alone: one seed per trial
         early_stop=EarlyStopping(max_epochs=4, eta=2),
         objective="params",
     )
@@ -227,6 +228,7 @@ def test_a_resumed_latency_limited_search_stops_new_trials(tmp_path, monkeypatch
         proxy=TINY,
         seed=3,
         progress=False,
+        replicates=None,  # early stopping alone: one seed per trial
         early_stop=EarlyStopping(max_epochs=2, eta=3),
         objective="latency",
         latency=LatencyTarget(LATENCY, max(predictions), PLAN, runs=3),
@@ -287,6 +289,7 @@ def test_ray_tunes_scheduler_stops_trials_at_a_rung_and_they_are_recorded_stoppe
         proxy=TINY,
         seed=1,
         progress=False,
+        replicates=None,  # early stopping alone: one seed per trial
         early_stop=policy,
         max_concurrent=1,
     )

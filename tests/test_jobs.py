@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gas.evaluate.proxy import ProxyConfig, ProxyResult
-from gas.search.engine import Proposal
-from gas.search.jobs import FixedJobs
+from gas.search.jobs import FixedJobs, Proposal
 from gas.search.local import run_in_process
 from gas.search.ray_tune import run_on_ray
 from gas.space import get_space

@@ -75,6 +75,7 @@ def arm_config(arm: str, seed: int, args: argparse.Namespace, out: Path) -> Sear
         seed=seed,
         proxy=ProxyConfig().with_overrides(device="cpu", **overrides),
         progress=False,
+        replicates=None,  # one seed per trial, as the committed figures were measured
         early_stop=EarlyStopping(max_epochs=args.max_epochs, eta=args.eta) if arm == "es" else None,
     )
 

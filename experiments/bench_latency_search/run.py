@@ -78,6 +78,7 @@ def arm_config(arm: str, seed: int, limit: float, args: argparse.Namespace, out:
         seed=seed,
         proxy=ProxyConfig().with_overrides(device="cpu", seed=seed),
         progress=False,
+        replicates=None,  # one seed per trial, as the committed figures were measured
         latency=LatencyTarget(SETTINGS, limit, runs=args.runs) if arm == "latency" else None,
         objective="latency" if arm == "latency" else "flops",
     )

@@ -86,6 +86,7 @@ def run_level(concurrency: int, gpus_per_trial: float | None, args: argparse.Nam
         gpus_per_trial=gpus_per_trial,
         max_concurrent=concurrency,
         progress=False,
+        replicates=None,  # one seed per trial, as the committed figures were measured
     )
     print(f"concurrency {concurrency}, GPUs per trial {gpus_per_trial or 0:g}: {args.trials} trials", flush=True)
     started_at = datetime.now()

@@ -353,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proxy=proxy,
                 cpus_per_trial=args.threads,
                 progress=False,
+                replicates=None,  # one seed per trial, as the committed figures were measured
             )
             tasks.append(RunTask(sampler, seed, count, config, driver, args.threads))
     if args.report_only:

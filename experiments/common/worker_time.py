@@ -33,4 +33,5 @@ def search_for(config: SearchConfig, seconds: float) -> SearchOutcome:
         outcome = search_in_process(dataclasses.replace(config, trials=trials))
         if worker_seconds(outcome.study) >= seconds or outcome.stopped_reason:
             return outcome
-        trials = len(trained_trials(outcome.study)) + 1
+        # One training more than the study holds; each seed of a replicated trial is one.
+        trials = sum(trial_record(t).seeds for t in trained_trials(outcome.study)) + 1

@@ -122,6 +122,7 @@ def run_level(level: int, gpus: int, sizes: Sizes, studies: Path, sampler: BusyS
         gpus_per_trial=None if packed_by_gas else 1.0 / level,
         max_concurrent=concurrent,
         progress=False,
+        replicates=None,  # one seed per trial, as the committed figures were measured
     )
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

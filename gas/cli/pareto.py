@@ -21,12 +21,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import re
     import shlex
 
     from gas.front import pick_trial
     from gas.front_report import format_table, front_rows, write_csv, write_plot
-    from gas.record import audit_record, latency_record, study_record
+    from gas.record import audit_record, latency_record, noise_record, study_record
     from gas.storage import open_study
     from gas.study import state_counts
 
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     searched = study_record(study)
     audit = audit_record(study)
     latency = latency_record(study)
+    noise = noise_record(study)
     name = shlex.quote(study.study_name)
     storage = storage_option(args.storage)
     module = re.sub(r"\W", "_", study.study_name)
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                     "front": rows,
                     "audit": None if audit is None else audit.stored,
                     "latency": None if latency is None else latency.stored,
+                    "noise": None if noise is None else dataclasses.asdict(noise),
                 }
             )
         )
@@ -77,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"latency measured on {describe_target(latency)}")
         print(describe_accuracy(latency.accuracy))
+    if noise is not None:
+        from gas.search.replicates import describe_noise
+
+        print(describe_noise(noise))
     if rows:
         print(f"Pareto front: {len(rows)} feasible, fully trained trials, by {searched.objective} ascending")
         for line in format_table(rows):

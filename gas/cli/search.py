@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from gas.cli.common import add_storage_option, storage_option
 from gas.defaults import (
+    DEFAULT_MAX_SEEDS,
+    DEFAULT_REPLICATES,
     DEFAULT_SPACE,
     DEFAULT_TRIALS,
     EVALUATORS,
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from gas.search import SearchConfig
     from gas.search.early_stop import EarlyStopping
     from gas.search.latency_limit import LatencyTarget
+    from gas.search.replicates import Replicates
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -57,7 +60,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--trials",
         type=int,
         default=DEFAULT_TRIALS,
-        help=f"trained trials in total, counting runs so far ({DEFAULT_TRIALS})",
+        help=f"trainings in total, counting runs so far; each seed of a replicated trial is one ({DEFAULT_TRIALS})",
     )
     search.add_argument("--sampler", default=SAMPLERS[0], choices=SAMPLERS, help=f"(default: {SAMPLERS[0]})")
     search.add_argument("--seed", type=int, default=0, help="seed for the sampler and the proxy training (0)")
@@ -72,6 +75,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="stop trials at rungs (1, 3, 9... epochs) unless they rank in the best third by Pareto rank",
     )
     search.add_argument("--max-epochs", type=int, help="with --early-stop: the longest schedule (default: 12)")
+    search.add_argument(
+        "--replicates",
+        type=int,
+        help=f"seeds each front candidate trains with before it counts, each one a trial's worth of --trials; "
+        f"1 turns replicates off (default: {DEFAULT_REPLICATES})",
+    )
+    search.add_argument(
+        "--max-seeds",
+        type=int,
+        help=f"seeds a candidate may race up to while its order on the front is within the noise "
+        f"(default: {DEFAULT_MAX_SEEDS})",
+    )
     search.add_argument("--compile", action="store_true", help="train proxies under torch.compile (pays off on CUDA)")
     search.add_argument(
         "--device",
@@ -174,6 +189,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
         progress=not args.no_progress,
         early_stop=_early_stop(args),
         latency=_latency_target(args),
+        replicates=_replicates(args),
         # The cost a user bounds is the cost they care about: a latency limit makes latency the front's axis.
         objective=args.objective or ("latency" if args.max_latency is not None else "flops"),
     )
@@ -189,6 +205,19 @@ def _early_stop(args: argparse.Namespace) -> EarlyStopping | None:
     if args.epochs is not None:
         raise GasError("with --early-stop, say the longest schedule with --max-epochs, not --epochs")
     return EarlyStopping(max_epochs=args.max_epochs or DEFAULT_MAX_EPOCHS)
+
+
+def _replicates(args: argparse.Namespace) -> Replicates | None:
+    from gas.search.replicates import Replicates
+
+    seeds = DEFAULT_REPLICATES if args.replicates is None else args.replicates
+    if seeds < 1:
+        raise GasError(f"--replicates is a number of seeds, 1 or more (1: none), got {seeds}")
+    if seeds == 1:
+        if args.max_seeds is not None:
+            raise GasError("--max-seeds caps the seeds of replicates, which --replicates 1 turns off")
+        return None
+    return Replicates(seeds, max(seeds, DEFAULT_MAX_SEEDS) if args.max_seeds is None else args.max_seeds)
 
 
 def _latency_target(args: argparse.Namespace) -> LatencyTarget | None:

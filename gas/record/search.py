@@ -33,6 +33,9 @@ class StudyKey:
     # The fidelity audit (gas.search.audit): a sample retrained longer, both accuracies of each, Kendall's
     # tau; a study attribute because finished trials take no new attributes.
     AUDIT = "audit"
+    # The proxy's seed noise, from every trial trained with more than one seed (gas.search.replicates):
+    # seed standard deviation, between-genome spread, intraclass correlation, test-retest tau and interval.
+    NOISE = "proxy_noise"
 
 
 # Proxy settings earlier versions did not record, at the only values those versions could run with: a
@@ -358,3 +361,41 @@ def write_audit(study: optuna.Study, audit: AuditRecord) -> AuditRecord:
     }
     study.set_user_attr(StudyKey.AUDIT, value)
     return _audit(json.loads(json.dumps(value)))
+
+
+# ---- the proxy's noise -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoiseRecord:
+    """How much the study's proxy accuracy moved with the training seed (`gas.stats.seed_noise`'s figures)."""
+
+    genomes: int  # trained genomes the figures cover
+    replicated: int  # of which trained with two seeds or more
+    seed_sd: float | None  # one evaluation's noise: pooled within-genome standard deviation
+    between_sd: float | None  # standard deviation of the genomes' seed means
+    icc: float | None  # intraclass correlation ICC(1): the share of an evaluation's variance that is the genome's
+    retest_tau: float | None  # Kendall tau between first and second seeds over the replicated genomes
+    retest_interval: tuple[float, float] | None  # its 95% interval; None under gas.stats.MIN_TAU_INTERVAL_N
+
+
+def noise_record(study: optuna.Study) -> NoiseRecord | None:
+    """The study's proxy noise as its last run measured it, or None for a study that measured none."""
+    value = study.user_attrs.get(StudyKey.NOISE)
+    if not isinstance(value, Mapping):
+        return None
+    low, high = value.get("retest_low"), value.get("retest_high")
+    return NoiseRecord(
+        genomes=int(value.get("genomes") or 0),
+        replicated=int(value.get("replicated") or 0),
+        seed_sd=_number(value.get("seed_sd")),
+        between_sd=_number(value.get("between_sd")),
+        icc=_number(value.get("icc")),
+        retest_tau=_number(value.get("retest_tau")),
+        retest_interval=None if low is None or high is None else (float(low), float(high)),
+    )
+
+
+def write_noise(study: optuna.Study, noise: Mapping[str, Any]) -> None:
+    """Record the proxy's noise (`gas.stats.seed_noise`'s dict), replacing the figures of an earlier run."""
+    study.set_user_attr(StudyKey.NOISE, dict(noise))

@@ -29,7 +29,8 @@ class TrialKey:
     BUDGET_UTILISATION = "budget_utilisation"  # FLOPs / FLOPs budget
     FEASIBLE = "feasible"
     INFEASIBLE_REASON = "infeasible_reason"
-    ACCURACY = "accuracy"  # final proxy validation accuracy in [0, 1]
+    ACCURACY = "accuracy"  # final proxy validation accuracy in [0, 1]: the mean over its seeds
+    SEED_ACCURACIES = "seed_accuracies"  # [[seed, accuracy], ...]: each training seed's, the first seed first
     ACCURACY_HISTORY = "accuracy_history"  # validation accuracy after each epoch
     STOPPED_AT = "stopped_at"  # epochs trained when early stopping ended the trial at a rung
     PREDICTED_LATENCY = "predicted_latency"  # seconds, the latency model's figure before training
@@ -88,7 +89,8 @@ class TrialRecord:
     proxy_epochs: int | None
     evaluator: str | None
     seed: int | None
-    accuracy: float | None  # set when training ran to the end
+    accuracy: float | None  # set when training ran to the end; the mean over its seeds
+    seed_accuracies: tuple[tuple[int, float], ...]  # (seed, accuracy) of each training; empty before seeds were
     accuracy_history: tuple[float, ...] | None
     stopped_at: int | None
     wall_time: float | None
@@ -103,6 +105,16 @@ class TrialRecord:
     interrupted: bool  # marked on the trial itself (earlier versions; now the retraining carries requeued_from)
     retried: str | None
     worker: Worker | None
+
+    @property
+    def first_seed_accuracy(self) -> float | None:
+        """The accuracy of the trial's first training: what a search without replicates would have kept."""
+        return self.seed_accuracies[0][1] if self.seed_accuracies else self.accuracy
+
+    @property
+    def seeds(self) -> int:
+        """How many trainings its accuracy is the mean of (1 for a trial from before seeds were recorded)."""
+        return max(1, len(self.seed_accuracies))
 
     @property
     def is_stopped(self) -> bool:
@@ -149,6 +161,7 @@ def trial_record(trial: FrozenTrial | optuna.Trial) -> TrialRecord:
         evaluator=attrs.get(TrialKey.EVALUATOR),
         seed=attrs.get(TrialKey.SEED),
         accuracy=_optional(float, attrs.get(TrialKey.ACCURACY)),
+        seed_accuracies=tuple((int(seed), float(value)) for seed, value in attrs.get(TrialKey.SEED_ACCURACIES) or ()),
         accuracy_history=None if history is None else tuple(float(value) for value in history),
         stopped_at=_optional(int, attrs.get(TrialKey.STOPPED_AT)),
         wall_time=_optional(float, attrs.get(TrialKey.WALL_TIME)),
@@ -263,13 +276,21 @@ def _write_trained(trial: optuna.Trial, result: ProxyResult) -> None:
 
 
 def write_result(
-    study: optuna.Study, trial: optuna.Trial, result: ProxyResult, cost: float | None = None
+    study: optuna.Study,
+    trial: optuna.Trial,
+    result: ProxyResult,
+    cost: float | None = None,
+    seeds: Sequence[tuple[int, float]] = (),
 ) -> FrozenTrial:
     """A trained proposal: COMPLETE with values (accuracy, cost) and what the worker measured.
 
-    The cost is the study's objective (FLOPs unless the search said params or latency).
+    The cost is the study's objective (FLOPs unless the search said params or latency). `seeds`, the
+    (seed, accuracy) of each training, the first first: `result` is the first training's, with the seeds'
+    mean accuracy and their summed wall time.
     """
     _write_trained(trial, result)
+    if seeds:
+        trial.set_user_attr(TrialKey.SEED_ACCURACIES, [[seed, accuracy] for seed, accuracy in seeds])
     return study.tell(trial, [result.accuracy, float(trial.user_attrs[TrialKey.FLOPS] if cost is None else cost)])
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from gas.defaults import SAMPLERS
 from gas.search.budget import Budget
 from gas.search.config import SearchConfig, make_sampler, prepare
-from gas.search.engine import Engine, Proposal, SearchOutcome
+from gas.search.engine import Engine, SearchOutcome
+from gas.search.jobs import Proposal
 from gas.search.local import search_in_process
 
 if TYPE_CHECKING:

@@ -47,12 +47,12 @@ from optuna.trial import FrozenTrial, TrialState
 from gas import record
 from gas.defaults import DEFAULT_SPACE
 from gas.errors import GasError
-from gas.stats import MIN_TAU_INTERVAL_N, kendall_tau, tau_interval
+from gas.stats import MIN_TAU_INTERVAL_N, kendall_tau, tau_interval, tau_interval_width
 from gas.study import front, trained_trials
 
 if TYPE_CHECKING:  # the proxy imports torch and the Ray driver imports Ray; reading an audit needs neither
     from gas.evaluate.proxy import ProxyConfig, ProxyResult
-    from gas.search.engine import Proposal
+    from gas.search.jobs import Proposal
 
 __all__ = [
     "AuditConfig",
@@ -105,6 +105,30 @@ def front_order_held(pairs: Mapping[int, record.AuditPair], on_front: Sequence[i
 
 
 # ---- what to retrain, and how ----------------------------------------------------------------------
+
+
+#: The widest 95% interval on an audit's Kendall τ worth the long runs: `sized_trials` aims under it.
+MAX_INTERVAL_WIDTH = 0.4
+#: The τ an audit expects before the study has measured its proxy's test-retest τ.
+PRIOR_TAU = 0.5
+
+
+def sized_trials(study: optuna.Study) -> tuple[int, str | None]:
+    """How many trials an audit retrains when not told: enough for a 95% τ interval at most
+    `MAX_INTERVAL_WIDTH` wide, at the τ the proxy's own noise allows (its test-retest τ: a proxy ranks a
+    long schedule no better than it ranks itself again); with a plain statement when the study has fewer
+    trained trials than that, all of which it then retrains."""
+    noise = record.noise_record(study)
+    expected = noise.retest_tau if noise is not None and noise.retest_tau is not None else PRIOR_TAU
+    widths = ((n, tau_interval_width(expected, n)) for n in itertools.count(MIN_TAU_INTERVAL_N))
+    needed = next(n for n, width in widths if width <= MAX_INTERVAL_WIDTH)
+    available = len(candidates(study))
+    if available >= needed:
+        return needed, None
+    return max(available, 3), (
+        f"a 95% interval on Kendall τ at most {MAX_INTERVAL_WIDTH} wide needs {needed} trials at the expected τ "
+        f"{expected:.2f}; the study has {available} trained to the end, too few: its interval will be wider"
+    )
 
 
 def candidates(study: optuna.Study) -> list[FrozenTrial]:
@@ -234,7 +258,7 @@ def run_audit(
     >>> audit = run_audit(study, AuditConfig(trials=4), run_in_process)  # doctest: +SKIP
     >>> audit.tau, audit.interval, audit.front_order_held  # doctest: +SKIP
     """
-    from gas.search.engine import Proposal
+    from gas.search.jobs import Proposal
 
     started = time.perf_counter()
     if config.trials < MIN_TRIALS:

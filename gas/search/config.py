@@ -15,6 +15,7 @@ from gas.evaluate.proxy import ProxyConfig, check_data
 from gas.search.budget import Budget
 from gas.search.early_stop import EarlyStopping
 from gas.search.latency_limit import LatencyJudge, LatencyTarget
+from gas.search.replicates import Replicates
 from gas.search.sampling import sample_genomes
 from gas.space import get_space
 from gas.study import default_study_name
@@ -44,6 +45,9 @@ class SearchConfig:
     early_stop: EarlyStopping | None = None  # None: every feasible trial trains its whole schedule
     latency: LatencyTarget | None = None  # the device to be fast on, and the limit there (see latency_limit)
     objective: str = "flops"  # the front's cost axis: flops, params or latency
+    # Seeds for the front's candidates, and the cap racing adds up to (gas.search.replicates); None: one seed
+    # per trial. Trials of the zero-cost evaluator are never replicated.
+    replicates: Replicates | None = field(default_factory=Replicates)
 
     @property
     def study_name(self) -> str:

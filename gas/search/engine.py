@@ -25,13 +25,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gas import record
-from gas.errors import GasError
 from gas.evaluate.datasets import DatasetCheck
-from gas.evaluate.proxy import ProxyConfig, ProxyResult, evaluate
+from gas.evaluate.proxy import ProxyResult
 from gas.search.config import SearchConfig, make_sampler, resumed_seed
 from gas.search.early_stop import Rungs
 from gas.search.interrupts import Interrupts
+from gas.search.jobs import Proposal
 from gas.search.latency_limit import LatencyJudge, prediction_accuracy
+from gas.search.replicates import SeedRuns
 from gas.space import SearchSpace, get_space, load_genome
 from gas.storage import create_or_resume
 from gas.study import (
@@ -49,34 +50,6 @@ from gas.study import (
 # 0.1-0.2 s in SQLite, most of it Optuna storing each parameter), so this many take 10 to 20 minutes.
 MAX_REJECTIONS_IN_A_ROW = 5000
 
-Report = Callable[[dict[str, float]], None]
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """A feasible, new genome on its way to a worker: plain data, so it travels to any machine."""
-
-    number: int  # the study's trial number
-    genome: dict[str, Any]
-    proxy: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def evaluate_proposal(proposal: Proposal, report: Report | None = None) -> ProxyResult | str:
-    """What a worker does with a proposal: its result, or its error in one line. Never raises.
-
-    A failure is returned, not raised: a raise would make Ray retry the trial, which is right only when
-    the worker itself died.
-    """
-    try:
-        genome = load_genome(proposal.genome)
-        return evaluate(genome, ProxyConfig.from_dict(proposal.proxy), report=report)
-    except GasError as error:
-        return str(error)
-    except Exception as error:  # a trial that raises is recorded with its error; the search goes on
-        return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 class Engine:
@@ -86,6 +59,9 @@ class Engine:
         self.config = config
         self.space: SearchSpace = get_space(config.space)
         self.budget = config.limits
+        # Replicates (gas.search.replicates): trials held back for more seeds, told with their seed mean.
+        replicates = config.replicates if config.proxy.evaluator == "train" else None
+        self.seeds = SeedRuns(replicates, config.proxy.train.seed) if replicates else None
         self.study = create_or_resume(
             config.study_name,
             config.storage,
@@ -129,6 +105,12 @@ class Engine:
         # The predicted latency constraint of each trial in flight, written only once its end is known: Optuna
         # keeps the first value set for a constraint, and a trained trial's must be the measured one.
         self.held_constraints: dict[int, dict[str, float]] = {}
+        self.held_first: dict[int, ProxyResult] = {}  # a held trial's first training, its wall time summed
+        self.out: set[int] = set()  # trials with a training on a worker now
+        self.runs_done = sum(record.trial_record(t).seeds for t in trained_trials(self.study))
+        if self.seeds is not None:
+            for trial in trained_trials(self.study):
+                self._remember(trial)
 
     def settings(self) -> dict[str, Any]:
         """What makes two runs part of the same search; a resumed study must match it."""
@@ -140,11 +122,16 @@ class Engine:
             "early_stop": self.config.early_stop.settings() if self.config.early_stop else None,
             "objective": self.config.objective,
             "latency": self.config.latency.to_dict() if self.config.latency else None,
+            "replicates": self.seeds.policy.to_dict() if self.seeds else None,
         }
 
     def remaining(self) -> int:
-        """Trained trials still to go before the study holds `config.trials`."""
-        return self.config.trials - len(trained_trials(self.study))
+        """Trainings still to go before the study holds `config.trials`' worth: each seed of a trial counts one."""
+        return self.config.trials - self.runs_done - len(self.out)
+
+    def waiting(self) -> bool:
+        """Whether a training on a worker now may still ask for another seed: a driver waits for it."""
+        return self.seeds is not None and bool(self.out)
 
     def requeue(self) -> int:
         """Trials a killed search left RUNNING go back in the queue with the same genome; returns how many."""
@@ -160,9 +147,13 @@ class Engine:
         """
         numbers = sorted(self.live)
         for number in numbers:
+            if number in self.held_first:  # trained once at least: told with the seeds it has
+                self._tell_seeds(self.live[number])
+                continue
             record.requeue(self.study, number)
             self._forget(number)
         self.live.clear()
+        self.out.clear()
         return bool(numbers)
 
     def _forget(self, number: int) -> None:
@@ -176,7 +167,7 @@ class Engine:
     def report(self, number: int, epoch: int, accuracy: float) -> bool:
         """A trial in flight finished `epoch` with `accuracy`; False when early stopping ends it here."""
         trial = self.live.get(number)
-        if trial is None:
+        if trial is None or number in self.held_first:  # a replicate trains its whole schedule
             return True
         self.histories.setdefault(number, []).append(float(accuracy))
         if self.rungs is None:
@@ -194,6 +185,8 @@ class Engine:
             return
         if reason is not None:
             record.write_retried(trial, reason)
+        if number in self.held_first:
+            return
         if self.rungs is not None:
             self.rungs.forget(number)
         self.histories.pop(number, None)
@@ -216,12 +209,27 @@ class Engine:
         )
 
     def propose(self) -> Proposal | None:
-        """The next feasible genome not trained before, or None when the sampler cannot find one."""
+        """The next training: a held trial's next seed, else a feasible genome not trained before; None when
+        `config.trials` trainings are out or done (see `waiting`), or the sampler cannot find a genome."""
         started = time.perf_counter()
         try:
-            return self._propose()
+            if self.seeds is not None and self.seeds.queue:
+                proposal = self._next_seed()
+            elif self.remaining() <= 0:
+                return None
+            else:
+                proposal = self._propose()
+            if proposal is not None:
+                self.out.add(proposal.number)
+            return proposal
         finally:
             self.driver_seconds += time.perf_counter() - started
+
+    def _next_seed(self) -> Proposal:
+        number = self.seeds.queue.popleft()
+        run = self.seeds.runs(number)
+        proxy = self.config.proxy.with_overrides(seed=self.seeds.seed_of(number))
+        return Proposal(number, record.trial_record(self.live[number]).genome, proxy.to_dict(), run)
 
     def _propose(self) -> Proposal | None:
         for _ in range(MAX_REJECTIONS_IN_A_ROW):
@@ -277,14 +285,22 @@ class Engine:
         trial = self.live.pop(number, None)
         if trial is None:
             return None
+        self.out.discard(number)
+        self.runs_done += 1
         if worker is not None:
             record.write_worker(trial, *worker)
-        frozen = self._write_outcome(trial, outcome)
+        held = number in self.held_first
+        frozen = self._seed_outcome(trial, outcome) if held else self._write_outcome(trial, outcome)
+        if frozen is None:  # held back for another seed
+            self.live[number] = trial
+            return None
+        if self.seeds is not None:
+            self._remember(frozen)
         # Whatever the training ended in, a later proposal of the genome repeats it instead of training again.
         self.evaluated.setdefault(record.genome_key(record.trial_record(frozen).genome), frozen)
         return frozen if frozen.state == TrialState.COMPLETE else None
 
-    def _write_outcome(self, trial: optuna.Trial, outcome: ProxyResult | str) -> FrozenTrial:
+    def _write_outcome(self, trial: optuna.Trial, outcome: ProxyResult | str) -> FrozenTrial | None:
         number = trial.number
         stopped = number in self.stopped
         held = self.held_constraints.get(number, {})
@@ -310,7 +326,45 @@ class Engine:
             record.write_constraints(trial, latency)
         if self.rungs is not None:
             self.rungs.add_history(number, outcome.accuracy_history, self._rung_cost(trial))
-        return record.write_result(self.study, trial, outcome, self._objective_cost(trial, measured))
+        cost = self._objective_cost(trial, measured)
+        if self.seeds is not None and self.seeds.wants_seeds(number, outcome.accuracy, cost):
+            self.held_first[number] = outcome
+            return None
+        seeds = [(self.config.proxy.train.seed, outcome.accuracy)] if self.seeds is not None else []
+        return record.write_result(self.study, trial, outcome, cost, seeds)
+
+    def _seed_outcome(self, trial: optuna.Trial, outcome: ProxyResult | str) -> FrozenTrial | None:
+        """A held trial's further training came back: hold it for one more seed, or tell it with its mean."""
+        number, first = trial.number, self.held_first[trial.number]
+        if isinstance(outcome, str):  # a replicate that fails leaves the trial with the seeds it has
+            record.write_retried(trial, f"seed {self.seeds.seed_of(number)}: {outcome}")
+        else:
+            self.held_first[number] = dataclasses.replace(first, wall_time=first.wall_time + outcome.wall_time)
+        accuracy = None if isinstance(outcome, str) else outcome.accuracy
+        may_race = self.remaining() > 0
+        if self.seeds.wants_more(number, accuracy, self._told_cost(trial), may_race):
+            return None
+        return self._tell_seeds(trial)
+
+    def _tell_seeds(self, trial: optuna.Trial) -> FrozenTrial:
+        """Tell a held trial with the mean of its seeds; its first training's history, their summed wall time."""
+        first = self.held_first.pop(trial.number)
+        accuracies = self.seeds.release(trial.number)
+        seeds = [(self.seeds.first_seed + index, accuracy) for index, accuracy in enumerate(accuracies)]
+        mean = dataclasses.replace(first, accuracy=sum(accuracies) / len(accuracies))
+        return record.write_result(self.study, trial, mean, self._told_cost(trial), seeds)
+
+    def _told_cost(self, trial: optuna.Trial) -> float:
+        return self._objective_cost(trial, record.trial_record(trial).measured_latency)
+
+    def _remember(self, trial: FrozenTrial) -> None:
+        """A trained trial, told: its seeds count towards the noise, and it stands on the front if it can."""
+        recorded = record.trial_record(trial)
+        if trial.state != TrialState.COMPLETE or recorded.duplicate_of is not None:
+            return
+        accuracies = [accuracy for _, accuracy in recorded.seed_accuracies] or [float(trial.values[0])]
+        feasible = all(value <= 0 for value in trial.constraints.values())
+        self.seeds.told(trial.number, accuracies, float(trial.values[1]) if feasible else None)
 
     def _measure(self, trial: optuna.Trial) -> float | None:
         """The trained network's latency on the target device (None without one), recorded on the trial with
@@ -338,7 +392,10 @@ class Engine:
         return prediction_accuracy(latency_pairs(self.study))
 
     def finish(self) -> None:
-        """At the end of a run: the latency model's accuracy goes to the study, the recalibrated model to disk."""
+        """At the end of a run: the proxy's measured noise and the latency model's accuracy go to the study, the
+        recalibrated latency model to disk."""
+        if self.seeds is not None:
+            record.write_noise(self.study, self.seeds.noise())
         if self.judge is None:
             return
         accuracy = self.latency_accuracy()

@@ -1,20 +1,55 @@
-"""Fixed evaluations for the drivers: a list of (genome, proxy settings) jobs run as a search's trials run.
+"""What the drivers run: `Proposal`s (a genome, its proxy settings, its trial) from any `JobSource`.
 
-The audit, seed replicates and `gas compare` retrain genomes that are already chosen. They go through the
-same drivers as a search (`gas.search.local.run_in_process`, `gas.search.ray_tune.run_on_ray`), which take
-any `JobSource`: the engine proposes a search's trials, `FixedJobs` hands out its list. So every job trains
-in the same trial function, with the same retries and resources, whoever asked for it.
+The engine proposes a search's trials and their seed replicates. The audit and `gas compare` retrain genomes
+that are already chosen, as `FixedJobs`. Both go through the same drivers (`gas.search.local.drive`,
+`gas.search.ray_tune`), so every job trains in the same trial function, with the same retries and
+resources, whoever asked for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from gas.evaluate.proxy import ProxyResult
-from gas.search.engine import Proposal
+from gas.errors import GasError
+from gas.evaluate.proxy import ProxyConfig, ProxyResult, evaluate
 from gas.search.interrupts import Interrupts
+from gas.space import load_genome
+
+#: What a worker hears after each epoch: {"epoch": ..., "accuracy": ...}.
+EpochReport = Callable[[dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A feasible, new genome on its way to a worker: plain data, so it travels to any machine."""
+
+    number: int  # the study's trial number
+    genome: dict[str, Any]
+    proxy: dict[str, Any]
+    run: int = 0  # which training of the trial: 0 its first, k its k-th replicate with another seed
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def evaluate_proposal(proposal: Proposal, report: EpochReport | None = None) -> ProxyResult | str:
+    """What a worker does with a proposal: its result, or its error in one line. Never raises.
+
+    A failure is returned, not raised: a raise would make Ray retry the trial, which is right only when
+    the worker itself died.
+    """
+    try:
+        genome = load_genome(proposal.genome)
+        return evaluate(genome, ProxyConfig.from_dict(proposal.proxy), report=report)
+    except GasError as error:
+        return str(error)
+    except Exception as error:  # a trial that raises is recorded with its error; the search goes on
+        return f"{type(error).__name__}: {error}".splitlines()[0]
+
 
 Outcome = ProxyResult | str
 #: What a caller hears as each job ends: the job and its result, or its error in one line.
@@ -28,6 +63,8 @@ class JobSource(Protocol):
     stopped: set[int]  # jobs in flight that the source ended at a rung
 
     def remaining(self) -> int: ...
+
+    def waiting(self) -> bool: ...
 
     def propose(self) -> Proposal | None: ...
 
@@ -51,7 +88,7 @@ class FixedJobs:
         if len(set(numbers)) != len(numbers):
             raise ValueError(f"jobs need distinct numbers, got {numbers}")
         self.proposals = list(proposals)
-        self.waiting = list(proposals)
+        self.queued = list(proposals)
         self.by_number = {proposal.number: proposal for proposal in proposals}
         self.outcomes: dict[int, Outcome] = {}
         self.reported = report
@@ -62,10 +99,14 @@ class FixedJobs:
     def remaining(self) -> int:
         return len(self.proposals) - len(self.outcomes)
 
+    def waiting(self) -> bool:
+        """Fixed jobs never ask for more: nothing to wait for once the list is out."""
+        return False
+
     def propose(self) -> Proposal | None:
-        if not self.waiting:
+        if not self.queued:
             return None
-        proposal = self.waiting.pop(0)
+        proposal = self.queued.pop(0)
         self.started[proposal.number] = time.monotonic()
         return proposal
 

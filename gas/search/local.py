@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from gas.search.config import SearchConfig, prepare
-from gas.search.engine import Engine, Proposal, SearchOutcome, evaluate_proposal
-from gas.search.jobs import FixedJobs, JobSource, Outcome, Report
+from gas.search.engine import Engine, SearchOutcome
+from gas.search.jobs import FixedJobs, JobSource, Outcome, Proposal, Report, evaluate_proposal
 from gas.search.progress import Progress
 
 
@@ -22,10 +22,7 @@ def drive(source: JobSource, done: Callable[[], None] = lambda: None) -> None:
     Ctrl-C and `kill` raise KeyboardInterrupt between writes (the source's interrupts are installed).
     """
     with source.interrupts.installed():
-        while source.remaining() > 0:
-            proposal = source.propose()
-            if proposal is None:
-                break
+        while (proposal := source.propose()) is not None:
             number = proposal.number
 
             def report(entry: dict[str, float], number: int = number) -> bool:

@@ -32,8 +32,8 @@ from gas.evaluate.proxy import ProxyConfig, ProxyResult, check_data
 from gas.evaluate.train import breaks_cuda_context, hold_to_share, says_out_of_memory
 from gas.search.cluster import ray_cluster
 from gas.search.config import SearchConfig, prepare
-from gas.search.engine import Engine, Proposal, SearchOutcome, evaluate_proposal
-from gas.search.jobs import FixedJobs, JobSource, Outcome, Report
+from gas.search.engine import Engine, SearchOutcome
+from gas.search.jobs import FixedJobs, JobSource, Outcome, Proposal, Report, evaluate_proposal
 from gas.search.progress import Progress
 
 # Ray runs a trial again when its worker process died, or when the trial raised (`TrialRetried`, `WorkerBroken`);
@@ -167,7 +167,8 @@ class JobSearcher(Searcher):
         if self.progress is not None:
             self.progress.refresh()
         if proposal is None:
-            return Searcher.FINISHED
+            # A training still out may ask for another seed: Tune asks again later instead of ending.
+            return None if self.source.waiting() else Searcher.FINISHED
         self.numbers[trial_id] = proposal.number
         return {
             "trial_number": proposal.number,
@@ -197,7 +198,8 @@ class JobSearcher(Searcher):
 
 
 def _ray_trial_name(trial: Any) -> str:
-    return f"trial_{trial.config['trial_number']}"
+    run = trial.config["proposal"].get("run", 0)
+    return f"trial_{trial.config['trial_number']}" + (f"_seed{run}" if run else "")
 
 
 @contextmanager
@@ -340,7 +342,10 @@ def run_search(config: SearchConfig) -> SearchOutcome:
         interrupted = False
         try:
             resources = TrialResources(config.cpus_per_trial, gpus, config.max_concurrent)
-            _fit(engine, remaining, resources, config.study_name, progress)
+            # Candidates finish their seeds after the last new genome: Tune's count is an upper bound, and the
+            # engine ends the run (gas.search.replicates).
+            runs = remaining * (engine.seeds.policy.max_seeds if engine.seeds else 1)
+            _fit(engine, runs, resources, config.study_name, progress)
         except KeyboardInterrupt:
             interrupted = True
         finally:
