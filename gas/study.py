@@ -56,6 +56,7 @@ class TrialKey:
     STOPPED_AT = "stopped_at"  # epochs trained when early stopping ended the trial at a rung
     PREDICTED_LATENCY = "predicted_latency"  # seconds, the latency model's figure before training
     MEASURED_LATENCY = "measured_latency"  # seconds, the median end-to-end time on the target device
+    REFERENCE_LATENCY = "reference_latency"  # seconds, the reference network's median in the same turns
     MEASURE_TIME = "measure_time"  # seconds the driver spent measuring it, after the trial and outside it
     DATASET = "dataset"
     PROXY_RESOLUTION = "proxy_resolution"
@@ -423,9 +424,11 @@ def write_constraints(trial: optuna.Trial, constraints: Mapping[str, float]) -> 
         trial.set_constraint(name, value)
 
 
-def write_measured_latency(trial: optuna.Trial, seconds: float, took: float) -> None:
+def write_measured_latency(trial: optuna.Trial, seconds: float, took: float, reference: float | None = None) -> None:
     trial.set_user_attr(TrialKey.MEASURED_LATENCY, seconds)
     trial.set_user_attr(TrialKey.MEASURE_TIME, took)
+    if reference is not None:
+        trial.set_user_attr(TrialKey.REFERENCE_LATENCY, reference)
 
 
 def write_over_limit(
@@ -635,6 +638,14 @@ def latency_pairs(study: optuna.Study) -> list[tuple[float, float]]:
         for t in trained_trials(study)
         if TrialKey.PREDICTED_LATENCY in t.user_attrs and TrialKey.MEASURED_LATENCY in t.user_attrs
     ]
+
+
+def reference_latencies(study: optuna.Study) -> list[float]:
+    """The reference network's medians measured beside the trained trials, in the order they were taken
+    (trials from before the reference was measured have none)."""
+    measured = [t for t in trained_trials(study) if TrialKey.REFERENCE_LATENCY in t.user_attrs]
+    measured.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete or 0, t.number))
+    return [float(t.user_attrs[TrialKey.REFERENCE_LATENCY]) for t in measured]
 
 
 def latency_of(study: optuna.Study) -> dict[str, Any] | None:

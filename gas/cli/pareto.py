@@ -70,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"study {study.study_name}" + (f" ({about})" if about else ""))
     print("trials: " + ", ".join(f"{count} {state}" for state, count in counts.items()))
     if latency is not None:
+        from gas.export import measured_in
         from gas.search.latency_limit import describe_accuracy, describe_target
 
-        print(f"latency measured on {describe_target(latency)}")
+        print(f"latency measured in {measured_in(latency)} on {describe_target(latency)}")
         print(describe_accuracy(latency.get("accuracy") or {}))
     if rows:
         print(f"Pareto front: {len(rows)} feasible, fully trained trials, by {objective_of(study)} ascending")
