@@ -163,6 +163,14 @@ def latency_pairs(study: optuna.Study) -> list[tuple[float, float]]:
     ]
 
 
+def reference_latencies(study: optuna.Study) -> list[float]:
+    """The reference network's medians measured beside the trained trials, in the order they were taken
+    (trials from before the reference was measured have none)."""
+    measured = [t for t in trained_trials(study) if trial_record(t).reference_latency is not None]
+    measured.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete or 0, t.number))
+    return [float(trial_record(t).reference_latency) for t in measured]
+
+
 def trained_genomes(study: optuna.Study) -> dict[str, FrozenTrial]:
     """The trial that trained each genome, whatever it ended in: a proposal of one of these is a duplicate.
 

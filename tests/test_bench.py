@@ -39,10 +39,10 @@ TINY_SEARCH = ["--dataset", "digits", "--resolution", "32", "--train-size", "16"
 TINY_TIMING = ["--batch-sizes", "1", "2", "--repeats", "2", "--batch-repeats", "1", "--warmup", "1"]
 
 
-def load_script(name: str):
-    """experiments/NAME/run.py as a module, so its main() runs in this process (no second interpreter)."""
-    path = REPO / "experiments" / name / "run.py"
-    spec = importlib.util.spec_from_file_location(f"_experiment_{name}", path)
+def load_script(name: str, script: str = "run.py"):
+    """experiments/NAME/SCRIPT as a module, so its main() runs in this process (no second interpreter)."""
+    path = REPO / "experiments" / name / script
+    spec = importlib.util.spec_from_file_location(f"_experiment_{name}_{Path(script).stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look the module up while it executes
     spec.loader.exec_module(module)
@@ -387,6 +387,29 @@ def test_runtime_harness_reports_a_failed_compile_and_times_the_other_runtimes(t
 
     assert bench_runtime.main([*args, "--report-only"]) == 0
     assert (tmp_path / "bench_runtime.md").read_text() == markdown
+
+
+def test_latency_accuracy_harness_sets_the_machines_repeatability_beside_the_models(tmp_path):
+    """A tiny build and two passes of real measurements: the page's shares are those of the rows (predictions
+    within ±10% of their measurement; test genomes whose two measurements agree), and a redraw repeats it."""
+    accuracy = load_script("bench_runtime", "accuracy.py")
+    args = ["--runtimes", "torch", "--spaces", "efficientvit", "--genomes", "3", "--build-genomes", "2"]
+    args += ["--calibrate", "2", "--part-runs", "1", "--runs", "2", "--group", "2", "--out", str(tmp_path)]
+    assert accuracy.main(args) == 0
+    rows = pd.read_csv(tmp_path / "bench_runtime_accuracy.csv")
+    assert sorted(zip(rows["pass"], rows["genome"], strict=True)) == [(p, g) for p in (1, 2) for g in range(3)]
+    assert (rows["reference_s"] > 0).all()
+    assert rows["predicted_s"].to_numpy() == pytest.approx((rows["predicted_units"] * rows["reference_s"]).to_numpy())
+    within = ((rows["predicted_s"] / rows["measured_s"] - 1).abs() <= 0.10).mean()
+    first, second = (rows[rows["pass"] == n].set_index("genome")["measured_s"] for n in (1, 2))
+    repeated = ((second / first - 1).abs() <= 0.10).mean()
+    markdown = (tmp_path / "bench_runtime_accuracy.md").read_text()
+    assert f"- torch, efficientvit: {within:.0%} of 6 predictions within ±10% of the measured median" in markdown
+    assert f"the machine's {repeated:.0%} (its two measurements of each of 3 networks" in markdown
+    assert "## Latency model accuracy per runtime" in (tmp_path / "SUMMARY.md").read_text()
+    assert accuracy.main([*args, "--report-only"]) == 0
+    redrawn = (tmp_path / "bench_runtime_accuracy.md").read_text()
+    assert redrawn.split("Load average")[0] == markdown.split("Load average")[0]
 
 
 # ---- scaling -----------------------------------------------------------------------------------------

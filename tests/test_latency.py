@@ -28,7 +28,10 @@ from gas.latency import (
     measure_many,
 )
 from gas.latency.fit import fit_calibration
+from gas.latency.model import FORMAT, SECONDS_FORMAT
 from gas.latency.parts import build
+from gas.latency.reference import REFERENCE_NAME, REFERENCE_SHAPE, reference_network
+from gas.search.latency_limit import repeatability
 from gas.search.sampling import sample_genomes
 from gas.space import get_space, load_genome
 from gas.units import parse_duration
@@ -237,3 +240,96 @@ def test_a_calibration_line_stays_positive_below_the_networks_it_was_fitted_on()
     assert line(0.002) > 0 and line(0.0001) > 0 and line(0.002) < line(0.005) < line(0.010)
     assert line(0.010 - 1e-12) == pytest.approx(line(0.010))  # no step at the smallest fitted network
     assert line(0.030) == pytest.approx(line.offset + line.scale * 0.030)  # the line itself above it
+
+
+# ---- reference units -----------------------------------------------------------------------------
+
+
+def test_the_reference_network_is_the_same_on_every_build_and_leaves_the_random_state_alone():
+    state = torch.random.get_rng_state()
+    first, second = reference_network(), reference_network()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    weights = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    assert all(torch.equal(one, other) for one, other in weights)
+    with torch.inference_mode():
+        assert first(torch.randn(2, *REFERENCE_SHAPE)).shape == (2, 10)
+
+
+def test_timings_are_kept_as_ratios_to_the_reference_and_round_trip(built, tmp_path):
+    """The cache file holds reference units and the reference's latest seconds; the figures are ratios (a
+    calibration genome measured again beside the reference has about its stored figure), and they load back
+    to the same predictions."""
+    model, _ = built
+    data = json.loads(model.save(tmp_path / "model.json").read_text())
+    assert data["format"] == FORMAT
+    assert data["reference"] == {"name": REFERENCE_NAME, "seconds": model.reference_seconds}
+    genome, stored = model.observations["turbovit"][0]
+    assert data["observations"]["turbovit"][0]["units"] == stored
+    again = measure(genome, ONE_THREAD, runs=5, warmup=1, beside_reference=True)
+    assert again.reference > 0 and 0.25 < stored / again.ratio < 4, (stored, again)  # one cold run in the build
+
+    loaded = LatencyModel.load(tmp_path / "model.json", ONE_THREAD, TINY_PLAN)
+    assert loaded.reference_seconds == model.reference_seconds
+    assert loaded.table == model.table and loaded.observations.keys() == model.observations.keys()
+    genomes = [genome for genome, _ in sample_genomes("turbovit", 3, seed=14, resolution=64)]
+    assert [loaded.predict(genome) for genome in genomes] == [model.predict(genome) for genome in genomes]
+
+
+def test_a_prediction_scales_with_the_references_latest_measurement(tmp_path):
+    """The reference measured again (really, on this machine) rescales every prediction by its new figure over
+    its old one; a measurement beside the reference makes its reference figure the latest."""
+    model = LatencyModel(ONE_THREAD, TINY_PLAN)
+    genome = sample_genomes("turbovit", 1, seed=15, resolution=64)[0][0]
+    before, units, reference = model.predict(genome), model.predict_units(genome), model.reference_seconds
+    assert before == pytest.approx(units * reference)
+    for _ in range(3):  # real timings of one network repeat to the last digit almost never: take the first change
+        measured = model.measure_reference(runs=3)
+        if measured.median != reference:
+            break
+    assert model.reference_seconds == measured.median != reference
+    assert model.predict_units(genome) == units
+    assert model.predict(genome) == pytest.approx(before * measured.median / reference)
+
+    beside = measure(load_genome("efficientvit_m0").at_resolution(64), ONE_THREAD, runs=3, beside_reference=True)
+    model.observe(load_genome("efficientvit_m0").at_resolution(64), beside)
+    assert model.reference_seconds == beside.reference
+    assert model.predict(genome) == pytest.approx(units * beside.reference)
+
+
+def test_a_model_saved_in_seconds_loads_and_turns_into_reference_units(built, tmp_path):
+    """A cache file of format 2 (figures in seconds, no reference) predicts what it predicted in seconds until
+    the reference is measured, which turns its figures into reference units at that figure."""
+    model, _ = built
+    genome = sample_genomes("turbovit", 1, seed=16, resolution=64)[0][0]
+    seconds = model.predict(genome)
+    data, scale = model.to_dict(), model.reference_seconds
+    data["format"] = SECONDS_FORMAT
+    del data["reference"]
+    data["table"] = {kind: [[key, figure * scale] for key, figure in rows] for kind, rows in data["table"].items()}
+    for rows in data["observations"].values():
+        for row in rows:
+            row["seconds"] = row.pop("units") * scale
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(data))
+
+    old = LatencyModel.load(path, ONE_THREAD, TINY_PLAN)
+    assert old.reference_seconds is None and old.seconds_per_unit == 1.0
+    assert old.predict(genome) == pytest.approx(seconds)
+    measured = old.measure_reference(runs=3)
+    assert old.predict(genome) == pytest.approx(seconds)  # the unit changed, today's prediction did not
+    assert old.predict_units(genome) == pytest.approx(seconds / measured.median)
+    assert json.loads(old.save().read_text())["format"] == FORMAT
+
+
+def test_a_cache_file_in_another_references_units_is_rebuilt(built, tmp_path):
+    model, _ = built
+    data = model.to_dict()
+    data["reference"]["name"] = "reference-0"
+    (tmp_path / model.path.name).write_text(json.dumps(data))
+    again = LatencyModel.for_device(ONE_THREAD, TINY_PLAN, cache=tmp_path)
+    assert not again.table and not again.is_built("turbovit")
+
+
+def test_repeatability_is_the_share_of_consecutive_measurements_that_agree():
+    assert repeatability([1.0, 1.05, 1.3, 1.25]) == pytest.approx(2 / 3)  # 1.3 / 1.05 is 24% over
+    assert repeatability([0.02]) is None and repeatability([]) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import statistics
 import warnings
@@ -19,11 +21,11 @@ from gas.front import parse_pick, pick_trial
 from gas.front_report import front_figure, front_plot
 from gas.latency import BuildPlan, LatencyModel, LatencySettings, measure_many
 from gas.latency.model import default_path
-from gas.search import SearchConfig, search_in_process
+from gas.search import Engine, SearchConfig, search_in_process
 from gas.search.latency_limit import LatencyJudge, LatencyTarget, prediction_accuracy
 from gas.search.sampling import sample_genomes
 from gas.space import get_space
-from gas.study import front, latency_pairs, trained_trials
+from gas.study import front, latency_pairs, reference_latencies, trained_trials
 
 BUDGET = 1_000_000_000  # small genomes: each is timed in tens of milliseconds on one thread
 # A coarse latency model: enough to rank small genomes, built in seconds.
@@ -87,8 +89,16 @@ def test_a_latency_limited_search_keeps_only_what_was_measured_under_the_limit(t
     recorded = record.latency_record(study)
     assert recorded.limit == limit and recorded.fingerprint["threads"] == 1
     written = study.user_attrs[record.StudyKey.LATENCY]["accuracy"]
-    assert written == prediction_accuracy(latency_pairs(study)) and written["n"] == len(trained_trials(study))
-    assert recorded.accuracy == record.LatencyAccuracy(**written)
+    references = reference_latencies(study)
+    assert written == prediction_accuracy(latency_pairs(study), references)
+    assert written["n"] == len(trained_trials(study)) and recorded.accuracy == record.LatencyAccuracy(**written)
+    # Every measurement took the reference network's turns with it; the machine's repeatability beside the
+    # model's accuracy is how often consecutive ones of those agree.
+    trained = sorted(trained_trials(study), key=lambda trial: trial.datetime_complete)
+    assert references == [trial.user_attrs[record.TrialKey.REFERENCE_LATENCY] for trial in trained]
+    assert all(seconds > 0 for seconds in references) and written["repeat_pairs"] == len(trained) - 1
+    agreeing = [abs(later / earlier - 1) <= 0.10 for earlier, later in itertools.pairwise(references)]
+    assert written["repeatability"] == (sum(agreeing) / len(agreeing) if agreeing else None)
     # The same figures again from each trained trial's own prediction and measurement.
     pairs = [(r.predicted_latency, r.measured_latency) for r in map(record.trial_record, trained_trials(study))]
     errors = [abs(predicted - measured) / measured for predicted, measured in pairs]
@@ -182,7 +192,8 @@ def test_latency_as_the_objective_and_the_fastest_over_pick(tmp_path, capsys, li
     )
     assert main(["pareto", "--study", "speed", "--storage", storage]) == 0
     shown = capsys.readouterr().out
-    assert "latency measured on cpu fp32, 1 thread, batch 1" in shown and "Kendall τ" in shown
+    assert f"latency measured in PyTorch {torch.__version__} (eager) on cpu fp32, 1 thread, batch 1" in shown
+    assert "Kendall τ" in shown and "the machine agrees with itself in" in shown
     out = tmp_path / "fast_pick.py"
     assert (
         main(["export", "--study", "speed", "--storage", storage, "--pick", "fastest-over", "0", "--out", str(out)])
@@ -217,6 +228,10 @@ def test_a_limit_no_genome_can_meet_is_refused_before_anything_trains(tmp_path, 
         # Where the search runs without CUDA, a CUDA latency target cannot be measured.
         *([] if torch.cuda.is_available() else [(["--budget", "2.5G", "--latency-device", "cuda"], "it has no CUDA")]),
         (["--objective", "latency", "--budget", "2.5G", "--latency-batch", "0"], "batch must be at least 1"),
+        (
+            ["--max-latency", "20ms", "--latency-runtime", "onnxruntime", "--latency-device", "cuda"],
+            "--latency-runtime onnxruntime runs on the CPU here, not cuda; drop --latency-device",
+        ),
         ([], "give a FLOPs budget (--budget 2.5G) or a latency limit (--max-latency 25ms)"),
     ],
 )
@@ -239,3 +254,55 @@ def test_a_latency_limit_makes_latency_the_fronts_axis_unless_told_otherwise():
     assert objective("--max-latency", "40ms", "--objective", "flops") == "flops"
     assert objective("--budget", "2.5G") == "flops"
     assert objective("--budget", "2.5G", "--latency-device", "cpu") == "flops"  # measured, not bounded
+
+
+# ---- latency in ONNX Runtime ---------------------------------------------------------------------------
+
+ONNX_PLAN = BuildPlan(genomes=2, calibrate=2, part_runs=1, runs=2, warmup=1)  # each part is exported: keep it few
+
+
+def test_a_search_limited_in_onnx_runtime_measures_there_and_refuses_a_resume_in_torch(tmp_path, capsys):
+    """`--latency-runtime onnxruntime`: the latency model is built in ONNX Runtime (its own cache file, under its
+    fingerprint), trained trials are measured there, the study records it, the export's docstring says it, and
+    the study refuses to go on measuring in torch."""
+    import dataclasses
+
+    import onnxruntime
+
+    from gas.cli import build_parser, search_config
+
+    storage = f"sqlite:///{tmp_path}/gas.db"
+    args = ["search", "--max-latency", "1s", "--latency-runtime", "onnxruntime", "--study", "ort"]
+    config = search_config(build_parser().parse_args([*args, "--storage", storage, "--budget", "1G"]))
+    assert config.latency.settings.runtime == "onnxruntime"
+    onnx_target = dataclasses.replace(config.latency, plan=ONNX_PLAN, runs=3)
+    judge = LatencyJudge(dataclasses.replace(onnx_target, limit=None), BUDGET)
+    # Twice the median prediction: some proposals are rejected, and what trains is measured well under it.
+    limit = 2 * statistics.median(judge.predict(genome) for genome, _ in sample_genomes("turbovit", 8, 5, 224, BUDGET))
+    judge.save()
+    cached = json.loads(default_path(onnx_target.settings).read_text())
+    assert cached["fingerprint"]["runtime"] == "onnxruntime" and "turbovit" in cached["builds"]
+
+    config = dataclasses.replace(
+        config, trials=1, proxy=PROXY, progress=False, latency=dataclasses.replace(onnx_target, limit=limit)
+    )
+    study = search_in_process(config).study
+    trained = trained_trials(study)
+    assert all(record.TrialKey.MEASURED_LATENCY in trial.user_attrs for trial in trained)
+    complete = [trial for trial in trained if trial.state == TrialState.COMPLETE]
+    assert complete, [trial.user_attrs.get(record.TrialKey.INFEASIBLE_REASON) for trial in trained]
+    recorded = record.latency_record(study)
+    assert recorded.runtime == "onnxruntime" and recorded.fingerprint["runtime_version"] == onnxruntime.__version__
+
+    out = tmp_path / "pick.py"
+    export = ["export", "--study", "ort", "--storage", storage, "--trial", str(complete[0].number)]
+    assert main([*export, "--out", str(out)]) == 0
+    assert f"in ONNX Runtime {onnxruntime.__version__} on cpu fp32, 1 thread" in out.read_text()
+
+    in_torch = dataclasses.replace(config, latency=dataclasses.replace(config.latency, settings=SETTINGS, plan=PLAN))
+    with pytest.raises(GasError) as refused:
+        Engine(in_torch)  # what opens the study for every driver, after the checks that need no study
+    message = str(refused.value)
+    assert message.startswith("study 'ort' was run with other settings: ") and "\n" not in message
+    assert 'latency.settings.runtime "onnxruntime" (now "torch")' in message
+    assert len(trained_trials(study)) == len(trained)

@@ -184,6 +184,11 @@ def test_gas_export_bad_onnx_arguments_are_one_line(args, message, tmp_path, cap
             ["latency", "turbovit", "--runtime", "onnxruntime"],
             "gas latency: error: latency in ONNX Runtime needs the onnxruntime package: pip install 'gas[onnx]'",
         ),
+        (
+            "onnxruntime",
+            ["search", "--max-latency", "20ms", "--latency-runtime", "onnxruntime", "--no-progress"],
+            "gas search: error: --latency-runtime onnxruntime needs the onnxruntime package: pip install 'gas[onnx]'",
+        ),
     ],
 )
 def test_without_the_onnx_extra_the_error_names_it(hidden, args, expected, tmp_path):

@@ -44,7 +44,15 @@ from experiments.common.results import command_line, stamp, write_page
 from experiments.common.tables import frame_markdown, write_csv
 from gas.errors import GasError
 from gas.genome import Genome
-from gas.latency import DEFAULT_RUNS, BuildPlan, LatencyModel, LatencySettings, build_genomes, measure_many
+from gas.latency import (
+    DEFAULT_RUNS,
+    BuildPlan,
+    LatencyModel,
+    LatencySettings,
+    Measurement,
+    build_genomes,
+    measure_many,
+)
 from gas.latency.parts import family
 from gas.search.sampling import sample_genomes
 from gas.space import get_space
@@ -131,18 +139,22 @@ def run_space(
     # The machine's speed drifts between the build and the test; a search absorbs that by recalibrating on
     # what it measures. Measure the calibration networks again now and recalibrate on those figures: the
     # accuracy the model has when its calibration is as fresh as a search keeps it.
-    calibrated = [genome for genome, _ in model.observations[family(genomes[0])]]
-    again: list[float] = []
+    space_family = family(genomes[0])
+    calibrated = [genome for genome, _ in model.observations[space_family]]
+    again: list[Measurement] = []
     for first in range(0, len(calibrated), args.group):
         group = calibrated[first : first + args.group]
-        measured = measure_many({str(i): genome for i, genome in enumerate(group)}, settings, plan.runs)
-        again += [measured[str(i)].median for i in range(len(group))]
-    before = [seconds for _, seconds in model.observations[family(genomes[0])]]
-    fresh = LatencyModel(settings, plan)
-    fresh.table, fresh.builds = model.table, model.builds  # the same parts, a calibration measured now
-    for genome, seconds in zip(calibrated, again, strict=True):
-        fresh.observe(genome, seconds)
-    drift = statistics.median(now / then for now, then in zip(again, before, strict=True))
+        measured = measure_many(
+            {str(i): genome for i, genome in enumerate(group)}, settings, plan.runs, beside_reference=True
+        )
+        again += [measured[str(i)] for i in range(len(group))]
+    # The model keeps reference units; at the build's reference figure they are the build's seconds.
+    before = [units * record["reference_s"] for _, units in model.observations[space_family]]
+    fresh = LatencyModel(settings, plan)  # the same parts, a calibration measured now
+    fresh.table, fresh.builds, fresh.reference_seconds = model.table, model.builds, model.reference_seconds
+    for genome, measurement in zip(calibrated, again, strict=True):
+        fresh.observe(genome, measurement)
+    drift = statistics.median(now.median / then for now, then in zip(again, before, strict=True))
     for row, genome in zip(rows, genomes, strict=True):
         row["recalibrated_s"] = fresh.predict(genome)
         row["recalibrated_error"] = row["recalibrated_s"] / row["measured_s"] - 1

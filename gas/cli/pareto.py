@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if latency is not None:
         from gas.search.latency_limit import describe_accuracy, describe_target
 
-        print(f"latency measured on {describe_target(latency)}")
+        print(f"latency measured in {latency.measured_in} on {describe_target(latency)}")
         print(describe_accuracy(latency.accuracy))
     if noise is not None:
         from gas.search.replicates import describe_noise

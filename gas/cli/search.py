@@ -14,6 +14,7 @@ from gas.defaults import (
     DEFAULT_TRIALS,
     EVALUATORS,
     LATENCY_DEVICES,
+    LATENCY_RUNTIMES,
     OBJECTIVE_AXES,
     SAMPLERS,
     TRIALS_PER_GPU,
@@ -44,6 +45,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--latency-device",
         choices=LATENCY_DEVICES,
         help="the device latency is measured on, kept from trials: cores on cpu, the last GPU on cuda (default: cpu)",
+    )
+    search.add_argument(
+        "--latency-runtime",
+        choices=LATENCY_RUNTIMES,
+        help="what runs the networks whose latency is measured: torch (eager), or ONNX Runtime on their ONNX "
+        "export (needs gas[onnx]); the latency model is built for it (default: torch)",
     )
     search.add_argument("--latency-batch", type=int, default=1, help="images per timed call (default: 1)")
     search.add_argument("--latency-threads", type=int, help="CPU threads while timing (default: 1 on cpu)")
@@ -227,14 +234,21 @@ def _latency_target(args: argparse.Namespace) -> LatencyTarget | None:
     from gas.units import parse_duration
 
     limit = parse_duration(args.max_latency, "--max-latency") if args.max_latency is not None else None
-    if limit is None and args.objective != "latency" and args.latency_device is None:
+    if limit is None and args.objective != "latency" and args.latency_device is None and args.latency_runtime is None:
         return None
-    device = args.latency_device or "cpu"
+    device, runtime = args.latency_device or "cpu", args.latency_runtime or "torch"
+    if runtime == "onnxruntime":
+        from gas.onnx_model import require
+
+        require("--latency-runtime onnxruntime")
+        if device != "cpu":
+            raise GasError(f"--latency-runtime onnxruntime runs on the CPU here, not {device}; drop --latency-device")
     settings = LatencySettings(
         device=device,
         threads=args.latency_threads or (1 if device == "cpu" else None),
         batch=args.latency_batch,
         dtype="bf16" if device == "cuda" else "fp32",
+        runtime=runtime,
     )
     return LatencyTarget(settings, limit)
 

@@ -59,7 +59,7 @@ def fit_weights(features: Sequence[Sequence[float]], seconds: Sequence[float]) -
 
 @dataclass(frozen=True)
 class Calibration:
-    """measured ≈ offset + scale · (sum of the parts' predictions), in seconds.
+    """measured ≈ offset + scale · (sum of the parts' predictions), in the latency model's unit.
 
     The parts, timed one at a time, miss what joins them in a whole network (the caches a block finds
     warm or cold, Python's dispatch between modules) and what a whole network shares (one allocation

@@ -5,12 +5,16 @@ Runtime session (`gas.onnx_model`). The clock (`time_in_turns`, which `gas bench
 the CPU and CUDA events on a GPU.
 Several networks measured together take turns, one call each per round, so a change in the machine's
 load during the measurement touches all of them alike. The median of the timed runs is the figure; the
-interquartile range (IQR) says how much the runs scattered, and so how far to trust it.
+interquartile range (IQR) says how much the runs scattered, and so how far to trust it. Measured
+`beside_reference`, the turns include `gas.latency.reference`'s network, and each figure carries the
+reference's median from the same turns: the latency model keeps the ratio of the two.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +27,7 @@ from torch import nn
 from gas.errors import GasError
 from gas.genome import Genome
 from gas.latency.device import LatencySettings, running_with
+from gas.latency.reference import REFERENCE_SHAPE, ReferenceNetwork, reference_network
 from gas.named_model import load_model
 from gas.space import get_space
 
@@ -39,14 +44,22 @@ DEFAULT_WARMUP = 3
 #: a genome file, an exported .py file, any of them with ":fused").
 Target = nn.Module | Genome | str
 
+#: The reference's name among the timed modules: a name no caller's module takes (it starts with a NUL).
+_REFERENCE_KEY = "\0reference"
+
 
 @dataclass(frozen=True)
 class Measurement:
-    """Latency of one network: the median of `runs` timed calls and their interquartile range, in seconds."""
+    """Latency of one network: the median of `runs` timed calls and their interquartile range, in seconds.
+
+    `reference` is the median seconds of the reference network (`gas.latency.reference`) in the same turns,
+    when it was measured beside it; `ratio` is then the network's time in reference units.
+    """
 
     median: float
     spread: float
     runs: int
+    reference: float | None = None
 
     @classmethod
     def of(cls, seconds: Sequence[float]) -> Measurement:
@@ -64,8 +77,16 @@ class Measurement:
         """IQR over the median: 0.05 means the middle half of the runs lay within 5% of the median's size."""
         return self.spread / self.median if self.median > 0 else 0.0
 
+    @property
+    def ratio(self) -> float:
+        """The median over the reference's median in the same turns; GasError if it was measured alone."""
+        if not self.reference:
+            raise GasError("this measurement was not taken beside the reference network")
+        return self.median / self.reference
+
     def to_dict(self) -> dict[str, Any]:
-        return {"median_s": self.median, "spread_s": self.spread, "runs": self.runs}
+        beside = {} if self.reference is None else {"reference_s": self.reference}
+        return {"median_s": self.median, "spread_s": self.spread, "runs": self.runs, **beside}
 
 
 def time_call(call: Callable[[], object], device: str = "cpu") -> float:
@@ -126,7 +147,10 @@ def prepare(module: nn.Module, settings: LatencySettings, shape: tuple[int, ...]
     if settings.runtime == "onnxruntime":
         from gas.onnx_model import INPUT_NAME, session, to_onnx
 
-        exported = to_onnx(copy.deepcopy(module), shape, "latency in ONNX Runtime")
+        if isinstance(module, ReferenceNetwork) and shape == REFERENCE_SHAPE:
+            exported = _reference_onnx()  # the same network every time: exported once per process
+        else:
+            exported = to_onnx(copy.deepcopy(module), shape, "latency in ONNX Runtime").SerializeToString()
         runner = session(exported, settings.effective_threads())
         # A CPU tensor's .numpy() shares its memory: the call times the session, not a copy.
         return lambda images: runner.run(None, {INPUT_NAME: images.numpy()})
@@ -135,20 +159,34 @@ def prepare(module: nn.Module, settings: LatencySettings, shape: tuple[int, ...]
     return torch.compile(module, dynamic=False) if settings.compile else module
 
 
+@functools.cache
+def _reference_onnx() -> bytes:
+    from gas.onnx_model import to_onnx
+
+    return to_onnx(reference_network(), REFERENCE_SHAPE, "latency in ONNX Runtime").SerializeToString()
+
+
 def time_modules(
     modules: Mapping[str, tuple[nn.Module, tuple[int, ...]]],
     settings: LatencySettings,
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
+    beside_reference: bool = False,
 ) -> dict[str, Measurement]:
     """Latency of each module on a random input of shape (batch, *shape), measured in turns.
 
     `modules` maps a name to (module, per-example input shape); this is the primitive both end-to-end
-    measurements and the latency model's part timings rest on.
+    measurements and the latency model's part timings rest on. `beside_reference` adds the reference
+    network to the turns and its median to every measurement.
     """
     if runs < 1 or warmup < 0:
         raise GasError(f"runs must be at least 1 and warm-up runs at least 0, got {runs} and {warmup}")
     settings.check_available()
+    if beside_reference:
+        with_reference = {**modules, _REFERENCE_KEY: (reference_network(), REFERENCE_SHAPE)}
+        timed = time_modules(with_reference, settings, runs, warmup)
+        reference = timed.pop(_REFERENCE_KEY).median
+        return {name: dataclasses.replace(measured, reference=reference) for name, measured in timed.items()}
     with running_with(settings):
         calls = {}
         for name, (module, shape) in modules.items():
@@ -172,6 +210,11 @@ def time_modules(
     return {name: Measurement.of(times) for name, times in seconds.items()}
 
 
+def measure_reference(settings: LatencySettings, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP) -> Measurement:
+    """The reference network's latency, measured on its own."""
+    return time_modules({"reference": (reference_network(), REFERENCE_SHAPE)}, settings, runs, warmup)["reference"]
+
+
 def _resolve(target: Target, resolution: int) -> tuple[nn.Module, tuple[int, ...]]:
     """The module a target names and the shape of one input image."""
     if isinstance(target, str):
@@ -190,17 +233,19 @@ def measure_many(
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
     resolution: int = 224,
+    beside_reference: bool = False,
 ) -> dict[str, Measurement]:
     """End-to-end latency of several networks, measured in turns; names as `gas latency` takes them, or a mapping.
 
     Genomes and named models run at their own resolution (224px for references and searched genomes);
-    bare modules at `resolution`.
+    bare modules at `resolution`. `beside_reference`: the reference network takes its turns too (see
+    `time_modules`).
     """
     named = dict(targets) if isinstance(targets, Mapping) else {name: name for name in dict.fromkeys(targets)}
     if not named:
         raise GasError("give at least one model to measure")
     modules = {name: _resolve(target, resolution) for name, target in named.items()}
-    return time_modules(modules, settings or LatencySettings(), runs, warmup)
+    return time_modules(modules, settings or LatencySettings(), runs, warmup, beside_reference)
 
 
 def measure(
@@ -209,6 +254,7 @@ def measure(
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
     resolution: int = 224,
+    beside_reference: bool = False,
 ) -> Measurement:
     """End-to-end inference latency of one network: `warmup` untimed calls, then `runs` timed ones.
 
@@ -216,4 +262,4 @@ def measure(
     >>> measure(genome, LatencySettings(threads=1), runs=3).median > 0
     True
     """
-    return measure_many({"model": target}, settings, runs, warmup, resolution)["model"]
+    return measure_many({"model": target}, settings, runs, warmup, resolution, beside_reference)["model"]

@@ -1,10 +1,16 @@
 """The latency model of one device: a genome's inference latency predicted in microseconds, before training.
 
 How it predicts. A genome is split into the parts its network runs, as its space declares them
-(`gas.latency.parts`: stem, blocks, head). Each part's seconds come from its kind's regression on work
+(`gas.latency.parts`: stem, blocks, head). Each part's time comes from its kind's regression on work
 figures (multiply-adds, elements moved, attention problems), fitted to timings of real part modules; their
 sum then passes through a per-space calibration line fitted to end-to-end measurements of whole networks.
 No network is built to predict.
+
+Its unit. Every timing the model takes is taken in turns with the reference network
+(`gas.latency.reference`) and kept as a ratio to the reference's median in the same turns: the model's
+figures are in reference units, which the machine's drift moves far less than seconds. A prediction in
+reference units becomes seconds at the reference's latest measurement (`reference_seconds`), which every
+timing the model takes or is given (`observe`) renews, and which a search measures afresh when it starts.
 
 How it is built. Lazily, per space, the first time a genome of that space is predicted: the parts of a
 seeded sample of random genomes of the space are timed on this device (the table), the kinds' weights
@@ -36,16 +42,19 @@ from gas.genome import Genome
 from gas.latency import parts as partlib
 from gas.latency.device import LatencySettings, difference, fingerprint, fingerprint_id
 from gas.latency.fit import Calibration, fit_calibration, fit_weights
-from gas.latency.measure import DEFAULT_WARMUP, Measurement, measure_many, time_modules
+from gas.latency.measure import DEFAULT_RUNS, DEFAULT_WARMUP, Measurement, measure_many, measure_reference, time_modules
 from gas.latency.parts import Part, PartKind, decompose, family
+from gas.latency.reference import REFERENCE_NAME
 from gas.space import draw_genomes, get_space, load_genome
 from gas.units import compact_count
 
 #: Version of the cache file's layout and of how the modules it times run; bump it when either changes, and
 #: files of the old version are rebuilt instead of read. (A part kind whose key changes meaning takes a new
 #: name instead: see `PartKind.name`.) 2: the attention runs scaled_dot_product_attention's fused kernels,
-#: so version 1's timings are not today's.
-FORMAT = 2
+#: so version 1's timings are not today's. 3: figures in reference units, and the reference's latest seconds.
+FORMAT = 3
+#: Version 2 files are read too: their figures are seconds (see `LatencyModel.reference_seconds`).
+SECONDS_FORMAT = 2
 
 #: Random draws per genome a build may take to find its genomes within `BuildPlan.max_flops`.
 DRAWS_PER_GENOME = 2000
@@ -117,7 +126,7 @@ class LatencyModel:
     """Predicts a genome's inference latency on one device; see the module docstring for how.
 
     Build one with `LatencyModel.for_device(settings)`; `predict(genome)` gives seconds, `observe(genome,
-    seconds)` adds an end-to-end figure and refits the calibration, `save()` keeps it for the next run.
+    measurement)` adds an end-to-end figure and refits the calibration, `save()` keeps it for the next run.
     """
 
     def __init__(self, settings: LatencySettings, plan: BuildPlan | None = None, path: Path | None = None) -> None:
@@ -125,10 +134,16 @@ class LatencyModel:
         self.fingerprint = fingerprint(settings)
         self.plan = plan or BuildPlan()
         self.path = path
-        #: kind name → part key → measured seconds of one call (a batch of `settings.batch`).
+        #: kind name → part key → one call's time (a batch of `settings.batch`), in the model's unit.
         self.table: dict[str, dict[partlib.Key, float]] = {}
-        #: space family → end-to-end figures: (genome, measured seconds).
+        #: space family → end-to-end figures: (genome, measured time in the model's unit).
         self.observations: dict[str, list[tuple[Genome, float]]] = {}
+        #: The reference network's latest median, in seconds: the size of the model's unit. None while the
+        #: figures are in seconds: a model saved before figures were kept in reference units (cache format
+        #: 2) had no reference, so its figures are read as seconds, and they are turned into reference units
+        #: at the first measurement of the reference (as if the machine ran then as fast as at the build,
+        #: which is what such a model assumed of every prediction).
+        self.reference_seconds: float | None = None
         #: space family → how its share was built (genomes, parts timed, seconds it took).
         self.builds: dict[str, dict[str, Any]] = {}
         self._weights: dict[str, tuple[float, ...]] = {}
@@ -163,35 +178,45 @@ class LatencyModel:
             raise GasError(f"{path} is not a latency model: {error.msg} at line {error.lineno}") from None
         if not isinstance(data, dict) or "fingerprint" not in data:
             raise GasError(f"{path} is not a latency model (no fingerprint)")
-        if data.get("format") != FORMAT:
+        if data.get("format") not in (FORMAT, SECONDS_FORMAT):
             raise _StaleFile(f"{path} holds a latency model of format {data.get('format')}, gas reads {FORMAT}")
+        reference = data.get("reference") or {}
+        if data["format"] == FORMAT and reference.get("name") != REFERENCE_NAME:
+            raise _StaleFile(f"{path} is in units of the reference {reference.get('name')!r}, not {REFERENCE_NAME!r}")
         model = cls(settings, plan, path)
         mismatch = difference(model.fingerprint, data["fingerprint"])
         if mismatch is not None:
             raise GasError(f"latency model {path} was made for another device or settings: {mismatch}")
+        unit = "units" if data["format"] == FORMAT else "seconds"
         try:
             for kind, rows in data["table"].items():
-                model.table[kind] = {tuple(key): float(seconds) for key, seconds in rows}
+                model.table[kind] = {tuple(key): float(figure) for key, figure in rows}
             for space_family, rows in data["observations"].items():
-                model.observations[space_family] = list(_readable_observations(rows))
+                model.observations[space_family] = list(_readable_observations(rows, unit))
             model.builds = dict(data["builds"])
+            seconds = reference.get("seconds")
+            model.reference_seconds = None if seconds is None else float(seconds)
         except (KeyError, TypeError, ValueError) as error:
             raise GasError(f"{path} is not a readable latency model: {type(error).__name__}: {error}") from None
         return model
 
     def to_dict(self) -> dict[str, Any]:
+        """The model as JSON data; its figures in reference units once the reference has been measured."""
         return {
-            "format": FORMAT,
+            "format": FORMAT if self.reference_seconds is not None else SECONDS_FORMAT,
             "fingerprint": self.fingerprint,
-            "table": {
-                kind: [[list(key), seconds] for key, seconds in rows.items()] for kind, rows in self.table.items()
-            },
+            "reference": {"name": REFERENCE_NAME, "seconds": self.reference_seconds},
+            "table": {kind: [[list(key), figure] for key, figure in rows.items()] for kind, rows in self.table.items()},
             "observations": {
-                space_family: [{"genome": genome.to_dict(), "seconds": seconds} for genome, seconds in rows]
+                space_family: [{"genome": genome.to_dict(), self._unit_name: figure} for genome, figure in rows]
                 for space_family, rows in self.observations.items()
             },
             "builds": self.builds,
         }
+
+    @property
+    def _unit_name(self) -> str:
+        return "units" if self.reference_seconds is not None else "seconds"
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the model (atomically) to `path`, else where it was loaded from or will be cached."""
@@ -208,15 +233,44 @@ class LatencyModel:
 
     # ---- measuring ------------------------------------------------------------------------------
 
+    @property
+    def seconds_per_unit(self) -> float:
+        """Seconds per unit of the model's figures: the reference's latest median (1 while in seconds)."""
+        return self.reference_seconds if self.reference_seconds is not None else 1.0
+
+    def note_reference(self, seconds: float) -> None:
+        """Take `seconds` as the reference's latest median: predictions scale with it from now on.
+
+        The first one a model in seconds sees turns its figures into reference units at that figure.
+        """
+        if not seconds > 0:
+            raise GasError(f"the reference's latency must be positive seconds, got {seconds!r}")
+        if self.reference_seconds is None:
+            for rows in self.table.values():
+                for key in rows:
+                    rows[key] /= seconds
+            for space_family, rows in self.observations.items():
+                self.observations[space_family] = [(genome, figure / seconds) for genome, figure in rows]
+            self._weights.clear()
+            self._calibrations.clear()
+        self.reference_seconds = seconds
+
+    def measure_reference(self, runs: int = DEFAULT_RUNS) -> Measurement:
+        """Measure the reference network now and take it as the latest; returns the measurement."""
+        measured = measure_reference(self.settings, runs, self.plan.warmup)
+        self.note_reference(measured.median)
+        return measured
+
     def time_parts(self, parts: Iterable[Part], runs: int | None = None) -> int:
-        """Time every part not yet in the table (real modules, in turns); return how many were timed."""
+        """Time every part not yet in the table (real modules, in turns with the reference); return how many."""
         missing = {part: None for part in parts if part.key not in self.table.get(part.kind.name, {})}
         if not missing:
             return 0
         modules = {str(index): partlib.build(part) for index, part in enumerate(missing)}
-        timed = time_modules(modules, self.settings, runs or self.plan.part_runs, self.plan.warmup)
+        timed = time_modules(modules, self.settings, runs or self.plan.part_runs, self.plan.warmup, True)
+        self.note_reference(timed["0"].reference)
         for index, part in enumerate(missing):
-            self.table.setdefault(part.kind.name, {})[part.key] = timed[str(index)].median
+            self.table.setdefault(part.kind.name, {})[part.key] = timed[str(index)].ratio
         self._weights.clear()
         self._calibrations.clear()
         return len(missing)
@@ -233,12 +287,14 @@ class LatencyModel:
         timed = sum(self.time_parts(decompose(genome)) for genome in genomes)
         self.calibrate(genomes[: plan.calibrate])
         record = {"genomes": len(genomes), "parts_timed": timed, "seconds": time.perf_counter() - started}
+        record["reference_s"] = self.reference_seconds
         record["plan"] = asdict(plan)
         self.builds[partlib.family(genomes[0])] = record
         return record
 
     def calibrate(self, genomes: Sequence[Genome], runs: int | None = None) -> dict[int, Measurement]:
-        """Measure `genomes` end to end (in turns) and observe each; returns the measurements by index."""
+        """Measure `genomes` end to end (in turns, with the reference) and observe each; returns the
+        measurements by index."""
         if not genomes:
             return {}
         measured = measure_many(
@@ -246,19 +302,26 @@ class LatencyModel:
             self.settings,
             runs or self.plan.runs,
             self.plan.warmup,
+            beside_reference=True,
         )
         for index, genome in enumerate(genomes):
             self.observe(genome, measured[str(index)])
         return {index: measured[str(index)] for index in range(len(genomes))}
 
     def observe(self, genome: Genome, measured: float | Measurement) -> None:
-        """Add an end-to-end figure (seconds, or a `Measurement`'s median) for `genome`; refits the
-        calibration of its space at the next prediction."""
+        """Add an end-to-end figure for `genome`; refits the calibration of its space at the next prediction.
+
+        A `Measurement` taken beside the reference is kept as its ratio, and its reference becomes the
+        latest; seconds alone (a float, or a measurement without the reference) are taken at the
+        reference's latest measurement.
+        """
         seconds = measured.median if isinstance(measured, Measurement) else float(measured)
         if not seconds > 0:
             raise GasError(f"a measured latency must be positive seconds, got {seconds!r}")
         decompose(genome)  # refuses a space the model does not know before anything is recorded
-        self.observations.setdefault(family(genome), []).append((genome, seconds))
+        if isinstance(measured, Measurement) and measured.reference is not None:
+            self.note_reference(measured.reference)
+        self.observations.setdefault(family(genome), []).append((genome, seconds / self.seconds_per_unit))
         self._calibrations.pop(family(genome), None)
 
     # ---- predicting -----------------------------------------------------------------------------
@@ -275,8 +338,9 @@ class LatencyModel:
             self._weights[kind.name] = weights
         return weights
 
-    def part_seconds(self, part: Part) -> float:
-        """Predicted seconds of one part, before calibration: its kind's regression on its work figures.
+    def part_units(self, part: Part) -> float:
+        """Predicted time of one part in the model's unit, before calibration: its kind's regression on its
+        work figures.
 
         Parts that are in the table are priced by the regression too: a table entry is one noisy timing,
         and a genome priced partly from timings and partly from the regression would sit off the
@@ -297,20 +361,25 @@ class LatencyModel:
         return line
 
     def predict(self, genome: Genome) -> float:
-        """Predicted end-to-end latency of `genome` in seconds, at its resolution, on this device.
+        """Predicted end-to-end latency of `genome` in seconds, at its resolution, on this device: its
+        prediction in reference units at the reference's latest measurement.
 
         Builds the space's share first if it has none (timing parts on this machine, about a minute);
         after that a prediction takes microseconds and builds nothing.
         """
+        return self.predict_units(genome) * self.seconds_per_unit
+
+    def predict_units(self, genome: Genome) -> float:
+        """Predicted end-to-end latency of `genome` in the model's unit (see `reference_seconds`)."""
         parts = self._parts(genome)
         return self.calibration(genome.space)(self._summed(parts))
 
     def breakdown(self, genome: Genome) -> list[tuple[Part, float]]:
         """Each part of `genome` with its predicted seconds, before calibration."""
-        return [(part, self.part_seconds(part)) for part in self._parts(genome)]
+        return [(part, self.part_units(part) * self.seconds_per_unit) for part in self._parts(genome)]
 
     def _summed(self, parts: Iterable[Part]) -> float:
-        return sum(self.part_seconds(part) for part in parts)
+        return sum(self.part_units(part) for part in parts)
 
     def _parts(self, genome: Genome) -> list[Part]:
         """`genome`'s parts, after building what predicting them needs (only the first time)."""
@@ -326,15 +395,15 @@ class LatencyModel:
         return parts
 
 
-def _readable_observations(rows: Iterable[dict[str, Any]]) -> Iterable[tuple[Genome, float]]:
-    """The saved observations whose genomes the space still accepts; the cache outlives rule changes, and
-    one calibration point less is better than a model that no longer loads."""
+def _readable_observations(rows: Iterable[dict[str, Any]], unit: str) -> Iterable[tuple[Genome, float]]:
+    """The saved observations (figures under the key `unit`) whose genomes the space still accepts; the cache
+    outlives rule changes, and one calibration point less is better than a model that no longer loads."""
     for row in rows:
         try:
             genome = load_genome(row["genome"])
         except GasError:
             continue
-        yield genome, float(row["seconds"])
+        yield genome, float(row[unit])
 
 
 class _StaleFile(GasError):

@@ -202,6 +202,10 @@ class LatencyAccuracy:
     median_abs_error: float | None
     within_10: float | None  # the share predicted within ±10%
     kendall_tau: float | None
+    # The machine's own repeatability beside it: the share of consecutive measurements of the reference network
+    # that agree within ±10%, over `repeat_pairs` pairs; None for studies from before the reference was measured.
+    repeatability: float | None = None
+    repeat_pairs: int = 0
 
 
 @dataclass(frozen=True)
@@ -267,6 +271,8 @@ def latency_record(study: optuna.Study) -> LatencyRecord | None:
             accuracy.get("median_abs_error"),
             accuracy.get("within_10"),
             accuracy.get("kendall_tau"),
+            accuracy.get("repeatability"),
+            int(accuracy.get("repeat_pairs") or 0),
         ),
         stored=dict(value),
     )

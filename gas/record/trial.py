@@ -35,6 +35,7 @@ class TrialKey:
     STOPPED_AT = "stopped_at"  # epochs trained when early stopping ended the trial at a rung
     PREDICTED_LATENCY = "predicted_latency"  # seconds, the latency model's figure before training
     MEASURED_LATENCY = "measured_latency"  # seconds, the median end-to-end time on the target device
+    REFERENCE_LATENCY = "reference_latency"  # seconds, the reference network's median in the same turns
     MEASURE_TIME = "measure_time"  # seconds the driver spent measuring it, after the trial and outside it
     DATASET = "dataset"
     PROXY_RESOLUTION = "proxy_resolution"
@@ -84,6 +85,7 @@ class TrialRecord:
     predicted_latency: float | None
     measured_latency: float | None
     measure_time: float | None  # seconds the driver spent measuring the latency
+    reference_latency: float | None  # seconds, the reference network measured in the same turns
     dataset: str | None
     proxy_resolution: int | None
     proxy_epochs: int | None
@@ -155,6 +157,7 @@ def trial_record(trial: FrozenTrial | optuna.Trial) -> TrialRecord:
         predicted_latency=_optional(float, attrs.get(TrialKey.PREDICTED_LATENCY)),
         measured_latency=_optional(float, attrs.get(TrialKey.MEASURED_LATENCY)),
         measure_time=_optional(float, attrs.get(TrialKey.MEASURE_TIME)),
+        reference_latency=_optional(float, attrs.get(TrialKey.REFERENCE_LATENCY)),
         dataset=attrs.get(TrialKey.DATASET),
         proxy_resolution=attrs.get(TrialKey.PROXY_RESOLUTION),
         proxy_epochs=attrs.get(TrialKey.PROXY_EPOCHS),
@@ -300,9 +303,11 @@ def write_constraints(trial: optuna.Trial, constraints: Mapping[str, float]) -> 
         trial.set_constraint(name, value)
 
 
-def write_measured_latency(trial: optuna.Trial, seconds: float, took: float) -> None:
+def write_measured_latency(trial: optuna.Trial, seconds: float, took: float, reference: float | None = None) -> None:
     trial.set_user_attr(TrialKey.MEASURED_LATENCY, seconds)
     trial.set_user_attr(TrialKey.MEASURE_TIME, took)
+    if reference is not None:
+        trial.set_user_attr(TrialKey.REFERENCE_LATENCY, reference)
 
 
 def write_over_limit(

@@ -39,6 +39,7 @@ from gas.study import (
     failed_trials,
     failure_summary,
     latency_pairs,
+    reference_latencies,
     rung_cost,
     rung_histories,
     running_trials,
@@ -373,8 +374,8 @@ class Engine:
             return None
         started = time.perf_counter()
         measured = self.judge.measure(load_genome(record.trial_record(trial).genome))
-        record.write_measured_latency(trial, measured, time.perf_counter() - started)
-        return measured
+        record.write_measured_latency(trial, measured.median, time.perf_counter() - started, measured.reference)
+        return measured.median
 
     def _objective_cost(self, trial: optuna.Trial, measured: float | None) -> float:
         if self.config.objective == "latency" and measured is not None:
@@ -389,7 +390,7 @@ class Engine:
         """How well the latency model predicted this study's trained trials (None without a latency target)."""
         if self.judge is None:
             return None
-        return prediction_accuracy(latency_pairs(self.study))
+        return prediction_accuracy(latency_pairs(self.study), reference_latencies(self.study))
 
     def finish(self) -> None:
         """At the end of a run: the proxy's measured noise and the latency model's accuracy go to the study, the
