@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from gas.cli.common import add_study_options, storage_option
 from gas.units import format_count
+
+if TYPE_CHECKING:
+    from gas.record import LatencyRecord, NoiseRecord
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -75,15 +79,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"study {study.study_name}" + (f" ({about})" if about else ""))
     print("trials: " + ", ".join(f"{count} {state}" for state, count in counts.items()))
-    if latency is not None:
-        from gas.search.latency_limit import describe_accuracy, describe_target
-
-        print(f"latency measured in {latency.measured_in} on {describe_target(latency)}")
-        print(describe_accuracy(latency.accuracy))
-    if noise is not None:
-        from gas.search.replicates import describe_noise
-
-        print(describe_noise(noise))
+    for line in _measurement_lines(latency, noise):
+        print(line)
     if rows:
         print(f"Pareto front: {len(rows)} feasible, fully trained trials, by {searched.objective} ascending")
         for line in format_table(rows):
@@ -101,3 +98,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"export a row:       {export_template.replace('TRIAL', example)}")
     print(f"open the dashboard: gas dashboard --study {name}{storage}")
     return 0
+
+
+def _measurement_lines(latency: LatencyRecord | None, noise: NoiseRecord | None) -> list[str]:
+    """What the study measured about its own figures: the latency model's accuracy, the proxy's seed noise."""
+    lines = []
+    if latency is not None:
+        from gas.search.latency_limit import describe_accuracy, describe_target
+
+        lines.append(f"latency measured in {latency.measured_in} on {describe_target(latency)}")
+        lines.append(describe_accuracy(latency.accuracy))
+    if noise is not None:
+        from gas.search.replicates import describe_noise
+
+        lines.append(describe_noise(noise))
+    return lines
