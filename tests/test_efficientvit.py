@@ -450,6 +450,7 @@ def test_search_end_to_end_on_this_space(space, tmp_path):
             epochs=1, device="cpu"
         ),
         progress=False,
+        replicates=None,  # one seed per trial: each trial's accuracy is its one training's
     )
     search.search_in_process(config)
 

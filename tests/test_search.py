@@ -44,9 +44,14 @@ def runs_study(folder: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/runs/gas.db")
 
 
+def ray_trial_folders(folder: Path) -> list[str]:
+    """The Ray Tune trials' folder names: trial_N for study trial N's first training, trial_N_seedK for its k-th."""
+    return sorted(path.name for path in (folder / "runs" / "ray").glob("*/trial_*"))
+
+
 def ray_trial_numbers(folder: Path) -> set[int]:
     """Study trial numbers that became Ray Tune trials (Ray names each trial's folder after it)."""
-    return {int(path.name.removeprefix("trial_")) for path in (folder / "runs" / "ray").glob("*/trial_*")}
+    return {int(name.removeprefix("trial_").partition("_")[0]) for name in ray_trial_folders(folder)}
 
 
 def non_dominated(trials: list) -> set[int]:
@@ -73,10 +78,12 @@ def _image_folder(root: Path) -> None:
 def test_search_end_to_end_on_a_relative_image_folder(tmp_path):
     """The whole path as a user runs it on their own data: a folder named relative to theirs (Ray runs each
     trial in a folder of its own, so the driver must resolve it), one unreadable file among good ones, and
-    the fidelity audit every search ends with (its long runs read the same folder)."""
+    the fidelity audit every search ends with (its long runs read the same folder); and seed replicates on the
+    Ray workers: each trial that could be on the front trains twice (--max-seeds 2: no racing), each training
+    a Ray trial of its own."""
     _image_folder(tmp_path / "mydata")
-    args = ["--budget", "1G", "--trials", "3", "--study", "e2e", "--dataset", "imagefolder:mydata", "--audit", "3"]
-    args += ["--resolution", "32", "--epochs", "1", "--seed", "1", "--no-progress"]
+    args = ["--budget", "1G", "--trials", "6", "--study", "e2e", "--dataset", "imagefolder:mydata", "--audit", "3"]
+    args += ["--resolution", "32", "--epochs", "1", "--seed", "1", "--no-progress", "--max-seeds", "2"]
     result = run_gas("search", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Pareto front" in result.stdout and "gas export --study e2e" in result.stdout
@@ -90,14 +97,22 @@ def test_search_end_to_end_on_a_relative_image_folder(tmp_path):
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     infeasible = [t for t in trials if t.state == TrialState.PRUNED]
-    assert len(complete) == 3 and not [t for t in trials if t.state == TrialState.RUNNING]
+    assert len(complete) >= 3 and not [t for t in trials if t.state == TrialState.RUNNING]
+    # Six trainings, and at most one more seed for each of the two trials in flight when they ran out.
+    seeds = {t.number: record.trial_record(t).seed_accuracies for t in complete}
+    assert 6 <= sum(len(runs) for runs in seeds.values()) <= 8 and max(map(len, seeds.values())) == 2
+    folders = {f"trial_{n}" + (f"_seed{k}" if k else "") for n, runs in seeds.items() for k in range(len(runs))}
+    assert set(ray_trial_folders(tmp_path)) == folders
     folder = f"imagefolder:{tmp_path / 'mydata'}"
     for trial in complete:
         attrs = trial.user_attrs
+        runs = seeds[trial.number]
+        assert [seed for seed, _ in runs] == [1, 2][: len(runs)]  # the proxy's seed (--seed 1), then the next
+        assert trial.values[0] == pytest.approx(sum(accuracy for _, accuracy in runs) / len(runs))
         genome = load_genome(attrs["genome"])
         cost = space.cost(genome)
         assert attrs["flops"] == cost.flops <= 1e9 and attrs["params"] == cost.params
-        assert trial.values == [attrs["accuracy"], attrs["flops"]] and attrs["accuracy_history"] == [attrs["accuracy"]]
+        assert trial.values == [attrs["accuracy"], attrs["flops"]] and attrs["accuracy_history"] == [runs[0][1]]
         assert attrs["budget_utilisation"] == pytest.approx(cost.flops / 1e9)
         assert attrs["proxy_resolution"] == 32 and attrs["proxy_epochs"] == 1 and attrs["dataset"] == folder
         assert attrs["wall_time"] > 0 and attrs["device"] == "cpu" and attrs["images_per_second"] > 0
@@ -135,6 +150,7 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path):
         storage=f"sqlite:///{tmp_path}/gas.db",
         proxy=proxy,
         progress=False,
+        replicates=None,  # each trial's one training: the first completes, the others fail
     )
     outcome = search_in_process(config)
     assert outcome.failed_run is None and outcome.failures and outcome.failures.startswith("2 failed")
