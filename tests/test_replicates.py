@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 
@@ -9,6 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from gas import record
+from gas.cli import main
+from gas.errors import GasError
 from gas.evaluate.proxy import ProxyConfig
 from gas.front import pick_trial
 from gas.search import Engine, SearchConfig, search_in_process
@@ -183,21 +186,32 @@ def test_pareto_shows_the_noise_and_each_front_trial_first_seed_beside_its_mean(
 
 
 def test_a_resume_with_other_seed_settings_is_refused_in_one_line(replicated_search):
-    folder, _ = replicated_search
-    storage = f"sqlite:///{folder}/seeds.db"
-    common = ("search", "--budget", "1G", "--study", "seeds", "--storage", storage, "--trials", "8", "--seed", "2")
-    common += ("--dataset", "digits", "--epochs", "1", "--resolution", "32", "--no-progress")
-    refused = run_gas(*common, "--replicates", "3")
-    assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    (line,) = [line for line in refused.stderr.splitlines() if "replicates" in line]
-    assert "replicates.seeds 2 (now 3)" in line
+    folder, study = replicated_search
+    config = SearchConfig(
+        budget=BUDGET,
+        trials=8,
+        study="seeds",
+        storage=f"sqlite:///{folder}/seeds.db",
+        proxy=TINY,
+        seed=2,
+        progress=False,
+        replicates=Replicates(seeds=3, max_seeds=3),
+    )
+    with pytest.raises(GasError) as refused:
+        Engine(config)  # what opens the study for every driver
+    message = str(refused.value)
+    assert "\n" not in message and "replicates.seeds 2 (now 3)" in message and "max_seeds" not in message
+    same = Engine(dataclasses.replace(config, replicates=Replicates(seeds=2, max_seeds=3)))  # as it was: it opens
+    assert len(trained_trials(same.study)) == len(trained_trials(study))
 
 
-def test_the_command_line_turns_replicates_off_and_refuses_a_cap_without_them():
-    off = run_gas("search", "--budget", "1G", "--replicates", "1", "--max-seeds", "3")
-    assert off.returncode != 0 and "Traceback" not in off.stderr and "--max-seeds" in off.stderr
-    low = run_gas("search", "--budget", "1G", "--replicates", "3", "--max-seeds", "2")
-    assert low.returncode != 0 and "Traceback" not in low.stderr and "--max-seeds (2)" in low.stderr
+def test_the_command_line_turns_replicates_off_and_refuses_a_cap_without_them(capsys):
+    assert main(["search", "--budget", "1G", "--replicates", "1", "--max-seeds", "3"]) == 2
+    assert "--max-seeds caps the seeds of replicates" in capsys.readouterr().err
+    assert main(["search", "--budget", "1G", "--replicates", "3", "--max-seeds", "2"]) == 2
+    assert "--max-seeds (2) must be at least --replicates (3)" in capsys.readouterr().err
+    assert main(["search", "--budget", "1G", "--replicates", "0"]) == 2
+    assert "--replicates is a number of seeds" in capsys.readouterr().err
 
 
 # ---- the audit's size ------------------------------------------------------------------------------------
