@@ -87,7 +87,7 @@ def test_search_end_to_end_on_a_relative_image_folder(tmp_path):
     result = run_gas("search", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Pareto front" in result.stdout and "gas export --study e2e" in result.stdout
-    assert "failures: none" in result.stdout
+    assert "failures: none" in result.stdout and "proxy noise over" in result.stdout
     # One-line warnings (the search's data check, and the audit's before its long runs), no traceback.
     lines = result.stderr.strip().splitlines()
     assert lines and all(line.startswith("gas search: warning:") and "broken.png" in line for line in lines)

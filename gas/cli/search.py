@@ -120,9 +120,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gas.front_report import format_table, front_rows
-    from gas.record import latency_record
+    from gas.record import latency_record, noise_record
     from gas.search import run_search
     from gas.search.latency_limit import describe_accuracy
+    from gas.search.replicates import describe_noise
     from gas.storage import DEFAULT_STORAGE
     from gas.study import feasible_share_by_half
 
@@ -137,9 +138,11 @@ def run(args: argparse.Namespace) -> int:
         f"feasible proposals {first:.0%} in the first half, {second:.0%} in the second"
     )
     print(f"failures: {outcome.failures}" if outcome.failures else "failures: none")
-    latency = latency_record(study)
+    latency, noise = latency_record(study), noise_record(study)
     if latency is not None:
         print(describe_accuracy(latency.accuracy))
+    if noise is not None:
+        print(describe_noise(noise))
     if outcome.stopped_reason:
         print(f"stopped early: {outcome.stopped_reason}")
     rows = front_rows(study)
