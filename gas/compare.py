@@ -83,7 +83,7 @@ class Candidate:
     baseline: bool  # compared against, rather than compared
     genome: Genome
     origin: str  # where it comes from, in words
-    search_accuracy: float | None = None  # a pick's accuracy in the search (its validation split, one seed)
+    search_accuracy: float | None = None  # a pick's accuracy in the search (its validation split, seed mean)
 
 
 @dataclass(frozen=True)
