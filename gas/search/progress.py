@@ -16,16 +16,17 @@ REFRESH_SECONDS = 2.0
 
 
 class Progress:
-    """A tqdm bar over trained trials, its postfix read from the study after every trained trial and, in
-    between (proposals, a long run of rejections), every couple of seconds."""
+    """A tqdm bar over trainings (each seed of a replicated trial is one, as `--trials` counts them), its postfix
+    read from the study after every training and, in between (proposals, a long run of rejections), every
+    couple of seconds."""
 
     def __init__(self, study: optuna.Study, total: int, enabled: bool) -> None:
         from tqdm import tqdm
 
         self.study = study
         self.shown = -math.inf
-        done = len(trained_trials(study))
-        self.bar = tqdm(total=total, initial=min(done, total), unit="trial", disable=not enabled, dynamic_ncols=True)
+        done = sum(trial_record(t).seeds for t in trained_trials(study))
+        self.bar = tqdm(total=total, initial=min(done, total), unit="training", disable=not enabled, dynamic_ncols=True)
         self.refresh()
 
     def refresh(self, completed: int = 0) -> None:
