@@ -463,20 +463,26 @@ def test_diagnosis_names_the_part_that_grew():
 
 def test_proxy_design_harness_runs_what_is_missing_and_measures_the_seed_noise(tmp_path):
     script = REPO / "experiments" / "proxy_design" / "run.py"
-    tiny = ["--genomes", "3", "--epochs", "1", "--train-size", "32", "--val-size", "32", "--out", str(tmp_path)]
-    args = [sys.executable, str(script), *tiny, "--only", "today", "--jobs", "2"]
+    tiny = ["--genomes", "2", "--epochs", "1", "--train-size", "32", "--val-size", "32", "--test-size", "64"]
+    tiny += ["--out", str(tmp_path)]
+    args = [sys.executable, str(script), *tiny, "--only", "today", "target", "--target-seeds", "2", "--jobs", "2"]
     result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     runs = pd.read_csv(tmp_path / "proxy_design_runs.csv")
-    assert len(runs) == 8 and set(runs.seed) == {0, 1} and not runs.error.notna().any()
+    assert len(runs) == 12 and set(runs.seed) == {0, 1} and not runs.error.notna().any()
     table = pd.read_csv(tmp_path / "proxy_design.csv").set_index("setting")
-    by_seed = runs.pivot_table(index="genome", columns="seed", values="accuracy")
-    expected = kendall_tau(by_seed[0], by_seed[1])
-    assert table.loc["today", "retest_tau"] == pytest.approx(expected, nan_ok=True)
-    assert table.loc["today", "seed_sd"] == pytest.approx(seed_noise(by_seed[[0, 1]].to_numpy())["seed_sd"])
+    today = runs[runs.setting == "today"].pivot_table(index="genome", columns="seed", values="accuracy")
+    assert table.loc["today", "retest_tau"] == pytest.approx(kendall_tau(today[0], today[1]), nan_ok=True)
+    assert table.loc["today", "seed_sd"] == pytest.approx(seed_noise(today[[0, 1]].to_numpy())["seed_sd"])
+    # The target is scored on its test split, and its own seeds' agreement is the table's first row.
+    target = runs[runs.setting == "target"].pivot_table(index="genome", columns="seed", values="test_accuracy")
+    assert table.index[0] == "target (test split)" and table.iloc[0].goals == "yardstick"
+    assert table.iloc[0].retest_tau == pytest.approx(kendall_tau(target[0], target[1]), nan_ok=True)
+    expected = kendall_tau(today.mean(axis=1), target.mean(axis=1))
+    assert table.loc["today", "target_tau"] == pytest.approx(expected, nan_ok=True)
     # A second run finds every row and trains nothing; another base proxy in the same folder is refused.
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "8 runs found, 0 to go" in again.stdout and len(pd.read_csv(tmp_path / "proxy_design_runs.csv")) == 8
+    assert "12 runs found, 0 to go" in again.stdout and len(pd.read_csv(tmp_path / "proxy_design_runs.csv")) == 12
     other = subprocess.run([*args, "--epochs", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert other.returncode == 2 and "another base proxy" in other.stderr
 
