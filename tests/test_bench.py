@@ -485,6 +485,8 @@ def test_proxy_design_harness_runs_what_is_missing_and_measures_the_seed_noise(t
     assert "12 runs found, 0 to go" in again.stdout and len(pd.read_csv(tmp_path / "proxy_design_runs.csv")) == 12
     other = subprocess.run([*args, "--epochs", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert other.returncode == 2 and "another base proxy" in other.stderr
+    bad = subprocess.run([*args, "--test-size", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("--test-size must be at least 1, got 0")
 
 
 # ---- the summary page --------------------------------------------------------------------------------

@@ -330,7 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
     sizes = {name: getattr(args, name) for name in ("epochs", "train_size", "val_size", "test_size")}
-    base = ProxyConfig().with_overrides(**{name: size for name, size in sizes.items() if size})
+    sizes = {name: size for name, size in sizes.items() if size is not None}
+    for name, size in sizes.items():  # refused now, not after every run has trained
+        if size < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {size}")
+    base = ProxyConfig().with_overrides(**sizes)
     recorded = args.out / "proxy_design_base.json"
     if recorded.exists() and json.loads(recorded.read_text()) != base.to_dict():
         parser.error(f"{args.out} holds runs of another base proxy ({recorded}); give another --out")
